@@ -1,0 +1,144 @@
+//! Building a genesis block: the first block, signed and certified by the genesis authority.
+
+use kasane_model::block::{tx_merkle_root, BlockHeader, Certificate};
+use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, DomainId, Name};
+use kasane_model::instruction::{Instruction, Mintable};
+use kasane_model::transaction::{ChainId, INSTRUCTIONS_MAX, TTL_MS_MAX};
+use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
+
+use crate::plugin::{PluginRegistry, DEFAULT_PLUGIN};
+use crate::state::{ApplyError, RejectionReason, TransactionOutcome, Wsv};
+
+/// Name of the asset definition [`GenesisBuilder::funded_account`] mints, in the account's domain.
+pub const CURRENCY_NAME: &str = "coin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("genesis transaction {index} was rejected: {reason}")]
+    Rejected { index: usize, reason: RejectionReason },
+    #[error("genesis block does not apply: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+/// Collects the instructions of a genesis block.
+#[derive(Debug)]
+pub struct GenesisBuilder {
+    chain: ChainId,
+    authority: KeyPair,
+    timestamp_ms: u64,
+    instructions: Vec<Instruction>,
+    domains: Vec<DomainId>,
+    definitions: Vec<AssetDefinitionId>,
+}
+
+impl GenesisBuilder {
+    pub fn new(chain: ChainId, authority: KeyPair, timestamp_ms: u64) -> GenesisBuilder {
+        GenesisBuilder {
+            chain,
+            authority,
+            timestamp_ms,
+            instructions: Vec::new(),
+            domains: Vec::new(),
+            definitions: Vec::new(),
+        }
+    }
+
+    /// Registers a validator.
+    pub fn peer(&mut self, key: PublicKey) -> &mut Self {
+        self.instructions.push(Instruction::RegisterPeer { peer: key });
+        self
+    }
+
+    /// Registers a domain checked by the named validator plugin (once per domain).
+    pub fn domain(&mut self, domain: &DomainId, validator: &str) -> &mut Self {
+        if !self.domains.contains(domain) {
+            self.domains.push(domain.clone());
+            self.instructions.push(Instruction::RegisterDomain {
+                domain: domain.clone(),
+                validator: Name::new(validator).unwrap_or_else(|_| Name::new(DEFAULT_PLUGIN).expect("constant")),
+            });
+        }
+        self
+    }
+
+    /// Registers `account` (and its domain, and the domain's `coin` asset, when new) and mints
+    /// `amount` coins to it. Returns the account's coin asset.
+    pub fn funded_account(&mut self, account: AccountId, signatory: PublicKey, amount: u128) -> AssetId {
+        self.domain(&account.domain, DEFAULT_PLUGIN);
+        let definition = AssetDefinitionId {
+            name: Name::new(CURRENCY_NAME).expect("constant names are valid"),
+            domain: account.domain.clone(),
+        };
+        if !self.definitions.contains(&definition) {
+            self.definitions.push(definition.clone());
+            self.instructions.push(Instruction::RegisterAssetDefinition {
+                definition: definition.clone(),
+                scale: 0,
+                mintable: Mintable::Infinitely,
+            });
+        }
+        self.instructions.push(Instruction::RegisterAccount {
+            account: account.clone(),
+            signatories: vec![signatory],
+        });
+        let asset = AssetId::new(definition, account);
+        if amount > 0 {
+            self.instructions.push(Instruction::Mint { asset: asset.clone(), amount });
+        }
+        asset
+    }
+
+    /// Adds any instruction, run by the genesis authority.
+    pub fn instruction(&mut self, instruction: Instruction) -> &mut Self {
+        self.instructions.push(instruction);
+        self
+    }
+
+    /// Signs the genesis transactions, executes them on a fresh world state, and certifies the
+    /// block with the genesis authority's signature. Returns the block and the state after it.
+    pub fn build(&self, plugins: PluginRegistry) -> Result<(CommittedBlock, Wsv), GenesisError> {
+        let creator = Wsv::new(self.chain.clone(), self.authority.public_key(), PluginRegistry::default())
+            .genesis_authority()
+            .clone();
+        let transactions: Vec<SignedTransaction> = self
+            .instructions
+            .chunks(INSTRUCTIONS_MAX)
+            .enumerate()
+            .map(|(nonce, chunk)| {
+                let payload = TransactionPayload {
+                    chain: self.chain.clone(),
+                    creator: creator.clone(),
+                    instructions: chunk.to_vec(),
+                    created_at_ms: self.timestamp_ms,
+                    ttl_ms: TTL_MS_MAX,
+                    nonce: nonce as u32,
+                };
+                SignedTransaction::sign(payload, &[&self.authority])
+            })
+            .collect();
+        let hashes: Vec<_> = transactions.iter().map(SignedTransaction::hashes).collect();
+        let mut wsv = Wsv::new(self.chain.clone(), self.authority.public_key(), plugins);
+        let executed = wsv.execute(1, self.timestamp_ms, &transactions, &hashes)?;
+        for (index, outcome) in executed.outcomes.iter().enumerate() {
+            if let TransactionOutcome::Rejected(reason) = outcome {
+                return Err(GenesisError::Rejected { index, reason: reason.clone() });
+            }
+        }
+        let header = BlockHeader {
+            height: 1,
+            previous_hash: Hash::ZERO,
+            view: 0,
+            proposer: self.authority.public_key(),
+            tx_merkle_root: tx_merkle_root(&hashes.iter().map(|hash| hash.transaction).collect::<Vec<_>>()),
+            state_commitment: executed.state_commitment,
+            timestamp_ms: self.timestamp_ms,
+        };
+        let block = Block { header, transactions };
+        wsv.commit(executed, block.hash());
+        let committed = CommittedBlock {
+            certificate: Certificate::sign(CommittedBlock::expected_vote_for(&block), &[&self.authority]),
+            block,
+        };
+        Ok((committed, wsv))
+    }
+}

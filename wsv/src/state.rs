@@ -1,0 +1,476 @@
+//! The world state view: the committed world, its height and commitment, replay protection and
+//! recent transactions; block execution and atomic commit.
+
+use std::collections::VecDeque;
+
+use kasane_model::block::BLOCK_TRANSACTIONS_MAX;
+use kasane_model::ids::{AccountId, DomainId, Name};
+use kasane_model::transaction::{ChainId, TransactionHashes, FUTURE_SKEW_MS_MAX};
+use kasane_model::{Block, BlockHeader, Hash, PublicKey, SignedTransaction};
+
+use crate::commitment;
+use crate::execute::{Executor, InstructionError};
+use crate::layer::{BlockChanges, Layered};
+use crate::plugin::{PluginContext, PluginRegistry, Verdict, DEFAULT_PLUGIN};
+use crate::replay::ReplayGuard;
+use crate::world::{Account, Domain, Metadata, StateMap, World};
+
+/// Recent transactions remembered per creator account.
+pub const RECENT_TRANSACTIONS_PER_ACCOUNT: usize = 32;
+/// Name of the domain holding the genesis authority.
+pub const GENESIS_DOMAIN: &str = "genesis";
+/// Name of the genesis authority's account, in [`GENESIS_DOMAIN`].
+pub const GENESIS_ACCOUNT: &str = "genesis";
+
+/// Why a transaction was rejected. It stays in its block, rejected, and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectionReason {
+    #[error("{0}")]
+    Stateless(#[from] kasane_model::transaction::StatelessError),
+    #[error("expired at {expires_at_ms} ms, block time is {block_time_ms} ms")]
+    Expired { expires_at_ms: u64, block_time_ms: u64 },
+    #[error("created at {created_at_ms} ms, too far after block time {block_time_ms} ms")]
+    FromTheFuture { created_at_ms: u64, block_time_ms: u64 },
+    #[error("payload already committed (replay)")]
+    Replayed,
+    #[error("creator {0} does not exist")]
+    NoSuchCreator(AccountId),
+    #[error("signed by {key}, which is not a signatory of {account}")]
+    NotASignatory { account: AccountId, key: PublicKey },
+    #[error("{account} needs {required} signatures, has {found}")]
+    NotEnoughSignatures { account: AccountId, required: u8, found: usize },
+    #[error("validator plugin {plugin}: {reason}")]
+    Plugin { plugin: Name, reason: String },
+    #[error("instruction {index}: {error}")]
+    Instruction { index: usize, error: InstructionError },
+}
+
+/// What became of one transaction of a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionOutcome {
+    Committed,
+    Rejected(RejectionReason),
+}
+
+/// Why a block could not be applied. The world state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("block height {found}, expected {expected}")]
+    WrongHeight { expected: u64, found: u64 },
+    #[error("block {height}: previous hash {found}, expected {expected}")]
+    WrongPreviousHash { height: u64, expected: Hash, found: Hash },
+    #[error("block {height}: timestamp {found} ms is before the previous block's {previous} ms")]
+    TimeWentBack { height: u64, previous: u64, found: u64 },
+    #[error("block {height}: {count} transactions, over the limit of {BLOCK_TRANSACTIONS_MAX}")]
+    TooManyTransactions { height: u64, count: usize },
+    #[error("block {height}: {hashes} transaction hashes for {transactions} transactions")]
+    HashCountMismatch { height: u64, hashes: usize, transactions: usize },
+    #[error("block {height}: state commitment {computed} after execution, header says {claimed}")]
+    StateCommitmentMismatch { height: u64, claimed: Hash, computed: Hash },
+    #[error("block {height}, transaction {index}: validator plugin {plugin} failed: {reason}")]
+    ExecutionFailure { height: u64, index: usize, plugin: Name, reason: String },
+}
+
+/// A block executed against the world but not committed: what a proposer needs to fill in a
+/// header, and what [`Wsv::commit`] applies.
+#[derive(Debug)]
+pub struct ExecutedBlock {
+    pub height: u64,
+    pub timestamp_ms: u64,
+    pub state_commitment: Hash,
+    pub outcomes: Vec<TransactionOutcome>,
+    changes: BlockChanges,
+    replay_entries: Vec<(Hash, u64)>,
+    recent: Vec<(AccountId, Hash)>,
+}
+
+impl ExecutedBlock {
+    pub fn rejected_count(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, TransactionOutcome::Rejected(_)))
+            .count()
+    }
+
+    /// Number of state keys the block writes.
+    pub fn write_count(&self) -> usize {
+        self.changes.len()
+    }
+}
+
+/// One entry of an account's recent transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentTransaction {
+    pub hash: Hash,
+    pub height: u64,
+}
+
+/// The world state view of one chain.
+#[derive(Debug, Clone)]
+pub struct Wsv {
+    pub(crate) world: World,
+    chain: ChainId,
+    genesis_key: PublicKey,
+    genesis_authority: AccountId,
+    height: u64,
+    head_hash: Hash,
+    commitment: Hash,
+    last_timestamp_ms: u64,
+    replay: ReplayGuard,
+    recent: StateMap<AccountId, VecDeque<RecentTransaction>>,
+    plugins: PluginRegistry,
+}
+
+impl Wsv {
+    /// The state before the genesis block: the genesis domain and the genesis authority
+    /// `genesis@genesis`, whose one signatory is `genesis_key`.
+    pub fn new(chain: ChainId, genesis_key: PublicKey, plugins: PluginRegistry) -> Wsv {
+        let genesis_authority = AccountId::new(GENESIS_ACCOUNT, GENESIS_DOMAIN).expect("constant names are valid");
+        let mut world = World::default();
+        world.domains.insert(
+            genesis_authority.domain.clone(),
+            Domain {
+                id: genesis_authority.domain.clone(),
+                owner: genesis_authority.clone(),
+                validator: Name::new(DEFAULT_PLUGIN).expect("constant names are valid"),
+                metadata: Metadata::new(),
+                account_count: 1,
+                asset_definition_count: 0,
+            },
+        );
+        world.accounts.insert(
+            genesis_authority.clone(),
+            Account {
+                id: genesis_authority.clone(),
+                signatories: [genesis_key].into(),
+                signatures_required: 1,
+                metadata: Metadata::new(),
+                permissions: Default::default(),
+                held_asset_count: 0,
+            },
+        );
+        Wsv {
+            world,
+            commitment: commitment::initial_commitment(&chain, &genesis_key),
+            chain,
+            genesis_key,
+            genesis_authority,
+            height: 0,
+            head_hash: Hash::ZERO,
+            last_timestamp_ms: 0,
+            replay: ReplayGuard::default(),
+            recent: StateMap::default(),
+            plugins,
+        }
+    }
+
+    pub fn chain(&self) -> &ChainId {
+        &self.chain
+    }
+
+    pub fn genesis_key(&self) -> &PublicKey {
+        &self.genesis_key
+    }
+
+    pub fn genesis_authority(&self) -> &AccountId {
+        &self.genesis_authority
+    }
+
+    /// Height of the last applied block; 0 before genesis.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    pub fn head_hash(&self) -> Hash {
+        self.head_hash
+    }
+
+    /// The state commitment after the last applied block.
+    pub fn state_commitment(&self) -> Hash {
+        self.commitment
+    }
+
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
+    }
+
+    pub fn replay_entries(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// The validators that certify the block after the current head: the registered peers, or,
+    /// before genesis is applied, the genesis authority alone.
+    pub fn validators(&self) -> std::collections::BTreeSet<PublicKey> {
+        if self.height == 0 {
+            [self.genesis_key].into()
+        } else {
+            self.world.peers.clone()
+        }
+    }
+
+    pub(crate) fn recent_of(&self, account: &AccountId) -> Option<&VecDeque<RecentTransaction>> {
+        self.recent.get(account)
+    }
+
+    /// Checks the header against the head, executes the block, checks the claimed state
+    /// commitment, and commits. On any error nothing changes.
+    ///
+    /// `hashes` are the transactions' hashes in block order (computed once by the caller, who
+    /// needs them anyway). Signatures are NOT verified here: the caller verifies them (in
+    /// batches, once per transaction); this checks that the signers satisfy each creator's
+    /// signing condition.
+    pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<ExecutedBlock, ApplyError> {
+        self.check_header(&block.header)?;
+        let executed = self.execute(block.header.height, block.header.timestamp_ms, &block.transactions, hashes)?;
+        if executed.state_commitment != block.header.state_commitment {
+            return Err(ApplyError::StateCommitmentMismatch {
+                height: block.header.height,
+                claimed: block.header.state_commitment,
+                computed: executed.state_commitment,
+            });
+        }
+        Ok(self.commit(executed, block.hash()))
+    }
+
+    /// Checks the fields of a header that follow from the head: height, previous hash, time.
+    pub fn check_header(&self, header: &BlockHeader) -> Result<(), ApplyError> {
+        let expected = self.height + 1;
+        if header.height != expected {
+            return Err(ApplyError::WrongHeight { expected, found: header.height });
+        }
+        if header.previous_hash != self.head_hash {
+            return Err(ApplyError::WrongPreviousHash {
+                height: header.height,
+                expected: self.head_hash,
+                found: header.previous_hash,
+            });
+        }
+        if header.timestamp_ms < self.last_timestamp_ms {
+            return Err(ApplyError::TimeWentBack {
+                height: header.height,
+                previous: self.last_timestamp_ms,
+                found: header.timestamp_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes `transactions` as block `height` at `timestamp_ms` without changing anything.
+    pub fn execute(
+        &self,
+        height: u64,
+        timestamp_ms: u64,
+        transactions: &[SignedTransaction],
+        hashes: &[TransactionHashes],
+    ) -> Result<ExecutedBlock, ApplyError> {
+        if transactions.len() > BLOCK_TRANSACTIONS_MAX {
+            return Err(ApplyError::TooManyTransactions { height, count: transactions.len() });
+        }
+        if hashes.len() != transactions.len() {
+            return Err(ApplyError::HashCountMismatch {
+                height,
+                hashes: hashes.len(),
+                transactions: transactions.len(),
+            });
+        }
+        let mut state = Layered::new(&self.world);
+        let mut outcomes = Vec::with_capacity(transactions.len());
+        let mut replay_entries = Vec::with_capacity(transactions.len());
+        let mut in_block: StateMap<Hash, ()> = StateMap::default();
+        in_block.reserve(transactions.len());
+        let mut recent = Vec::with_capacity(transactions.len());
+        for (index, (transaction, hash)) in transactions.iter().zip(hashes).enumerate() {
+            let payload = &transaction.payload;
+            let replayed = self.replay.seen(&hash.payload, timestamp_ms) || in_block.insert(hash.payload, ()).is_some();
+            let outcome = if replayed {
+                TransactionOutcome::Rejected(RejectionReason::Replayed)
+            } else {
+                replay_entries.push((hash.payload, payload.expires_at_ms()));
+                recent.push((payload.creator.clone(), hash.transaction));
+                match self.run_transaction(&mut state, height, timestamp_ms, transaction) {
+                    Ok(()) => TransactionOutcome::Committed,
+                    Err(Failure::Rejected(reason)) => TransactionOutcome::Rejected(reason),
+                    Err(Failure::Execution { plugin, reason }) => {
+                        return Err(ApplyError::ExecutionFailure { height, index, plugin, reason })
+                    }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let changes = state.into_changes();
+        let state_commitment = commitment::next_commitment(&self.commitment, &changes);
+        Ok(ExecutedBlock {
+            height,
+            timestamp_ms,
+            state_commitment,
+            outcomes,
+            changes,
+            replay_entries,
+            recent,
+        })
+    }
+
+    /// Validates and runs one transaction; its writes stay only if it is committed.
+    fn run_transaction(
+        &self,
+        state: &mut Layered<'_>,
+        height: u64,
+        timestamp_ms: u64,
+        transaction: &SignedTransaction,
+    ) -> Result<(), Failure> {
+        let payload = &transaction.payload;
+        transaction
+            .check_stateless(&self.chain)
+            .map_err(|error| Failure::Rejected(error.into()))?;
+        if timestamp_ms > payload.expires_at_ms() {
+            return Err(Failure::Rejected(RejectionReason::Expired {
+                expires_at_ms: payload.expires_at_ms(),
+                block_time_ms: timestamp_ms,
+            }));
+        }
+        if payload.created_at_ms > timestamp_ms.saturating_add(FUTURE_SKEW_MS_MAX) {
+            return Err(Failure::Rejected(RejectionReason::FromTheFuture {
+                created_at_ms: payload.created_at_ms,
+                block_time_ms: timestamp_ms,
+            }));
+        }
+        let creator = state
+            .account(&payload.creator)
+            .ok_or_else(|| Failure::Rejected(RejectionReason::NoSuchCreator(payload.creator.clone())))?;
+        check_signing_condition(creator, transaction).map_err(Failure::Rejected)?;
+        let domain = state
+            .domain(&payload.creator.domain)
+            .ok_or_else(|| Failure::Rejected(RejectionReason::NoSuchCreator(payload.creator.clone())))?;
+        if domain.validator.as_str() != DEFAULT_PLUGIN {
+            self.consult_plugin(state, height, domain, transaction)?;
+        }
+        state.begin();
+        let mut executor = Executor {
+            state,
+            authority: &payload.creator,
+            genesis_authority: &self.genesis_authority,
+            plugins: &self.plugins,
+        };
+        for (index, instruction) in payload.instructions.iter().enumerate() {
+            if let Err(error) = executor.execute(instruction) {
+                executor.state.undo();
+                return Err(Failure::Rejected(RejectionReason::Instruction { index, error }));
+            }
+        }
+        executor.state.keep();
+        Ok(())
+    }
+
+    fn consult_plugin(
+        &self,
+        state: &Layered<'_>,
+        height: u64,
+        domain: &Domain,
+        transaction: &SignedTransaction,
+    ) -> Result<(), Failure> {
+        let plugin_name = domain.validator.clone();
+        let Some(plugin) = self.plugins.get(plugin_name.as_str()) else {
+            // A domain can only name a plugin this node knew when the domain was registered;
+            // a node started without it cannot decide, which is an execution failure, not a
+            // verdict on the transaction.
+            return Err(Failure::Execution {
+                plugin: plugin_name,
+                reason: "plugin is not registered on this node".to_string(),
+            });
+        };
+        let context = PluginContext { state, height };
+        match plugin.validate(&context, domain, transaction) {
+            Verdict::Valid => Ok(()),
+            Verdict::Invalid(reason) => Err(Failure::Rejected(RejectionReason::Plugin {
+                plugin: plugin_name,
+                reason,
+            })),
+            Verdict::ExecutionFailure(reason) => Err(Failure::Execution { plugin: plugin_name, reason }),
+        }
+    }
+
+    /// Applies an executed block: every write of the block at once.
+    pub fn commit(&mut self, executed: ExecutedBlock, block_hash: Hash) -> ExecutedBlock {
+        let ExecutedBlock {
+            height,
+            timestamp_ms,
+            state_commitment,
+            outcomes,
+            changes,
+            replay_entries,
+            recent,
+        } = executed;
+        assert_eq!(height, self.height + 1, "commit of an executed block out of order");
+        let removed_accounts: Vec<AccountId> = changes
+            .accounts
+            .iter()
+            .filter(|(_, value)| value.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        changes.apply_to(&mut self.world);
+        self.replay.record_block(replay_entries, timestamp_ms);
+        for (account, hash) in recent {
+            let list = self.recent.entry(account).or_default();
+            if list.len() == RECENT_TRANSACTIONS_PER_ACCOUNT {
+                list.pop_front();
+            }
+            list.push_back(RecentTransaction { hash, height });
+        }
+        for account in removed_accounts {
+            self.recent.remove(&account);
+        }
+        self.height = height;
+        self.head_hash = block_hash;
+        self.commitment = state_commitment;
+        self.last_timestamp_ms = timestamp_ms;
+        ExecutedBlock {
+            height,
+            timestamp_ms,
+            state_commitment,
+            outcomes,
+            changes: BlockChanges::default(),
+            replay_entries: Vec::new(),
+            recent: Vec::new(),
+        }
+    }
+
+    /// Domains, for queries.
+    pub(crate) fn domain_ids(&self) -> impl Iterator<Item = &DomainId> {
+        self.world.domains.keys()
+    }
+}
+
+enum Failure {
+    Rejected(RejectionReason),
+    Execution { plugin: Name, reason: String },
+}
+
+fn check_signing_condition(creator: &Account, transaction: &SignedTransaction) -> Result<(), RejectionReason> {
+    for key in transaction.signers() {
+        if !creator.signatories.contains(key) {
+            return Err(RejectionReason::NotASignatory {
+                account: creator.id.clone(),
+                key: *key,
+            });
+        }
+    }
+    // Signers are distinct (checked statelessly) and all signatories, so their count is the
+    // number of distinct signatories that signed.
+    let found = transaction.signatures.len();
+    if found < usize::from(creator.signatures_required) {
+        return Err(RejectionReason::NotEnoughSignatures {
+            account: creator.id.clone(),
+            required: creator.signatures_required,
+            found,
+        });
+    }
+    Ok(())
+}
