@@ -1,0 +1,14 @@
+//! Kura, kasane's block store: chunk files of committed blocks, crash recovery, and fast and
+//! strict init into the world state. The byte layout is docs/KURA-FORMAT.md.
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod fixture;
+pub mod format;
+pub mod init;
+mod mmap;
+pub mod store;
+
+pub use backend::{Backend, FileBackend, MemoryBackend};
+pub use init::{audit, fast_init, strict_init, InitError, InitReport};
+pub use store::{FsyncPolicy, Kura, KuraConfig, KuraError, OpenReport, TailCut};

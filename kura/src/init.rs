@@ -1,0 +1,311 @@
+//! Init: rebuilding the world state from the store, fast or strict, and the auditor.
+//!
+//! Both modes overlap work: while the calling thread applies a window of blocks to the world
+//! state, worker threads decode (and, in strict mode, verify) the next window. Each worker
+//! keeps its own key cache across windows, because decompressing a public key costs about as
+//! much as a third of a signature check.
+
+use std::time::{Duration, Instant};
+
+use kasane_model::block::tx_merkle_root;
+use kasane_model::codec;
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
+use kasane_model::transaction::{SigningMessages, TransactionHashes};
+use kasane_model::{CommittedBlock, Hash, SignedTransaction};
+use kasane_wsv::{PluginRegistry, Wsv};
+
+use crate::backend::Backend;
+use crate::store::{Kura, KuraError};
+
+/// Blocks decoded ahead per worker while the previous window is applied.
+const WINDOW_BLOCKS_PER_WORKER: u64 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitMode {
+    /// Replay: decode and re-execute, checking the hash chain and state commitments only.
+    Fast,
+    /// Verify everything: Merkle roots, certificates, every signature, then re-execute.
+    Strict,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("first bad height: {height}: {reason}")]
+    BadBlock { height: u64, reason: String },
+    #[error("the store is empty: no genesis block")]
+    Empty,
+    #[error("storage: {0}")]
+    Storage(KuraError),
+    #[error("audit: the live world state is at height {live}, the store only at {stored}")]
+    StoreBehind { live: u64, stored: u64 },
+    #[error("audit: at height {height} the store gives {what} {stored}, the live world state {live}")]
+    AuditMismatch { height: u64, what: &'static str, stored: Hash, live: Hash },
+}
+
+impl InitError {
+    /// The first bad height, when the error is about a block.
+    pub fn bad_height(&self) -> Option<u64> {
+        match self {
+            InitError::BadBlock { height, .. } | InitError::AuditMismatch { height, .. } => Some(*height),
+            _ => None,
+        }
+    }
+}
+
+fn bad(height: u64, reason: impl std::fmt::Display) -> InitError {
+    InitError::BadBlock { height, reason: reason.to_string() }
+}
+
+impl From<KuraError> for InitError {
+    fn from(error: KuraError) -> InitError {
+        match error {
+            KuraError::Corrupt { height, reason } => bad(height, reason),
+            KuraError::Decode { height, error } => bad(height, error),
+            other => InitError::Storage(other),
+        }
+    }
+}
+
+/// What an init did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitReport {
+    pub mode: InitMode,
+    pub height: u64,
+    pub blocks: u64,
+    pub transactions: u64,
+    pub rejected_transactions: u64,
+    pub signatures_verified: u64,
+    pub elapsed: Duration,
+}
+
+impl InitReport {
+    pub fn transactions_per_second(&self) -> f64 {
+        self.transactions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A block decoded (and in strict mode verified) by a worker, ready to apply.
+struct Prepared {
+    block: CommittedBlock,
+    hashes: Vec<TransactionHashes>,
+    signatures: u64,
+}
+
+/// Progress callback: (height applied, target height).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// Replays every block into a fresh world state without checking signatures.
+pub fn fast_init<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, progress: Option<Progress<'_>>) -> Result<(Wsv, InitReport), InitError> {
+    run(kura, plugins, InitMode::Fast, kura.height(), progress)
+}
+
+/// Verifies and replays every block into a fresh world state.
+pub fn strict_init<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, progress: Option<Progress<'_>>) -> Result<(Wsv, InitReport), InitError> {
+    run(kura, plugins, InitMode::Strict, kura.height(), progress)
+}
+
+/// Re-runs strict verification of the store up to the live world state's height and compares
+/// the result with it.
+pub fn audit<B: Backend + Sync>(kura: &Kura<B>, live: &Wsv, plugins: PluginRegistry) -> Result<InitReport, InitError> {
+    if kura.height() < live.height() {
+        return Err(InitError::StoreBehind { live: live.height(), stored: kura.height() });
+    }
+    let (audited, report) = run(kura, plugins, InitMode::Strict, live.height(), None)?;
+    let height = live.height();
+    if audited.head_hash() != live.head_hash() {
+        return Err(InitError::AuditMismatch { height, what: "head hash", stored: audited.head_hash(), live: live.head_hash() });
+    }
+    if audited.state_commitment() != live.state_commitment() {
+        return Err(InitError::AuditMismatch {
+            height,
+            what: "state commitment",
+            stored: audited.state_commitment(),
+            live: live.state_commitment(),
+        });
+    }
+    Ok(report)
+}
+
+fn worker_count(mode: InitMode) -> usize {
+    match mode {
+        // Decoding and hashing on one thread keeps pace with execution on the caller's.
+        InitMode::Fast => 1,
+        InitMode::Strict => std::thread::available_parallelism().map(usize::from).unwrap_or(2).max(1),
+    }
+}
+
+fn run<B: Backend + Sync>(
+    kura: &Kura<B>,
+    plugins: PluginRegistry,
+    mode: InitMode,
+    target: u64,
+    mut progress: Option<Progress<'_>>,
+) -> Result<(Wsv, InitReport), InitError> {
+    let started = Instant::now();
+    if target == 0 {
+        return Err(InitError::Empty);
+    }
+    let workers = worker_count(mode);
+    let mut caches: Vec<KeyCache> = (0..workers).map(|_| KeyCache::new()).collect();
+    let window = WINDOW_BLOCKS_PER_WORKER * workers as u64;
+    let mut report = InitReport {
+        mode,
+        height: 0,
+        blocks: 0,
+        transactions: 0,
+        rejected_transactions: 0,
+        signatures_verified: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut current = prepare_window(kura, mode, 1, window.min(target), &mut caches);
+    let genesis = match current.first() {
+        Some(Ok(prepared)) => prepared,
+        Some(Err(_)) | None => {
+            return Err(current.into_iter().next().and_then(Result::err).unwrap_or(InitError::Empty));
+        }
+    };
+    let mut wsv = genesis_state(&genesis.block, plugins)?;
+    let mut verifier_cache = KeyCache::new();
+    let mut next_height = 1u64;
+    while next_height <= target {
+        let next_from = next_height + current.len() as u64;
+        let next_to = (next_from + window - 1).min(target);
+        let (applied, next) = std::thread::scope(|scope| {
+            let caches = &mut caches;
+            let handle = (next_from <= target).then(|| scope.spawn(move || prepare_window(kura, mode, next_from, next_to, caches)));
+            let applied = apply_window(&mut wsv, mode, current, &mut verifier_cache, &mut report);
+            let next = handle.map(|handle| handle.join().unwrap_or_else(|_| vec![Err(bad(next_from, "worker thread panicked"))]));
+            (applied, next.unwrap_or_default())
+        });
+        applied?;
+        next_height = wsv.height() + 1;
+        if let Some(progress) = progress.as_mut() {
+            progress(wsv.height(), target);
+        }
+        current = next;
+    }
+    report.height = wsv.height();
+    report.elapsed = started.elapsed();
+    Ok((wsv, report))
+}
+
+/// The state before genesis: the chain id from the genesis transactions, the genesis key from
+/// its proposer.
+fn genesis_state(genesis: &CommittedBlock, plugins: PluginRegistry) -> Result<Wsv, InitError> {
+    let header = &genesis.block.header;
+    if header.height != 1 || header.previous_hash != Hash::ZERO {
+        return Err(bad(1, "the first block is not a genesis block (height 1, previous hash zero)"));
+    }
+    let chain = genesis
+        .block
+        .transactions
+        .first()
+        .map(|transaction| transaction.payload.chain.clone())
+        .ok_or_else(|| bad(1, "genesis block has no transactions, so no chain id"))?;
+    Ok(Wsv::new(chain, header.proposer, plugins))
+}
+
+/// Decodes (and verifies) heights `from..=to`, split over the workers.
+fn prepare_window<B: Backend + Sync>(kura: &Kura<B>, mode: InitMode, from: u64, to: u64, caches: &mut [KeyCache]) -> Vec<Result<Prepared, InitError>> {
+    let workers = caches.len() as u64;
+    let mut per_worker: Vec<Vec<(u64, Result<Prepared, InitError>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = caches
+            .iter_mut()
+            .enumerate()
+            .map(|(worker, cache)| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut height = from + worker as u64;
+                    while height <= to {
+                        out.push((height, prepare(kura, mode, height, cache)));
+                        height += workers;
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|_| vec![(from, Err(bad(from, "worker thread panicked")))]))
+            .collect()
+    });
+    let mut all: Vec<(u64, Result<Prepared, InitError>)> = per_worker.drain(..).flatten().collect();
+    all.sort_by_key(|(height, _)| *height);
+    all.into_iter().map(|(_, prepared)| prepared).collect()
+}
+
+/// Reads and decodes one block, computes its transaction hashes, and in strict mode checks its
+/// Merkle root and every transaction signature.
+fn prepare<B: Backend>(kura: &Kura<B>, mode: InitMode, height: u64, cache: &mut KeyCache) -> Result<Prepared, InitError> {
+    let payload = kura.read_encoded(height)?;
+    let block: CommittedBlock = codec::decode(&payload).map_err(|error| bad(height, error))?;
+    if block.block.header.height != height {
+        return Err(bad(height, format!("block says height {}", block.block.header.height)));
+    }
+    let hashes: Vec<TransactionHashes> = block.block.transactions.iter().map(SignedTransaction::hashes).collect();
+    let mut signatures = 0;
+    if mode == InitMode::Strict {
+        let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
+        if tx_merkle_root(&transaction_hashes) != block.block.header.tx_merkle_root {
+            return Err(bad(height, "transaction Merkle root does not match the transactions"));
+        }
+        let messages: Vec<SigningMessages> = hashes.iter().map(|hash| SigningMessages::for_payload_hash(&hash.payload)).collect();
+        let items: Vec<SignedMessage> = block
+            .block
+            .transactions
+            .iter()
+            .zip(&messages)
+            .flat_map(|(transaction, messages)| messages.items(transaction))
+            .collect();
+        signatures = items.len() as u64;
+        if let Err(error) = verify_batch(cache, &items) {
+            let transaction = match error {
+                kasane_model::crypto::SignatureError::Invalid { index, .. } => transaction_of_item(&block, index),
+                _ => None,
+            };
+            let place = transaction.map(|index| format!("transaction {index}: ")).unwrap_or_default();
+            return Err(bad(height, format!("{place}{error}")));
+        }
+    }
+    Ok(Prepared { block, hashes, signatures })
+}
+
+/// Which transaction the `item`-th signature of a block belongs to.
+fn transaction_of_item(block: &CommittedBlock, item: usize) -> Option<usize> {
+    let mut seen = 0;
+    for (index, transaction) in block.block.transactions.iter().enumerate() {
+        seen += transaction.signatures.len();
+        if item < seen {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Applies prepared blocks in order, checking certificates in strict mode.
+fn apply_window(
+    wsv: &mut Wsv,
+    mode: InitMode,
+    window: Vec<Result<Prepared, InitError>>,
+    cache: &mut KeyCache,
+    report: &mut InitReport,
+) -> Result<(), InitError> {
+    for prepared in window {
+        let prepared = prepared?;
+        let height = prepared.block.block.header.height;
+        if mode == InitMode::Strict {
+            let validators = wsv.validators();
+            prepared
+                .block
+                .certificate
+                .verify(&prepared.block.expected_vote(), &validators, cache)
+                .map_err(|error| bad(height, format!("commit certificate: {error}")))?;
+        }
+        let executed = wsv.apply_block(&prepared.block.block, &prepared.hashes).map_err(|error| bad(height, error))?;
+        report.blocks += 1;
+        report.transactions += prepared.hashes.len() as u64;
+        report.rejected_transactions += executed.rejected_count() as u64;
+        report.signatures_verified += prepared.signatures;
+    }
+    Ok(())
+}
