@@ -1,0 +1,38 @@
+//! Subcommands of the `kasane` binary.
+
+pub mod demo;
+pub mod kura;
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Prints "label: done/total" to stderr at most every `interval`, and once at the end.
+#[derive(Debug)]
+pub struct ProgressLine {
+    label: &'static str,
+    last: Instant,
+    interval: Duration,
+}
+
+impl ProgressLine {
+    pub fn new(label: &'static str) -> ProgressLine {
+        ProgressLine { label, last: Instant::now(), interval: Duration::from_millis(500) }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        if done == total || self.last.elapsed() >= self.interval {
+            self.last = Instant::now();
+            let percent = if total == 0 { 100 } else { done * 100 / total };
+            let mut stderr = std::io::stderr();
+            // On a terminal the line rewrites itself; in a log, each update is its own line.
+            if stderr.is_terminal() {
+                let _ = write!(stderr, "\r{}: {done}/{total} blocks ({percent}%)", self.label);
+                if done == total {
+                    let _ = writeln!(stderr);
+                }
+            } else {
+                let _ = writeln!(stderr, "{}: {done}/{total} blocks ({percent}%)", self.label);
+            }
+        }
+    }
+}
