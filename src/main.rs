@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "kasane", version, about = "A Byzantine-fault-tolerant consensus research node")]
+#[command(
+    name = "kasane",
+    version,
+    about = "A Byzantine-fault-tolerant consensus research node"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -38,7 +38,10 @@ fn append(c: &mut Criterion) {
             || tempfile::tempdir().expect("tempdir"),
             |dir| {
                 let backend = FileBackend::open(dir.path()).expect("backend");
-                let config = KuraConfig { fsync: FsyncPolicy::Always, ..KuraConfig::default() };
+                let config = KuraConfig {
+                    fsync: FsyncPolicy::Always,
+                    ..KuraConfig::default()
+                };
                 let (mut kura, _) = Kura::open(backend, config).expect("open");
                 for block in &blocks {
                     kura.append(block).expect("append");
@@ -49,7 +52,11 @@ fn append(c: &mut Criterion) {
         );
     });
     group.finish();
-    eprintln!("kura append: {} blocks, {:.1} MB per iteration", blocks.len(), bytes as f64 / 1e6);
+    eprintln!(
+        "kura append: {} blocks, {:.1} MB per iteration",
+        blocks.len(),
+        bytes as f64 / 1e6
+    );
 }
 
 fn init(c: &mut Criterion) {

@@ -12,7 +12,9 @@ pub fn fixture_store(blocks: u64, transactions_per_block: usize) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("bench-fixtures").join(format!("transfers-{blocks}x{transactions_per_block}"));
+    let dir = target
+        .join("bench-fixtures")
+        .join(format!("transfers-{blocks}x{transactions_per_block}"));
     let complete = dir.join("complete");
     if complete.exists() {
         return dir;
@@ -20,7 +22,10 @@ pub fn fixture_store(blocks: u64, transactions_per_block: usize) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("generating fixture store {} (once)...", dir.display());
     let backend = FileBackend::open(&dir).expect("create fixture directory");
-    let config = KuraConfig { fsync: FsyncPolicy::Never, ..KuraConfig::default() };
+    let config = KuraConfig {
+        fsync: FsyncPolicy::Never,
+        ..KuraConfig::default()
+    };
     let (mut kura, _) = Kura::open(backend, config).expect("open fixture store");
     let mut chain = FixtureChain::new(FixtureConfig {
         blocks,

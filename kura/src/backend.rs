@@ -239,7 +239,10 @@ impl Backend for MemoryBackend {
     fn create(&mut self, chunk: u32) -> io::Result<()> {
         let mut disk = self.disk();
         if disk.contains_key(&chunk) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("chunk {chunk} exists")));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("chunk {chunk} exists"),
+            ));
         }
         disk.insert(chunk, MemoryChunk::default());
         Ok(())
@@ -247,7 +250,10 @@ impl Backend for MemoryBackend {
 
     fn append(&mut self, chunk: u32, bytes: &[u8]) -> io::Result<()> {
         let mut disk = self.disk();
-        disk.get_mut(&chunk).ok_or_else(|| missing(chunk))?.bytes.extend_from_slice(bytes);
+        disk.get_mut(&chunk)
+            .ok_or_else(|| missing(chunk))?
+            .bytes
+            .extend_from_slice(bytes);
         Ok(())
     }
 

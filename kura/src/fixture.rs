@@ -78,8 +78,9 @@ impl FixtureChain {
             return Err(FixtureError::TooSmall);
         }
         let genesis_key = KeyPair::derive(&seed_label(config.seed, "genesis"), 0);
-        let validators: Vec<KeyPair> =
-            (0..config.validators as u64).map(|index| KeyPair::derive(&seed_label(config.seed, "validator"), index)).collect();
+        let validators: Vec<KeyPair> = (0..config.validators as u64)
+            .map(|index| KeyPair::derive(&seed_label(config.seed, "validator"), index))
+            .collect();
         let accounts: Vec<(AccountId, KeyPair)> = (0..config.accounts)
             .map(|index| {
                 let id = AccountId::new(&format!("user{index}"), "bench").expect("generated names are valid");
@@ -98,14 +99,23 @@ impl FixtureChain {
             builder.funded_account(id.clone(), key.public_key(), FIXTURE_ACCOUNT_COINS);
         }
         let (genesis, wsv) = builder.build(PluginRegistry::builtin())?;
-        Ok(FixtureChain { config, validators, accounts, genesis, wsv, next_sender: 0 })
+        Ok(FixtureChain {
+            config,
+            validators,
+            accounts,
+            genesis,
+            wsv,
+            next_sender: 0,
+        })
     }
 
     /// The coin asset of account `index`.
     pub fn coin_of(&self, index: usize) -> AssetId {
         let account = &self.accounts[index].0;
         AssetId::new(
-            format!("coin#{}", account.domain).parse().expect("generated names are valid"),
+            format!("coin#{}", account.domain)
+                .parse()
+                .expect("generated names are valid"),
             account.clone(),
         )
     }
@@ -165,7 +175,11 @@ impl FixtureChain {
 
     /// Appends genesis and `config.blocks` transfer blocks to `kura`, calling `progress` with
     /// (blocks written, blocks in all) after each block.
-    pub fn write_all<B: Backend>(&mut self, kura: &mut Kura<B>, mut progress: impl FnMut(u64, u64)) -> Result<(), FixtureError> {
+    pub fn write_all<B: Backend>(
+        &mut self,
+        kura: &mut Kura<B>,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), FixtureError> {
         let total = self.config.blocks + 1;
         kura.append(&self.genesis)?;
         progress(1, total);
@@ -179,8 +193,14 @@ impl FixtureChain {
 }
 
 /// Signs payloads on every core; signing is most of the cost of generating a fixture.
-fn sign_in_parallel(accounts: &[(AccountId, KeyPair)], payloads: Vec<(usize, TransactionPayload)>) -> Vec<SignedTransaction> {
-    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1).max(1);
+fn sign_in_parallel(
+    accounts: &[(AccountId, KeyPair)],
+    payloads: Vec<(usize, TransactionPayload)>,
+) -> Vec<SignedTransaction> {
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .max(1);
     let per_thread = payloads.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = payloads

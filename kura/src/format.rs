@@ -163,7 +163,10 @@ pub fn is_valid_record_at(bytes: &[u8]) -> bool {
 /// Whether any valid record starts anywhere in `bytes`.
 pub fn contains_valid_record(bytes: &[u8]) -> bool {
     let mut start = 0;
-    while let Some(found) = bytes[start..].windows(RECORD_MAGIC.len()).position(|window| window == RECORD_MAGIC) {
+    while let Some(found) = bytes[start..]
+        .windows(RECORD_MAGIC.len())
+        .position(|window| window == RECORD_MAGIC)
+    {
         let at = start + found;
         if is_valid_record_at(&bytes[at..]) {
             return true;
@@ -196,7 +199,11 @@ mod tests {
         let chunk = encode_chunk_header(100, 3);
         assert_eq!(
             parse_chunk_header(&chunk),
-            Some(ChunkHeader { version: 1, blocks_per_chunk: 100, first_height: 301 })
+            Some(ChunkHeader {
+                version: 1,
+                blocks_per_chunk: 100,
+                first_height: 301
+            })
         );
         let payload = b"payload";
         let record = encode_record_header(7, &Hash::of(b"b"), payload);

@@ -39,7 +39,12 @@ pub enum InitError {
     #[error("audit: the live world state is at height {live}, the store only at {stored}")]
     StoreBehind { live: u64, stored: u64 },
     #[error("audit: at height {height} the store gives {what} {stored}, the live world state {live}")]
-    AuditMismatch { height: u64, what: &'static str, stored: Hash, live: Hash },
+    AuditMismatch {
+        height: u64,
+        what: &'static str,
+        stored: Hash,
+        live: Hash,
+    },
 }
 
 impl InitError {
@@ -53,7 +58,10 @@ impl InitError {
 }
 
 fn bad(height: u64, reason: impl std::fmt::Display) -> InitError {
-    InitError::BadBlock { height, reason: reason.to_string() }
+    InitError::BadBlock {
+        height,
+        reason: reason.to_string(),
+    }
 }
 
 impl From<KuraError> for InitError {
@@ -95,12 +103,20 @@ struct Prepared {
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Replays every block into a fresh world state without checking signatures.
-pub fn fast_init<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, progress: Option<Progress<'_>>) -> Result<(Wsv, InitReport), InitError> {
+pub fn fast_init<B: Backend + Sync>(
+    kura: &Kura<B>,
+    plugins: PluginRegistry,
+    progress: Option<Progress<'_>>,
+) -> Result<(Wsv, InitReport), InitError> {
     run(kura, plugins, InitMode::Fast, kura.height(), progress)
 }
 
 /// Verifies and replays every block into a fresh world state.
-pub fn strict_init<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, progress: Option<Progress<'_>>) -> Result<(Wsv, InitReport), InitError> {
+pub fn strict_init<B: Backend + Sync>(
+    kura: &Kura<B>,
+    plugins: PluginRegistry,
+    progress: Option<Progress<'_>>,
+) -> Result<(Wsv, InitReport), InitError> {
     run(kura, plugins, InitMode::Strict, kura.height(), progress)
 }
 
@@ -108,12 +124,20 @@ pub fn strict_init<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, p
 /// the result with it.
 pub fn audit<B: Backend + Sync>(kura: &Kura<B>, live: &Wsv, plugins: PluginRegistry) -> Result<InitReport, InitError> {
     if kura.height() < live.height() {
-        return Err(InitError::StoreBehind { live: live.height(), stored: kura.height() });
+        return Err(InitError::StoreBehind {
+            live: live.height(),
+            stored: kura.height(),
+        });
     }
     let (audited, report) = run(kura, plugins, InitMode::Strict, live.height(), None)?;
     let height = live.height();
     if audited.head_hash() != live.head_hash() {
-        return Err(InitError::AuditMismatch { height, what: "head hash", stored: audited.head_hash(), live: live.head_hash() });
+        return Err(InitError::AuditMismatch {
+            height,
+            what: "head hash",
+            stored: audited.head_hash(),
+            live: live.head_hash(),
+        });
     }
     if audited.state_commitment() != live.state_commitment() {
         return Err(InitError::AuditMismatch {
@@ -130,7 +154,10 @@ fn worker_count(mode: InitMode) -> usize {
     match mode {
         // Decoding and hashing on one thread keeps pace with execution on the caller's.
         InitMode::Fast => 1,
-        InitMode::Strict => std::thread::available_parallelism().map(usize::from).unwrap_or(2).max(1),
+        InitMode::Strict => std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2)
+            .max(1),
     }
 }
 
@@ -161,7 +188,11 @@ fn run<B: Backend + Sync>(
     let genesis = match current.first() {
         Some(Ok(prepared)) => prepared,
         Some(Err(_)) | None => {
-            return Err(current.into_iter().next().and_then(Result::err).unwrap_or(InitError::Empty));
+            return Err(current
+                .into_iter()
+                .next()
+                .and_then(Result::err)
+                .unwrap_or(InitError::Empty));
         }
     };
     let mut wsv = genesis_state(&genesis.block, plugins)?;
@@ -172,9 +203,14 @@ fn run<B: Backend + Sync>(
         let next_to = (next_from + window - 1).min(target);
         let (applied, next) = std::thread::scope(|scope| {
             let caches = &mut caches;
-            let handle = (next_from <= target).then(|| scope.spawn(move || prepare_window(kura, mode, next_from, next_to, caches)));
+            let handle = (next_from <= target)
+                .then(|| scope.spawn(move || prepare_window(kura, mode, next_from, next_to, caches)));
             let applied = apply_window(&mut wsv, mode, current, &mut verifier_cache, &mut report);
-            let next = handle.map(|handle| handle.join().unwrap_or_else(|_| vec![Err(bad(next_from, "worker thread panicked"))]));
+            let next = handle.map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| vec![Err(bad(next_from, "worker thread panicked"))])
+            });
             (applied, next.unwrap_or_default())
         });
         applied?;
@@ -194,7 +230,10 @@ fn run<B: Backend + Sync>(
 fn genesis_state(genesis: &CommittedBlock, plugins: PluginRegistry) -> Result<Wsv, InitError> {
     let header = &genesis.block.header;
     if header.height != 1 || header.previous_hash != Hash::ZERO {
-        return Err(bad(1, "the first block is not a genesis block (height 1, previous hash zero)"));
+        return Err(bad(
+            1,
+            "the first block is not a genesis block (height 1, previous hash zero)",
+        ));
     }
     let chain = genesis
         .block
@@ -206,7 +245,13 @@ fn genesis_state(genesis: &CommittedBlock, plugins: PluginRegistry) -> Result<Ws
 }
 
 /// Decodes (and verifies) heights `from..=to`, split over the workers.
-fn prepare_window<B: Backend + Sync>(kura: &Kura<B>, mode: InitMode, from: u64, to: u64, caches: &mut [KeyCache]) -> Vec<Result<Prepared, InitError>> {
+fn prepare_window<B: Backend + Sync>(
+    kura: &Kura<B>,
+    mode: InitMode,
+    from: u64,
+    to: u64,
+    caches: &mut [KeyCache],
+) -> Vec<Result<Prepared, InitError>> {
     let workers = caches.len() as u64;
     let mut per_worker: Vec<Vec<(u64, Result<Prepared, InitError>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = caches
@@ -226,7 +271,11 @@ fn prepare_window<B: Backend + Sync>(kura: &Kura<B>, mode: InitMode, from: u64, 
             .collect();
         handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| vec![(from, Err(bad(from, "worker thread panicked")))]))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| vec![(from, Err(bad(from, "worker thread panicked")))])
+            })
             .collect()
     });
     let mut all: Vec<(u64, Result<Prepared, InitError>)> = per_worker.drain(..).flatten().collect();
@@ -236,7 +285,12 @@ fn prepare_window<B: Backend + Sync>(kura: &Kura<B>, mode: InitMode, from: u64, 
 
 /// Reads and decodes one block, computes its transaction hashes, and in strict mode checks its
 /// Merkle root and every transaction signature.
-fn prepare<B: Backend>(kura: &Kura<B>, mode: InitMode, height: u64, cache: &mut KeyCache) -> Result<Prepared, InitError> {
+fn prepare<B: Backend>(
+    kura: &Kura<B>,
+    mode: InitMode,
+    height: u64,
+    cache: &mut KeyCache,
+) -> Result<Prepared, InitError> {
     let payload = kura.read_encoded(height)?;
     let block: CommittedBlock = codec::decode(&payload).map_err(|error| bad(height, error))?;
     if block.block.header.height != height {
@@ -249,7 +303,10 @@ fn prepare<B: Backend>(kura: &Kura<B>, mode: InitMode, height: u64, cache: &mut 
         if tx_merkle_root(&transaction_hashes) != block.block.header.tx_merkle_root {
             return Err(bad(height, "transaction Merkle root does not match the transactions"));
         }
-        let messages: Vec<SigningMessages> = hashes.iter().map(|hash| SigningMessages::for_payload_hash(&hash.payload)).collect();
+        let messages: Vec<SigningMessages> = hashes
+            .iter()
+            .map(|hash| SigningMessages::for_payload_hash(&hash.payload))
+            .collect();
         let items: Vec<SignedMessage> = block
             .block
             .transactions
@@ -263,11 +320,17 @@ fn prepare<B: Backend>(kura: &Kura<B>, mode: InitMode, height: u64, cache: &mut 
                 kasane_model::crypto::SignatureError::Invalid { index, .. } => transaction_of_item(&block, index),
                 _ => None,
             };
-            let place = transaction.map(|index| format!("transaction {index}: ")).unwrap_or_default();
+            let place = transaction
+                .map(|index| format!("transaction {index}: "))
+                .unwrap_or_default();
             return Err(bad(height, format!("{place}{error}")));
         }
     }
-    Ok(Prepared { block, hashes, signatures })
+    Ok(Prepared {
+        block,
+        hashes,
+        signatures,
+    })
 }
 
 /// Which transaction the `item`-th signature of a block belongs to.
@@ -301,7 +364,9 @@ fn apply_window(
                 .verify(&prepared.block.expected_vote(), &validators, cache)
                 .map_err(|error| bad(height, format!("commit certificate: {error}")))?;
         }
-        let executed = wsv.apply_block(&prepared.block.block, &prepared.hashes).map_err(|error| bad(height, error))?;
+        let executed = wsv
+            .apply_block(&prepared.block.block, &prepared.hashes)
+            .map_err(|error| bad(height, error))?;
         report.blocks += 1;
         report.transactions += prepared.hashes.len() as u64;
         report.rejected_transactions += executed.rejected_count() as u64;

@@ -193,7 +193,13 @@ impl<B: Backend> Kura<B> {
         for (position, &chunk) in chunks.iter().enumerate() {
             let is_last = position + 1 == chunks.len();
             let damage = |offset: usize, height: u64, header: bool, reason: String| {
-                Ok(Some(Damage { chunk, offset: offset as u64, height, reason, header }))
+                Ok(Some(Damage {
+                    chunk,
+                    offset: offset as u64,
+                    height,
+                    reason,
+                    header,
+                }))
             };
             if u64::from(chunk) != position as u64 {
                 return damage(0, expected_height, true, format!("chunk {position} is missing"));
@@ -205,28 +211,48 @@ impl<B: Backend> Kura<B> {
             if header.version != format::FORMAT_VERSION {
                 return Err(KuraError::BadChunk {
                     chunk,
-                    reason: format!("format version {} (this build reads {})", header.version, format::FORMAT_VERSION),
+                    reason: format!(
+                        "format version {} (this build reads {})",
+                        header.version,
+                        format::FORMAT_VERSION
+                    ),
                 });
             }
             if position == 0 {
                 if header.blocks_per_chunk == 0 {
-                    return Err(KuraError::BadChunk { chunk, reason: "blocks_per_chunk is 0".into() });
+                    return Err(KuraError::BadChunk {
+                        chunk,
+                        reason: "blocks_per_chunk is 0".into(),
+                    });
                 }
                 self.blocks_per_chunk = header.blocks_per_chunk;
             } else if header.blocks_per_chunk != self.blocks_per_chunk {
                 return Err(KuraError::BadChunk {
                     chunk,
-                    reason: format!("blocks_per_chunk {} differs from chunk 0's {}", header.blocks_per_chunk, self.blocks_per_chunk),
+                    reason: format!(
+                        "blocks_per_chunk {} differs from chunk 0's {}",
+                        header.blocks_per_chunk, self.blocks_per_chunk
+                    ),
                 });
             }
             if header.first_height != expected_height {
-                return damage(0, expected_height, true, format!("chunk starts at height {}", header.first_height));
+                return damage(
+                    0,
+                    expected_height,
+                    true,
+                    format!("chunk starts at height {}", header.first_height),
+                );
             }
             let mut offset = format::CHUNK_HEADER_BYTES;
             let mut records = 0u32;
             while offset < bytes.len() {
                 if records == self.blocks_per_chunk {
-                    return damage(offset, expected_height, true, "bytes after the last record of a full chunk".into());
+                    return damage(
+                        offset,
+                        expected_height,
+                        true,
+                        "bytes after the last record of a full chunk".into(),
+                    );
                 }
                 let record = match format::parse_record_header(&bytes[offset..]) {
                     Ok(record) => record,
@@ -235,11 +261,23 @@ impl<B: Backend> Kura<B> {
                     }
                 };
                 if record.height != expected_height {
-                    return damage(offset, expected_height, true, format!("record says height {}", record.height));
+                    return damage(
+                        offset,
+                        expected_height,
+                        true,
+                        format!("record says height {}", record.height),
+                    );
                 }
                 let payload = bytes.get(offset + RECORD_HEADER_BYTES..offset + record.record_bytes());
                 match payload {
-                    None => return damage(offset, expected_height, false, "record runs past the end of the chunk".into()),
+                    None => {
+                        return damage(
+                            offset,
+                            expected_height,
+                            false,
+                            "record runs past the end of the chunk".into(),
+                        )
+                    }
                     Some(payload) if !record.payload_matches(payload) => {
                         return damage(offset, expected_height, false, "payload checksum mismatch".into());
                     }
@@ -259,7 +297,12 @@ impl<B: Backend> Kura<B> {
             self.bytes += bytes.len() as u64;
             self.tail_len = bytes.len() as u64;
             if !is_last && records < self.blocks_per_chunk {
-                return damage(offset, expected_height, true, format!("sealed chunk holds only {records} records"));
+                return damage(
+                    offset,
+                    expected_height,
+                    true,
+                    format!("sealed chunk holds only {records} records"),
+                );
             }
         }
         Ok(None)
@@ -294,7 +337,10 @@ impl<B: Backend> Kura<B> {
             }
         }
         if later_valid || later_valid_elsewhere {
-            return Err(KuraError::Corrupt { height: damage.height, reason: damage.reason });
+            return Err(KuraError::Corrupt {
+                height: damage.height,
+                reason: damage.reason,
+            });
         }
         let chunk_len = bytes.len() as u64;
         drop(bytes);
@@ -309,7 +355,8 @@ impl<B: Backend> Kura<B> {
             chunks_removed.push(*chunk);
         }
         chunks_removed.reverse();
-        let whole_chunk_goes = damage.offset == 0 || (damage.header && damage.offset < format::CHUNK_HEADER_BYTES as u64);
+        let whole_chunk_goes =
+            damage.offset == 0 || (damage.header && damage.offset < format::CHUNK_HEADER_BYTES as u64);
         if whole_chunk_goes {
             if !read_only {
                 self.backend.remove(damage.chunk)?;
@@ -379,7 +426,10 @@ impl<B: Backend> Kura<B> {
             .checked_sub(1)
             .and_then(|index| self.index.get(index as usize))
             .copied()
-            .ok_or(KuraError::NoSuchHeight { height, store_height: self.height() })
+            .ok_or(KuraError::NoSuchHeight {
+                height,
+                store_height: self.height(),
+            })
     }
 
     fn chunk_of(&self, height: u64) -> u32 {
@@ -390,26 +440,48 @@ impl<B: Backend> Kura<B> {
     pub fn append(&mut self, block: &CommittedBlock) -> Result<Hash, KuraError> {
         let payload = codec::encode(block);
         let hash = block.block.hash();
-        self.append_encoded(block.block.header.height, &block.block.header.previous_hash, &hash, &payload)?;
+        self.append_encoded(
+            block.block.header.height,
+            &block.block.header.previous_hash,
+            &hash,
+            &payload,
+        )?;
         Ok(hash)
     }
 
     /// Appends an already encoded committed block whose height, previous hash and hash the
     /// caller has taken from it.
-    pub fn append_encoded(&mut self, height: u64, previous: &Hash, hash: &Hash, payload: &[u8]) -> Result<(), KuraError> {
+    pub fn append_encoded(
+        &mut self,
+        height: u64,
+        previous: &Hash,
+        hash: &Hash,
+        payload: &[u8],
+    ) -> Result<(), KuraError> {
         if self.failed || self.read_only {
             return Err(KuraError::Io(io::Error::other(
                 "the store is read-only, or an earlier append failed (reopen it so recovery cuts the partial record)",
             )));
         }
         if height != self.height() + 1 {
-            return Err(KuraError::NotNext { head: self.height(), found: height });
+            return Err(KuraError::NotNext {
+                head: self.height(),
+                found: height,
+            });
         }
         if *previous != self.head_hash() {
-            return Err(KuraError::WrongPrevious { height, expected: self.head_hash(), found: *previous });
+            return Err(KuraError::WrongPrevious {
+                height,
+                expected: self.head_hash(),
+                found: *previous,
+            });
         }
         if payload.len() > format::RECORD_PAYLOAD_BYTES_MAX {
-            return Err(KuraError::TooLarge { height, bytes: payload.len(), limit: format::RECORD_PAYLOAD_BYTES_MAX });
+            return Err(KuraError::TooLarge {
+                height,
+                bytes: payload.len(),
+                limit: format::RECORD_PAYLOAD_BYTES_MAX,
+            });
         }
         self.failed = true;
         let chunk = self.chunk_of(height);
@@ -529,8 +601,12 @@ impl<B: Backend> Kura<B> {
 
 /// Checks a record read back against the index: header checksum, height, hash, payload.
 fn check_record(record: &[u8], height: u64, location: &Location) -> Result<(), KuraError> {
-    let corrupt = |reason: &str| KuraError::Corrupt { height, reason: reason.to_string() };
-    let header = format::parse_record_header(record).map_err(|problem| corrupt(&format!("record header: {problem:?}")))?;
+    let corrupt = |reason: &str| KuraError::Corrupt {
+        height,
+        reason: reason.to_string(),
+    };
+    let header =
+        format::parse_record_header(record).map_err(|problem| corrupt(&format!("record header: {problem:?}")))?;
     if header.height != height || header.block_hash != location.hash || header.payload_len != location.payload_len {
         return Err(corrupt("record header changed since open"));
     }

@@ -263,16 +263,31 @@ mod tests {
         let good = Certificate::sign(vote, &[&pairs[0], &pairs[1], &pairs[2]]);
         assert_eq!(good.verify(&vote, &validators, &mut cache), Ok(()));
         let short = Certificate::sign(vote, &[&pairs[0], &pairs[1]]);
-        assert!(matches!(short.verify(&vote, &validators, &mut cache), Err(CertificateError::NoQuorum { .. })));
+        assert!(matches!(
+            short.verify(&vote, &validators, &mut cache),
+            Err(CertificateError::NoQuorum { .. })
+        ));
         let twice = Certificate::sign(vote, &[&pairs[0], &pairs[1], &pairs[1]]);
-        assert!(matches!(twice.verify(&vote, &validators, &mut cache), Err(CertificateError::DuplicateSigner { .. })));
+        assert!(matches!(
+            twice.verify(&vote, &validators, &mut cache),
+            Err(CertificateError::DuplicateSigner { .. })
+        ));
         let outsider = KeyPair::derive(b"other", 0);
         let foreign = Certificate::sign(vote, &[&pairs[0], &pairs[1], &outsider]);
-        assert!(matches!(foreign.verify(&vote, &validators, &mut cache), Err(CertificateError::NotAValidator { .. })));
+        assert!(matches!(
+            foreign.verify(&vote, &validators, &mut cache),
+            Err(CertificateError::NotAValidator { .. })
+        ));
         let mut forged = good.clone();
         forged.signatures[1].signature.0[0] ^= 1;
-        assert!(matches!(forged.verify(&vote, &validators, &mut cache), Err(CertificateError::BadSignature(_))));
+        assert!(matches!(
+            forged.verify(&vote, &validators, &mut cache),
+            Err(CertificateError::BadSignature(_))
+        ));
         let other_view = Vote { view: 1, ..vote };
-        assert!(matches!(good.verify(&other_view, &validators, &mut cache), Err(CertificateError::WrongVote { .. })));
+        assert!(matches!(
+            good.verify(&other_view, &validators, &mut cache),
+            Err(CertificateError::WrongVote { .. })
+        ));
     }
 }

@@ -123,11 +123,20 @@ mod tests {
         assert_eq!(decode::<Sample>(&[]), Err(CodecError::Empty { name: "sample" }));
         let mut wrong = bytes.clone();
         wrong[0] = 4;
-        assert!(matches!(decode::<Sample>(&wrong), Err(CodecError::UnknownVersion { found: 4, .. })));
+        assert!(matches!(
+            decode::<Sample>(&wrong),
+            Err(CodecError::UnknownVersion { found: 4, .. })
+        ));
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(decode::<Sample>(&long), Err(CodecError::TrailingBytes { extra: 1, .. })));
+        assert!(matches!(
+            decode::<Sample>(&long),
+            Err(CodecError::TrailingBytes { extra: 1, .. })
+        ));
         assert!(matches!(decode::<Sample>(&[3u8; 65]), Err(CodecError::TooLarge { .. })));
-        assert!(matches!(decode::<Sample>(&bytes[..2]), Err(CodecError::Malformed { .. })));
+        assert!(matches!(
+            decode::<Sample>(&bytes[..2]),
+            Err(CodecError::Malformed { .. })
+        ));
     }
 }

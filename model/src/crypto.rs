@@ -42,9 +42,7 @@ impl PublicKey {
 
     /// Decompresses the key, refusing points that are not on the curve and weak keys.
     pub fn to_verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey {
-            key: *self,
-        })?;
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey { key: *self })?;
         if key.is_weak() {
             return Err(SignatureError::WeakKey { key: *self });
         }
@@ -115,7 +113,9 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -271,7 +271,9 @@ mod tests {
     use super::*;
 
     fn keys(count: usize) -> Vec<KeyPair> {
-        (0..count as u64).map(|index| KeyPair::derive(b"crypto-tests", index)).collect()
+        (0..count as u64)
+            .map(|index| KeyPair::derive(b"crypto-tests", index))
+            .collect()
     }
 
     #[test]
@@ -288,28 +290,44 @@ mod tests {
     fn batch_names_the_bad_item() {
         let pairs = keys(8);
         let messages: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10]).collect();
-        let mut signatures: Vec<Signature> =
-            pairs.iter().zip(&messages).map(|(pair, message)| pair.sign(message)).collect();
+        let mut signatures: Vec<Signature> = pairs
+            .iter()
+            .zip(&messages)
+            .map(|(pair, message)| pair.sign(message))
+            .collect();
         let publics: Vec<PublicKey> = pairs.iter().map(KeyPair::public_key).collect();
         let mut cache = KeyCache::new();
         let items = |signatures: &[Signature]| -> Vec<(PublicKey, Vec<u8>, Signature)> {
-            (0..8).map(|i| (publics[i], messages[i].clone(), signatures[i])).collect()
+            (0..8)
+                .map(|i| (publics[i], messages[i].clone(), signatures[i]))
+                .collect()
         };
         let owned = items(&signatures);
         let batch: Vec<SignedMessage> = owned
             .iter()
-            .map(|(key, message, signature)| SignedMessage { key, message, signature })
+            .map(|(key, message, signature)| SignedMessage {
+                key,
+                message,
+                signature,
+            })
             .collect();
         assert_eq!(verify_batch(&mut cache, &batch), Ok(()));
         signatures[5].0[3] ^= 1;
         let owned = items(&signatures);
         let batch: Vec<SignedMessage> = owned
             .iter()
-            .map(|(key, message, signature)| SignedMessage { key, message, signature })
+            .map(|(key, message, signature)| SignedMessage {
+                key,
+                message,
+                signature,
+            })
             .collect();
         assert_eq!(
             verify_batch(&mut cache, &batch),
-            Err(SignatureError::Invalid { index: 5, key: publics[5] })
+            Err(SignatureError::Invalid {
+                index: 5,
+                key: publics[5]
+            })
         );
     }
 

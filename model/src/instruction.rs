@@ -52,26 +52,45 @@ pub enum Permission {
 pub enum Instruction {
     /// Registers a domain owned by the transaction's creator. `validator` names the validator
     /// plugin that checks transactions of the domain's accounts ("default" if unsure).
-    RegisterDomain { domain: DomainId, validator: Name },
-    UnregisterDomain { domain: DomainId },
+    RegisterDomain {
+        domain: DomainId,
+        validator: Name,
+    },
+    UnregisterDomain {
+        domain: DomainId,
+    },
     /// Registers an account with its first signatories; it signs with any one of them until a
     /// signing condition says otherwise.
     RegisterAccount {
         account: AccountId,
         signatories: Vec<PublicKey>,
     },
-    UnregisterAccount { account: AccountId },
+    UnregisterAccount {
+        account: AccountId,
+    },
     RegisterAssetDefinition {
         definition: AssetDefinitionId,
         /// Decimal places for display; amounts are integers in the smallest unit.
         scale: u8,
         mintable: Mintable,
     },
-    UnregisterAssetDefinition { definition: AssetDefinitionId },
-    RegisterPeer { peer: PublicKey },
-    UnregisterPeer { peer: PublicKey },
-    Mint { asset: AssetId, amount: u128 },
-    Burn { asset: AssetId, amount: u128 },
+    UnregisterAssetDefinition {
+        definition: AssetDefinitionId,
+    },
+    RegisterPeer {
+        peer: PublicKey,
+    },
+    UnregisterPeer {
+        peer: PublicKey,
+    },
+    Mint {
+        asset: AssetId,
+        amount: u128,
+    },
+    Burn {
+        asset: AssetId,
+        amount: u128,
+    },
     Transfer {
         source: AssetId,
         destination: AccountId,
@@ -82,11 +101,23 @@ pub enum Instruction {
         key: Name,
         value: String,
     },
-    RemoveKeyValue { target: MetadataTarget, key: Name },
-    AddSignatory { account: AccountId, key: PublicKey },
-    RemoveSignatory { account: AccountId, key: PublicKey },
+    RemoveKeyValue {
+        target: MetadataTarget,
+        key: Name,
+    },
+    AddSignatory {
+        account: AccountId,
+        key: PublicKey,
+    },
+    RemoveSignatory {
+        account: AccountId,
+        key: PublicKey,
+    },
     /// The account's transactions need `required` distinct signatories' signatures (m of n).
-    SetSigningCondition { account: AccountId, required: u8 },
+    SetSigningCondition {
+        account: AccountId,
+        required: u8,
+    },
     GrantPermission {
         account: AccountId,
         permission: Permission,

@@ -510,10 +510,7 @@ fn check_sizes(old_size: usize, new_size: usize) -> Result<(), MerkleError> {
 }
 
 fn hash_leaves<H: MerkleHasher, D: AsRef<[u8]>>(leaves: &[D]) -> Vec<H::Digest> {
-    leaves
-        .iter()
-        .map(|leaf| leaf_hash::<H>(leaf.as_ref()))
-        .collect()
+    leaves.iter().map(|leaf| leaf_hash::<H>(leaf.as_ref())).collect()
 }
 
 #[cfg(test)]
@@ -551,13 +548,11 @@ mod tests {
         for n in 1..=leaves.len() {
             let hashes = &leaves[..n];
             for i in 0..n {
-                let proof = inclusion_proof_from_leaf_hashes::<Sha256Hasher>(hashes, i)
-                    .expect("index is in range");
+                let proof = inclusion_proof_from_leaf_hashes::<Sha256Hasher>(hashes, i).expect("index is in range");
                 assert_eq!(proof.path.len(), inclusion_path_len(i as u64, n as u64));
             }
             for m in 1..n {
-                let proof = consistency_proof_from_leaf_hashes::<Sha256Hasher>(hashes, m)
-                    .expect("sizes are ordered");
+                let proof = consistency_proof_from_leaf_hashes::<Sha256Hasher>(hashes, m).expect("sizes are ordered");
                 assert_eq!(proof.path.len(), consistency_path_len(m as u64, n as u64));
             }
         }

@@ -160,13 +160,14 @@ impl SignedTransaction {
         }
         match self.signatures.len() {
             0 => return Err(StatelessError::NoSignatures),
-            count if count > TRANSACTION_SIGNATURES_MAX => {
-                return Err(StatelessError::TooManySignatures { count })
-            }
+            count if count > TRANSACTION_SIGNATURES_MAX => return Err(StatelessError::TooManySignatures { count }),
             _ => {}
         }
         for (index, signature) in self.signatures.iter().enumerate() {
-            if self.signatures[..index].iter().any(|earlier| earlier.public_key == signature.public_key) {
+            if self.signatures[..index]
+                .iter()
+                .any(|earlier| earlier.public_key == signature.public_key)
+            {
                 return Err(StatelessError::DuplicateSigner {
                     key: signature.public_key,
                 });

@@ -37,7 +37,12 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let temporary = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = args.dir.clone().unwrap_or_else(|| temporary.path().join("kura"));
-    println!("kasane demo: {} blocks of {} transfers into {}", args.blocks, args.txs_per_block, dir.display());
+    println!(
+        "kasane demo: {} blocks of {} transfers into {}",
+        args.blocks,
+        args.txs_per_block,
+        dir.display()
+    );
 
     let generate_args = GenerateArgs {
         dir: dir.clone(),
@@ -63,13 +68,30 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let (kura, open) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
-    println!("reopened: height {} in {:.3} s (every record checksum verified)", open.height, started.elapsed().as_secs_f64());
+    println!(
+        "reopened: height {} in {:.3} s (every record checksum verified)",
+        open.height,
+        started.elapsed().as_secs_f64()
+    );
 
     let mut progress = ProgressLine::new("fast init");
-    let (fast_wsv, fast) = fast_init(&kura, PluginRegistry::builtin(), Some(&mut |d, t| progress.update(d, t)))?;
-    println!("fast init: {} transactions in {:.2} s = {:.0} tx/s", fast.transactions, fast.elapsed.as_secs_f64(), fast.transactions_per_second());
+    let (fast_wsv, fast) = fast_init(
+        &kura,
+        PluginRegistry::builtin(),
+        Some(&mut |d, t| progress.update(d, t)),
+    )?;
+    println!(
+        "fast init: {} transactions in {:.2} s = {:.0} tx/s",
+        fast.transactions,
+        fast.elapsed.as_secs_f64(),
+        fast.transactions_per_second()
+    );
     let mut progress = ProgressLine::new("strict init");
-    let (strict_wsv, strict) = strict_init(&kura, PluginRegistry::builtin(), Some(&mut |d, t| progress.update(d, t)))?;
+    let (strict_wsv, strict) = strict_init(
+        &kura,
+        PluginRegistry::builtin(),
+        Some(&mut |d, t| progress.update(d, t)),
+    )?;
     println!(
         "strict init: {} transactions, {} signatures in {:.2} s = {:.0} tx/s",
         strict.transactions,
@@ -82,14 +104,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             && generated["state_commitment"].as_str() == Some(strict_wsv.state_commitment().to_hex().as_str()),
         "fast and strict init disagree with the generated state"
     );
-    println!("state commitment {} (generator, fast and strict init agree)", strict_wsv.state_commitment());
+    println!(
+        "state commitment {} (generator, fast and strict init agree)",
+        strict_wsv.state_commitment()
+    );
 
     // A crash in the middle of the last append: cut the last chunk inside its last record.
     let height = kura.height();
-    let last_chunk = dir.join(kasane_kura::format::chunk_file_name(((height - 1) / u64::from(kura.blocks_per_chunk())) as u32));
+    let last_chunk = dir.join(kasane_kura::format::chunk_file_name(
+        ((height - 1) / u64::from(kura.blocks_per_chunk())) as u32,
+    ));
     drop(kura);
     let length = std::fs::metadata(&last_chunk)?.len();
-    std::fs::OpenOptions::new().write(true).open(&last_chunk)?.set_len(length - 100)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last_chunk)?
+        .set_len(length - 100)?;
     let (kura, reopened) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
     let cut = reopened.cut.clone().context("the torn record was not detected")?;
     let (after_crash, _) = fast_init(&kura, PluginRegistry::builtin(), None)?;

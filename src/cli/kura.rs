@@ -75,15 +75,29 @@ fn open_existing(dir: &Path, read_only: bool) -> anyhow::Result<(Kura<FileBacken
         bail!("{} is not a directory", dir.display());
     }
     let backend = FileBackend::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    Ok(Kura::open(backend, KuraConfig { read_only, ..KuraConfig::default() })?)
+    Ok(Kura::open(
+        backend,
+        KuraConfig {
+            read_only,
+            ..KuraConfig::default()
+        },
+    )?)
 }
 
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<serde_json::Value> {
     let backend = FileBackend::open(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
-    let config = KuraConfig { blocks_per_chunk: args.blocks_per_chunk, fsync: args.fsync, read_only: false };
+    let config = KuraConfig {
+        blocks_per_chunk: args.blocks_per_chunk,
+        fsync: args.fsync,
+        read_only: false,
+    };
     let (mut kura, _) = Kura::open(backend, config)?;
     if kura.height() > 0 {
-        bail!("{} already holds a store of {} blocks; generate writes only into an empty directory", args.dir.display(), kura.height());
+        bail!(
+            "{} already holds a store of {} blocks; generate writes only into an empty directory",
+            args.dir.display(),
+            kura.height()
+        );
     }
     let fixture = FixtureConfig {
         blocks: args.blocks,
@@ -112,9 +126,9 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<serde_json::Value> {
 
 pub fn inspect(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let (kura, report) = open_existing(dir, true)?;
-    let cut = report.cut.map(|cut| {
-        json!({"chunk": cut.chunk, "offset": cut.offset, "bytes": cut.bytes_cut, "reason": cut.reason})
-    });
+    let cut = report
+        .cut
+        .map(|cut| json!({"chunk": cut.chunk, "offset": cut.offset, "bytes": cut.bytes_cut, "reason": cut.reason}));
     Ok(json!({
         "dir": dir,
         "height": kura.height(),
@@ -186,4 +200,3 @@ fn verify(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
         },
     }
 }
-

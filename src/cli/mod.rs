@@ -16,7 +16,11 @@ pub struct ProgressLine {
 
 impl ProgressLine {
     pub fn new(label: &'static str) -> ProgressLine {
-        ProgressLine { label, last: Instant::now(), interval: Duration::from_millis(500) }
+        ProgressLine {
+            label,
+            last: Instant::now(),
+            interval: Duration::from_millis(500),
+        }
     }
 
     pub fn update(&mut self, done: u64, total: u64) {

@@ -9,8 +9,8 @@
 
 use kasane_model::codec;
 use kasane_model::hash::{Blake2b256, Hash};
-use kasane_model::PublicKey;
 use kasane_model::transaction::ChainId;
+use kasane_model::PublicKey;
 
 use crate::layer::BlockChanges;
 

@@ -53,7 +53,11 @@ pub enum InstructionError {
     #[error("{authority} may not {action}")]
     NotPermitted { authority: AccountId, action: String },
     #[error("asset {asset} holds {balance}, less than {amount}")]
-    InsufficientBalance { asset: AssetId, balance: u128, amount: u128 },
+    InsufficientBalance {
+        asset: AssetId,
+        balance: u128,
+        amount: u128,
+    },
     #[error("amount must be positive")]
     ZeroAmount,
     #[error("amount overflows the largest balance")]
@@ -63,13 +67,21 @@ pub enum InstructionError {
     #[error("validator plugin {0} is not known to this node")]
     UnknownValidator(Name),
     #[error("{what}: {count} is over the limit of {limit}")]
-    LimitExceeded { what: &'static str, count: usize, limit: usize },
+    LimitExceeded {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("key {key} is already a signatory of {account}")]
     SignatoryExists { account: AccountId, key: PublicKey },
     #[error("key {key} is not a signatory of {account}")]
     NoSuchSignatory { account: AccountId, key: PublicKey },
     #[error("signing condition of {account} needs {required} of {signatories} signatories")]
-    BadSigningCondition { account: AccountId, required: usize, signatories: usize },
+    BadSigningCondition {
+        account: AccountId,
+        required: usize,
+        signatories: usize,
+    },
     #[error("public key {0} is not a usable ed25519 key")]
     BadKey(PublicKey),
     #[error("metadata key {0} does not exist")]
@@ -90,22 +102,30 @@ pub struct Executor<'a, 'w> {
 }
 
 fn check_key(key: &PublicKey) -> Outcome {
-    key.to_verifying_key().map(|_| ()).map_err(|_| InstructionError::BadKey(*key))
+    key.to_verifying_key()
+        .map(|_| ())
+        .map_err(|_| InstructionError::BadKey(*key))
 }
 
 impl Executor<'_, '_> {
     pub fn execute(&mut self, instruction: &Instruction) -> Outcome {
         match instruction {
-            Instruction::Transfer { source, destination, amount } => self.transfer(source, destination, *amount),
+            Instruction::Transfer {
+                source,
+                destination,
+                amount,
+            } => self.transfer(source, destination, *amount),
             Instruction::Mint { asset, amount } => self.mint(asset, *amount),
             Instruction::Burn { asset, amount } => self.burn(asset, *amount),
             Instruction::RegisterDomain { domain, validator } => self.register_domain(domain, validator),
             Instruction::UnregisterDomain { domain } => self.unregister_domain(domain),
             Instruction::RegisterAccount { account, signatories } => self.register_account(account, signatories),
             Instruction::UnregisterAccount { account } => self.unregister_account(account),
-            Instruction::RegisterAssetDefinition { definition, scale, mintable } => {
-                self.register_asset_definition(definition, *scale, *mintable)
-            }
+            Instruction::RegisterAssetDefinition {
+                definition,
+                scale,
+                mintable,
+            } => self.register_asset_definition(definition, *scale, *mintable),
             Instruction::UnregisterAssetDefinition { definition } => self.unregister_asset_definition(definition),
             Instruction::RegisterPeer { peer } => self.set_peer(*peer, true),
             Instruction::UnregisterPeer { peer } => self.set_peer(*peer, false),
@@ -134,11 +154,15 @@ impl Executor<'_, '_> {
     }
 
     fn domain(&self, id: &DomainId) -> Result<&Domain, InstructionError> {
-        self.state.domain(id).ok_or_else(|| InstructionError::NoSuchDomain(id.clone()))
+        self.state
+            .domain(id)
+            .ok_or_else(|| InstructionError::NoSuchDomain(id.clone()))
     }
 
     fn account(&self, id: &AccountId) -> Result<&Account, InstructionError> {
-        self.state.account(id).ok_or_else(|| InstructionError::NoSuchAccount(id.clone()))
+        self.state
+            .account(id)
+            .ok_or_else(|| InstructionError::NoSuchAccount(id.clone()))
     }
 
     fn definition(&self, id: &AssetDefinitionId) -> Result<&AssetDefinition, InstructionError> {
@@ -170,11 +194,13 @@ impl Executor<'_, '_> {
         let after = if add {
             before.checked_add(amount).ok_or(InstructionError::Overflow)?
         } else {
-            before.checked_sub(amount).ok_or_else(|| InstructionError::InsufficientBalance {
-                asset: asset.clone(),
-                balance: before,
-                amount,
-            })?
+            before
+                .checked_sub(amount)
+                .ok_or_else(|| InstructionError::InsufficientBalance {
+                    asset: asset.clone(),
+                    balance: before,
+                    amount,
+                })?
         };
         if (before == 0) != (after == 0) {
             let mut holder = self.account(&asset.account)?.clone();
@@ -217,7 +243,10 @@ impl Executor<'_, '_> {
             Mintable::Infinitely => {}
         }
         self.account(&asset.account)?;
-        definition.total_supply = definition.total_supply.checked_add(amount).ok_or(InstructionError::Overflow)?;
+        definition.total_supply = definition
+            .total_supply
+            .checked_add(amount)
+            .ok_or(InstructionError::Overflow)?;
         self.add_balance(asset, amount, true)?;
         self.state.set_asset_definition(definition.id.clone(), Some(definition));
         Ok(())
@@ -434,7 +463,10 @@ impl Executor<'_, '_> {
         if add {
             check_key(key)?;
             if !account.signatories.insert(*key) {
-                return Err(InstructionError::SignatoryExists { account: id.clone(), key: *key });
+                return Err(InstructionError::SignatoryExists {
+                    account: id.clone(),
+                    key: *key,
+                });
             }
             if account.signatories.len() > SIGNATORIES_MAX {
                 return Err(InstructionError::LimitExceeded {
@@ -445,7 +477,10 @@ impl Executor<'_, '_> {
             }
         } else {
             if !account.signatories.remove(key) {
-                return Err(InstructionError::NoSuchSignatory { account: id.clone(), key: *key });
+                return Err(InstructionError::NoSuchSignatory {
+                    account: id.clone(),
+                    key: *key,
+                });
             }
             if account.signatories.len() < usize::from(account.signatures_required) {
                 return Err(InstructionError::BadSigningCondition {

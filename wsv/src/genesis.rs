@@ -83,7 +83,10 @@ impl GenesisBuilder {
         });
         let asset = AssetId::new(definition, account);
         if amount > 0 {
-            self.instructions.push(Instruction::Mint { asset: asset.clone(), amount });
+            self.instructions.push(Instruction::Mint {
+                asset: asset.clone(),
+                amount,
+            });
         }
         asset
     }
@@ -97,9 +100,13 @@ impl GenesisBuilder {
     /// Signs the genesis transactions, executes them on a fresh world state, and certifies the
     /// block with the genesis authority's signature. Returns the block and the state after it.
     pub fn build(&self, plugins: PluginRegistry) -> Result<(CommittedBlock, Wsv), GenesisError> {
-        let creator = Wsv::new(self.chain.clone(), self.authority.public_key(), PluginRegistry::default())
-            .genesis_authority()
-            .clone();
+        let creator = Wsv::new(
+            self.chain.clone(),
+            self.authority.public_key(),
+            PluginRegistry::default(),
+        )
+        .genesis_authority()
+        .clone();
         let transactions: Vec<SignedTransaction> = self
             .instructions
             .chunks(INSTRUCTIONS_MAX)
@@ -121,7 +128,10 @@ impl GenesisBuilder {
         let executed = wsv.execute(1, self.timestamp_ms, &transactions, &hashes)?;
         for (index, outcome) in executed.outcomes.iter().enumerate() {
             if let TransactionOutcome::Rejected(reason) = outcome {
-                return Err(GenesisError::Rejected { index, reason: reason.clone() });
+                return Err(GenesisError::Rejected {
+                    index,
+                    reason: reason.clone(),
+                });
             }
         }
         let header = BlockHeader {

@@ -126,7 +126,11 @@ pub struct AmountLimit;
 
 impl ValidatorPlugin for AmountLimit {
     fn validate(&self, _: &PluginContext<'_, '_>, domain: &Domain, transaction: &SignedTransaction) -> Verdict {
-        let Some(text) = domain.metadata.iter().find(|(key, _)| key.as_str() == AMOUNT_LIMIT_KEY).map(|(_, value)| value)
+        let Some(text) = domain
+            .metadata
+            .iter()
+            .find(|(key, _)| key.as_str() == AMOUNT_LIMIT_KEY)
+            .map(|(_, value)| value)
         else {
             return Verdict::Valid;
         };
@@ -139,7 +143,10 @@ impl ValidatorPlugin for AmountLimit {
                 _ => continue,
             };
             if amount > limit {
-                return Verdict::Invalid(format!("amount {amount} is over domain {}'s limit of {limit}", domain.id));
+                return Verdict::Invalid(format!(
+                    "amount {amount} is over domain {}'s limit of {limit}",
+                    domain.id
+                ));
             }
         }
         Verdict::Valid

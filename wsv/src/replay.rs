@@ -21,7 +21,9 @@ pub struct ReplayGuard {
 impl ReplayGuard {
     /// Whether `payload` was committed and has not expired at `now_ms`.
     pub fn seen(&self, payload: &Hash, now_ms: u64) -> bool {
-        self.expiry_by_payload.get(payload).is_some_and(|expiry| *expiry >= now_ms)
+        self.expiry_by_payload
+            .get(payload)
+            .is_some_and(|expiry| *expiry >= now_ms)
     }
 
     /// Remembers a block's payload hashes with their expiry times, and forgets blocks whose

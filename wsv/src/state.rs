@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use kasane_model::block::BLOCK_TRANSACTIONS_MAX;
 use kasane_model::ids::{AccountId, DomainId, Name};
-use kasane_model::transaction::{ChainId, TransactionHashes, FUTURE_SKEW_MS_MAX};
+use kasane_model::transaction::{ChainId, TransactionHashes, FUTURE_SKEW_MS_MAX, TTL_MS_MAX};
 use kasane_model::{Block, BlockHeader, Hash, PublicKey, SignedTransaction};
 
 use crate::commitment;
@@ -38,7 +38,11 @@ pub enum RejectionReason {
     #[error("signed by {key}, which is not a signatory of {account}")]
     NotASignatory { account: AccountId, key: PublicKey },
     #[error("{account} needs {required} signatures, has {found}")]
-    NotEnoughSignatures { account: AccountId, required: u8, found: usize },
+    NotEnoughSignatures {
+        account: AccountId,
+        required: u8,
+        found: usize,
+    },
     #[error("validator plugin {plugin}: {reason}")]
     Plugin { plugin: Name, reason: String },
     #[error("instruction {index}: {error}")]
@@ -64,11 +68,20 @@ pub enum ApplyError {
     #[error("block {height}: {count} transactions, over the limit of {BLOCK_TRANSACTIONS_MAX}")]
     TooManyTransactions { height: u64, count: usize },
     #[error("block {height}: {hashes} transaction hashes for {transactions} transactions")]
-    HashCountMismatch { height: u64, hashes: usize, transactions: usize },
+    HashCountMismatch {
+        height: u64,
+        hashes: usize,
+        transactions: usize,
+    },
     #[error("block {height}: state commitment {computed} after execution, header says {claimed}")]
     StateCommitmentMismatch { height: u64, claimed: Hash, computed: Hash },
     #[error("block {height}, transaction {index}: validator plugin {plugin} failed: {reason}")]
-    ExecutionFailure { height: u64, index: usize, plugin: Name, reason: String },
+    ExecutionFailure {
+        height: u64,
+        index: usize,
+        plugin: Name,
+        reason: String,
+    },
 }
 
 /// A block executed against the world but not committed: what a proposer needs to fill in a
@@ -229,7 +242,12 @@ impl Wsv {
     /// signing condition.
     pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<ExecutedBlock, ApplyError> {
         self.check_header(&block.header)?;
-        let executed = self.execute(block.header.height, block.header.timestamp_ms, &block.transactions, hashes)?;
+        let executed = self.execute(
+            block.header.height,
+            block.header.timestamp_ms,
+            &block.transactions,
+            hashes,
+        )?;
         if executed.state_commitment != block.header.state_commitment {
             return Err(ApplyError::StateCommitmentMismatch {
                 height: block.header.height,
@@ -244,7 +262,10 @@ impl Wsv {
     pub fn check_header(&self, header: &BlockHeader) -> Result<(), ApplyError> {
         let expected = self.height + 1;
         if header.height != expected {
-            return Err(ApplyError::WrongHeight { expected, found: header.height });
+            return Err(ApplyError::WrongHeight {
+                expected,
+                found: header.height,
+            });
         }
         if header.previous_hash != self.head_hash {
             return Err(ApplyError::WrongPreviousHash {
@@ -272,7 +293,10 @@ impl Wsv {
         hashes: &[TransactionHashes],
     ) -> Result<ExecutedBlock, ApplyError> {
         if transactions.len() > BLOCK_TRANSACTIONS_MAX {
-            return Err(ApplyError::TooManyTransactions { height, count: transactions.len() });
+            return Err(ApplyError::TooManyTransactions {
+                height,
+                count: transactions.len(),
+            });
         }
         if hashes.len() != transactions.len() {
             return Err(ApplyError::HashCountMismatch {
@@ -293,13 +317,25 @@ impl Wsv {
             let outcome = if replayed {
                 TransactionOutcome::Rejected(RejectionReason::Replayed)
             } else {
-                replay_entries.push((hash.payload, payload.expires_at_ms()));
+                // A payload rejected for its time-to-live or its creation time may claim any
+                // expiry, up to u64::MAX. Remember it no longer than a valid payload could live:
+                // otherwise its block, and every block after it, would never be pruned from
+                // replay memory.
+                let expiry = payload
+                    .expires_at_ms()
+                    .min(timestamp_ms.saturating_add(FUTURE_SKEW_MS_MAX + TTL_MS_MAX));
+                replay_entries.push((hash.payload, expiry));
                 recent.push((payload.creator.clone(), hash.transaction));
                 match self.run_transaction(&mut state, height, timestamp_ms, transaction) {
                     Ok(()) => TransactionOutcome::Committed,
                     Err(Failure::Rejected(reason)) => TransactionOutcome::Rejected(reason),
                     Err(Failure::Execution { plugin, reason }) => {
-                        return Err(ApplyError::ExecutionFailure { height, index, plugin, reason })
+                        return Err(ApplyError::ExecutionFailure {
+                            height,
+                            index,
+                            plugin,
+                            reason,
+                        })
                     }
                 }
             };
@@ -393,7 +429,10 @@ impl Wsv {
                 plugin: plugin_name,
                 reason,
             })),
-            Verdict::ExecutionFailure(reason) => Err(Failure::Execution { plugin: plugin_name, reason }),
+            Verdict::ExecutionFailure(reason) => Err(Failure::Execution {
+                plugin: plugin_name,
+                reason,
+            }),
         }
     }
 
