@@ -150,15 +150,14 @@ pub fn audit<B: Backend + Sync>(kura: &Kura<B>, live: &Wsv, plugins: PluginRegis
     Ok(report)
 }
 
-fn worker_count(mode: InitMode) -> usize {
-    match mode {
-        // Decoding and hashing on one thread keeps pace with execution on the caller's.
-        InitMode::Fast => 1,
-        InitMode::Strict => std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(2)
-            .max(1),
-    }
+/// Workers that decode (and verify) ahead of the applying thread: one per core. In fast mode
+/// decoding and hashing cost about twice what execution does, so the applying thread is kept
+/// busy only when both cores decode.
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2)
+        .max(1)
 }
 
 fn run<B: Backend + Sync>(
@@ -172,7 +171,7 @@ fn run<B: Backend + Sync>(
     if target == 0 {
         return Err(InitError::Empty);
     }
-    let workers = worker_count(mode);
+    let workers = worker_count();
     let mut caches: Vec<KeyCache> = (0..workers).map(|_| KeyCache::new()).collect();
     let window = WINDOW_BLOCKS_PER_WORKER * workers as u64;
     let mut report = InitReport {

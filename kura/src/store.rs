@@ -294,8 +294,7 @@ impl<B: Backend> Kura<B> {
                 records += 1;
                 expected_height += 1;
             }
-            self.bytes += bytes.len() as u64;
-            self.tail_len = bytes.len() as u64;
+            // Checked before the chunk's bytes are counted: a cut counts what it keeps.
             if !is_last && records < self.blocks_per_chunk {
                 return damage(
                     offset,
@@ -304,6 +303,13 @@ impl<B: Backend> Kura<B> {
                     format!("sealed chunk holds only {records} records"),
                 );
             }
+            if records == 0 {
+                // A chunk whose first append was torn after its header: the next append
+                // creates it again, so it must not stay.
+                return damage(offset, expected_height, true, "chunk holds no record".into());
+            }
+            self.bytes += bytes.len() as u64;
+            self.tail_len = bytes.len() as u64;
         }
         Ok(None)
     }
@@ -322,11 +328,8 @@ impl<B: Backend> Kura<B> {
             })?;
             offset + header.record_bytes()
         };
-        let later_valid = if damage.header {
-            bytes.get(rest_start..).is_some_and(format::contains_valid_record)
-        } else {
-            bytes.get(rest_start..).is_some_and(format::is_valid_record_at)
-        };
+        // Byte by byte, as the format says: the record after this one may be damaged too.
+        let later_valid = bytes.get(rest_start..).is_some_and(format::contains_valid_record);
         let later_chunks: Vec<u32> = chunks.iter().copied().filter(|chunk| *chunk > damage.chunk).collect();
         let mut later_valid_elsewhere = false;
         for chunk in &later_chunks {
@@ -345,7 +348,14 @@ impl<B: Backend> Kura<B> {
         let chunk_len = bytes.len() as u64;
         drop(bytes);
         let read_only = self.read_only;
-        let mut bytes_cut = chunk_len - damage.offset;
+        // A cut that would leave no record (or no sound header) removes the whole chunk: a
+        // chunk file without records would make the next append's create fail.
+        let whole_chunk_goes = damage.offset <= format::CHUNK_HEADER_BYTES as u64;
+        let mut bytes_cut = if whole_chunk_goes {
+            chunk_len
+        } else {
+            chunk_len - damage.offset
+        };
         let mut chunks_removed = Vec::new();
         for chunk in later_chunks.iter().rev() {
             bytes_cut += self.backend.read_chunk(*chunk, false)?.len() as u64;
@@ -355,8 +365,6 @@ impl<B: Backend> Kura<B> {
             chunks_removed.push(*chunk);
         }
         chunks_removed.reverse();
-        let whole_chunk_goes =
-            damage.offset == 0 || (damage.header && damage.offset < format::CHUNK_HEADER_BYTES as u64);
         if whole_chunk_goes {
             if !read_only {
                 self.backend.remove(damage.chunk)?;

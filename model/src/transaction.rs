@@ -51,10 +51,7 @@ pub struct TransactionPayload {
 impl TransactionPayload {
     /// Hash of the payload: the replay-protection key, and what signatures cover.
     pub fn hash(&self) -> Hash {
-        let mut bytes = Vec::with_capacity(128);
-        bytes.extend_from_slice(PAYLOAD_HASH_DOMAIN);
-        codec::encode_body_into(self, &mut bytes);
-        Hash::of(&bytes)
+        Hash::of_parts(&[PAYLOAD_HASH_DOMAIN, &codec::encode_body(self)])
     }
 
     /// When the transaction stops being valid, in milliseconds since the epoch.
@@ -134,11 +131,17 @@ impl SignedTransaction {
         Hash::of(&self.encode())
     }
 
-    /// Both hashes, computed together (the payload is encoded once for each).
+    /// Both hashes from one encoding: postcard encodes a struct as its fields back to back, so
+    /// the payload's bytes are a slice of the transaction's.
     pub fn hashes(&self) -> TransactionHashes {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(<Self as Versioned>::VERSION);
+        codec::encode_body_into(&self.payload, &mut bytes);
+        let payload_end = bytes.len();
+        codec::encode_body_into(&self.signatures, &mut bytes);
         TransactionHashes {
-            transaction: self.hash(),
-            payload: self.payload.hash(),
+            transaction: Hash::of(&bytes),
+            payload: Hash::of_parts(&[PAYLOAD_HASH_DOMAIN, &bytes[1..payload_end]]),
         }
     }
 
@@ -214,5 +217,28 @@ impl SigningMessages {
             message: &self.message,
             signature: &signature.signature,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instruction::Instruction;
+
+    #[test]
+    fn hashes_agree_with_the_separate_definitions() {
+        let key = KeyPair::derive(b"tx-tests", 0);
+        let payload = TransactionPayload {
+            chain: "c".parse().expect("name"),
+            creator: "a@d".parse().expect("id"),
+            instructions: vec![Instruction::RegisterPeer { peer: key.public_key() }],
+            created_at_ms: 5,
+            ttl_ms: 10,
+            nonce: 3,
+        };
+        let transaction = SignedTransaction::sign(payload, &[&key]);
+        let hashes = transaction.hashes();
+        assert_eq!(hashes.transaction, transaction.hash());
+        assert_eq!(hashes.payload, transaction.payload.hash());
     }
 }

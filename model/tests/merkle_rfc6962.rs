@@ -17,9 +17,8 @@
 
 use kasane_model::merkle::{
     consistency_proof, consistency_proof_from_leaf_hashes, empty_root, inclusion_proof,
-    inclusion_proof_from_leaf_hashes, leaf_hash, node_hash, root, root_from_leaf_hashes,
-    verify_consistency, verify_inclusion, verify_inclusion_of_leaf_hash, ConsistencyProof,
-    InclusionProof, MerkleError, MerkleHasher,
+    inclusion_proof_from_leaf_hashes, leaf_hash, node_hash, root, root_from_leaf_hashes, verify_consistency,
+    verify_inclusion, verify_inclusion_of_leaf_hash, ConsistencyProof, InclusionProof, MerkleError, MerkleHasher,
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -212,11 +211,7 @@ const INCLUSION_SHAPES: &[(u64, u64, &[Elem])] = &[
     (6, 3, &[N(0, 2), N(1, 0), N(1, 2)]),
     (6, 4, &[N(0, 5), N(2, 0)]),
     (15, 10, &[N(0, 11), N(1, 4), R(&[(0, 14), (1, 6)]), N(3, 0)]),
-    (
-        31,
-        24,
-        &[N(0, 25), N(1, 13), R(&[(0, 30), (1, 14)]), N(3, 2), N(4, 0)],
-    ),
+    (31, 24, &[N(0, 25), N(1, 13), R(&[(0, 30), (1, 14)]), N(3, 2), N(4, 0)]),
     (
         95,
         81,
@@ -307,9 +302,7 @@ fn rfc_root(size: u64) -> Hash {
 
 /// Synthetic leaves for trees larger than the published 8-leaf one.
 fn synthetic_leaves(n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| format!("kasane leaf {i}").into_bytes())
-        .collect()
+    (0..n).map(|i| format!("kasane leaf {i}").into_bytes()).collect()
 }
 
 /// The Merkle Tree Hash exactly as RFC 6962 section 2.1 defines it, as an
@@ -355,11 +348,7 @@ fn naive_path(m: usize, leaves: &[Vec<u8>]) -> Vec<Hash> {
 fn naive_subproof(m: usize, leaves: &[Vec<u8>], b: bool) -> Vec<Hash> {
     let n = leaves.len();
     if m == n {
-        return if b {
-            Vec::new()
-        } else {
-            vec![naive_mth(leaves)]
-        };
+        return if b { Vec::new() } else { vec![naive_mth(leaves)] };
     }
     let k = naive_split(n);
     if m <= k {
@@ -419,9 +408,7 @@ fn corrupt_inclusion(proof: &InclusionProof<Hash>) -> Vec<(String, InclusionProo
         f(&mut p);
         out.push((desc, p));
     };
-    add("index - 1".into(), &|p| {
-        p.leaf_index = p.leaf_index.wrapping_sub(1)
-    });
+    add("index - 1".into(), &|p| p.leaf_index = p.leaf_index.wrapping_sub(1));
     add("index + 1".into(), &|p| p.leaf_index += 1);
     add("index ^ 2".into(), &|p| p.leaf_index ^= 2);
     add("size * 2".into(), &|p| p.tree_size *= 2);
@@ -429,15 +416,11 @@ fn corrupt_inclusion(proof: &InclusionProof<Hash>) -> Vec<(String, InclusionProo
     add("size 0".into(), &|p| p.tree_size = 0);
     add("size max".into(), &|p| p.tree_size = u64::MAX);
     add("trailing zero hash".into(), &|p| p.path.push([0; 32]));
-    add("trailing some hash".into(), &|p| {
-        p.path.push(hash_hex(SOME_HASH_HEX))
-    });
+    add("trailing some hash".into(), &|p| p.path.push(hash_hex(SOME_HASH_HEX)));
     add("preceding zero hash".into(), &|p| p.path.insert(0, [0; 32]));
     for i in 0..proof.path.len() {
         for byte in 0..32 {
-            add(format!("path[{i}] byte {byte} flipped"), &|p| {
-                p.path[i][byte] ^= 0x08
-            });
+            add(format!("path[{i}] byte {byte} flipped"), &|p| p.path[i][byte] ^= 0x08);
         }
     }
     if !proof.path.is_empty() {
@@ -482,38 +465,13 @@ fn corrupt_consistency(
     add("wrong new root".into(), &|_| {}, r1, some);
     add("swapped roots".into(), &|_| {}, r2, r1);
     add("empty path".into(), &|p| p.path.clear(), r1, r2);
-    add(
-        "trailing zero hash".into(),
-        &|p| p.path.push([0; 32]),
-        r1,
-        r2,
-    );
+    add("trailing zero hash".into(), &|p| p.path.push([0; 32]), r1, r2);
     add("trailing old root".into(), &|p| p.path.push(r1), r1, r2);
     add("trailing new root".into(), &|p| p.path.push(r2), r1, r2);
-    add(
-        "preceding zero hash".into(),
-        &|p| p.path.insert(0, [0; 32]),
-        r1,
-        r2,
-    );
-    add(
-        "preceding old root".into(),
-        &|p| p.path.insert(0, r1),
-        r1,
-        r2,
-    );
-    add(
-        "preceding new root".into(),
-        &|p| p.path.insert(0, r2),
-        r1,
-        r2,
-    );
-    add(
-        "preceding path[0]".into(),
-        &|p| p.path.insert(0, p.path[0]),
-        r1,
-        r2,
-    );
+    add("preceding zero hash".into(), &|p| p.path.insert(0, [0; 32]), r1, r2);
+    add("preceding old root".into(), &|p| p.path.insert(0, r1), r1, r2);
+    add("preceding new root".into(), &|p| p.path.insert(0, r2), r1, r2);
+    add("preceding path[0]".into(), &|p| p.path.insert(0, p.path[0]), r1, r2);
     add(
         "truncated".into(),
         &|p| {
@@ -554,11 +512,7 @@ fn roots_match_published_for_every_size() {
     for size in 1..=8usize {
         let expected = rfc_root(size as u64);
         assert_eq!(root::<H, _>(&leaves[..size]), expected, "size {size}");
-        assert_eq!(
-            root_from_leaf_hashes::<H>(&hashes[..size]),
-            expected,
-            "size {size}"
-        );
+        assert_eq!(root_from_leaf_hashes::<H>(&hashes[..size]), expected, "size {size}");
     }
 }
 
@@ -566,21 +520,13 @@ fn roots_match_published_for_every_size() {
 fn leaf_and_node_hashes_match_published() {
     let leaves = rfc_leaves();
     for (i, leaf) in leaves.iter().enumerate() {
-        assert_eq!(
-            leaf_hash::<H>(leaf),
-            hash_hex(NODE_HASHES_HEX[0][i]),
-            "leaf {i}"
-        );
+        assert_eq!(leaf_hash::<H>(leaf), hash_hex(NODE_HASHES_HEX[0][i]), "leaf {i}");
     }
     for level in 1..NODE_HASHES_HEX.len() {
         for (i, expected) in NODE_HASHES_HEX[level].iter().enumerate() {
             let left = hash_hex(NODE_HASHES_HEX[level - 1][2 * i]);
             let right = hash_hex(NODE_HASHES_HEX[level - 1][2 * i + 1]);
-            assert_eq!(
-                node_hash::<H>(&left, &right),
-                hash_hex(expected),
-                "node {level}/{i}"
-            );
+            assert_eq!(node_hash::<H>(&left, &right), hash_hex(expected), "node {level}/{i}");
         }
     }
 }
@@ -608,8 +554,7 @@ fn published_inclusion_proofs_verify_and_corruptions_fail() {
         };
         let root = rfc_root(size);
         let data = &leaves[index as usize];
-        verify_inclusion::<H>(data, &proof, &root)
-            .unwrap_or_else(|e| panic!("index {index} size {size}: {e}"));
+        verify_inclusion::<H>(data, &proof, &root).unwrap_or_else(|e| panic!("index {index} size {size}: {e}"));
         verify_inclusion_of_leaf_hash::<H>(&leaf_hash::<H>(data), &proof, &root)
             .unwrap_or_else(|e| panic!("index {index} size {size}: {e}"));
 
@@ -694,11 +639,7 @@ fn consistency_proofs_have_published_shapes() {
         let (leaves, published) = shape_leaves(new);
         let leaves = &leaves[..new as usize];
         let proof = consistency_proof::<H, _>(leaves, old as usize).expect("valid parameters");
-        assert_eq!(
-            proof.path,
-            expand_shape(leaves, published, shape),
-            "{old} -> {new}"
-        );
+        assert_eq!(proof.path, expand_shape(leaves, published, shape), "{old} -> {new}");
         let old_root = root::<H, _>(&leaves[..old as usize]);
         verify_consistency::<H>(&proof, &old_root, &root::<H, _>(leaves))
             .unwrap_or_else(|e| panic!("{old} -> {new}: {e}"));
@@ -727,11 +668,7 @@ fn iterative_root_equals_recursive_definition() {
     for n in 0..=70 {
         let expected = naive_mth(&leaves[..n]);
         assert_eq!(root::<H, _>(&leaves[..n]), expected, "n = {n}");
-        assert_eq!(
-            root_from_leaf_hashes::<H>(&hashes[..n]),
-            expected,
-            "n = {n}"
-        );
+        assert_eq!(root_from_leaf_hashes::<H>(&hashes[..n]), expected, "n = {n}");
     }
 }
 
@@ -746,11 +683,7 @@ fn proofs_equal_recursive_definitions() {
         }
         for m in 1..n {
             let proof = consistency_proof_from_leaf_hashes::<H>(&hashes[..n], m).expect("valid");
-            assert_eq!(
-                proof.path,
-                naive_subproof(m, &leaves[..n], true),
-                "PROOF({m}, D[{n}])"
-            );
+            assert_eq!(proof.path, naive_subproof(m, &leaves[..n], true), "PROOF({m}, D[{n}])");
         }
     }
 }
@@ -795,10 +728,7 @@ fn trivial_consistency_proofs() {
             };
             assert_eq!(
                 verify_consistency::<H>(&padded, &root_n, &root_n),
-                Err(MerkleError::WrongPathLength {
-                    expected: 0,
-                    found: 1
-                })
+                Err(MerkleError::WrongPathLength { expected: 0, found: 1 })
             );
         }
     }

@@ -457,6 +457,11 @@ impl Wsv {
         changes.apply_to(&mut self.world);
         self.replay.record_block(replay_entries, timestamp_ms);
         for (account, hash) in recent {
+            // Only accounts that exist keep a list: a rejected transaction by a made-up creator
+            // must not make every node remember that name forever.
+            if !self.world.accounts.contains_key(&account) {
+                continue;
+            }
             let list = self.recent.entry(account).or_default();
             if list.len() == RECENT_TRANSACTIONS_PER_ACCOUNT {
                 list.pop_front();
