@@ -140,6 +140,7 @@ impl SignedTransaction {
         let payload_end = bytes.len();
         codec::encode_body_into(&self.signatures, &mut bytes);
         TransactionHashes {
+            encoded_bytes: bytes.len(),
             transaction: Hash::of(&bytes),
             payload: Hash::of_parts(&[PAYLOAD_HASH_DOMAIN, &bytes[1..payload_end]]),
         }
@@ -195,6 +196,8 @@ impl SignedTransaction {
 pub struct TransactionHashes {
     pub transaction: Hash,
     pub payload: Hash,
+    /// Length of the versioned encoding, which is what `TRANSACTION_BYTES_MAX` limits.
+    pub encoded_bytes: usize,
 }
 
 /// The signing messages of one transaction, kept alive for a batch verification.

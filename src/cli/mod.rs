@@ -26,7 +26,7 @@ impl ProgressLine {
     pub fn update(&mut self, done: u64, total: u64) {
         if done == total || self.last.elapsed() >= self.interval {
             self.last = Instant::now();
-            let percent = if total == 0 { 100 } else { done * 100 / total };
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
             let mut stderr = std::io::stderr();
             // On a terminal the line rewrites itself; in a log, each update is its own line.
             if stderr.is_terminal() {

@@ -22,6 +22,7 @@ const TAG_ACCOUNT: u8 = 2;
 const TAG_ASSET_DEFINITION: u8 = 3;
 const TAG_ASSET: u8 = 4;
 const TAG_PEER: u8 = 5;
+const TAG_RETIRED: u8 = 6;
 
 /// The commitment before the genesis block: it binds the chain id and the genesis key, which
 /// determine the initial world (the genesis domain and authority).
@@ -78,6 +79,9 @@ pub fn next_commitment(previous: &Hash, changes: &BlockChanges) -> Hash {
     }
     for (key, present) in &changes.peers {
         encoded.push(TAG_PEER, key, present.then_some(&()));
+    }
+    for key in changes.retired.keys() {
+        encoded.push(TAG_RETIRED, key, Some(&()));
     }
     let bytes = &encoded.bytes;
     encoded

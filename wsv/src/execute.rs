@@ -8,7 +8,9 @@
 //! - an asset definition's owner, or a holder of `MintAsset`, mints it;
 //! - an account, or a holder of `ManageAccount` for it, changes its metadata and signatories;
 //! - peers are registered and unregistered only by the genesis authority;
-//! - a permission is granted and revoked by whoever owns the object it is about.
+//! - a permission is granted and revoked by whoever owns the object it is about;
+//! - an unregistered domain, account or asset definition identifier is retired, never reused,
+//!   so nothing it owned and no permission granted over it passes to a newcomer.
 
 use std::collections::BTreeSet;
 
@@ -20,7 +22,7 @@ use kasane_model::PublicKey;
 
 use crate::layer::Layered;
 use crate::plugin::PluginRegistry;
-use crate::world::{Account, AssetDefinition, Domain, Metadata};
+use crate::world::{Account, AssetDefinition, Domain, Metadata, RetiredId};
 
 /// Most permissions one account may hold.
 pub const PERMISSIONS_PER_ACCOUNT_MAX: usize = 256;
@@ -86,6 +88,8 @@ pub enum InstructionError {
     BadKey(PublicKey),
     #[error("metadata key {0} does not exist")]
     NoSuchMetadata(Name),
+    #[error("{0} was unregistered; identifiers are never reused")]
+    Retired(String),
     #[error("{0} is the genesis domain or authority and may not be removed")]
     Protected(String),
 }
@@ -267,10 +271,19 @@ impl Executor<'_, '_> {
         Ok(())
     }
 
+    /// Refuses an identifier that was unregistered before.
+    fn check_not_retired(&self, id: RetiredId, text: impl ToString) -> Outcome {
+        if self.state.is_retired(&id) {
+            return Err(InstructionError::Retired(text.to_string()));
+        }
+        Ok(())
+    }
+
     fn register_domain(&mut self, id: &DomainId, validator: &Name) -> Outcome {
         if self.state.domain(id).is_some() {
             return Err(InstructionError::DomainExists(id.clone()));
         }
+        self.check_not_retired(RetiredId::Domain(id.clone()), id)?;
         if !self.plugins.contains(validator.as_str()) {
             return Err(InstructionError::UnknownValidator(validator.clone()));
         }
@@ -298,6 +311,7 @@ impl Executor<'_, '_> {
             return Err(InstructionError::DomainNotEmpty(id.clone()));
         }
         self.state.set_domain(id.clone(), None);
+        self.state.retire(RetiredId::Domain(id.clone()));
         Ok(())
     }
 
@@ -319,6 +333,7 @@ impl Executor<'_, '_> {
         if self.state.account(id).is_some() {
             return Err(InstructionError::AccountExists(id.clone()));
         }
+        self.check_not_retired(RetiredId::Account(id.clone()), id)?;
         let keys: BTreeSet<PublicKey> = signatories.iter().copied().collect();
         if keys.is_empty() || keys.len() > SIGNATORIES_MAX || keys.len() != signatories.len() {
             return Err(InstructionError::LimitExceeded {
@@ -352,6 +367,7 @@ impl Executor<'_, '_> {
             return Err(InstructionError::AccountNotEmpty(id.clone()));
         }
         self.state.set_account(id.clone(), None);
+        self.state.retire(RetiredId::Account(id.clone()));
         self.count_in_domain(&id.domain, true, false)
     }
 
@@ -360,6 +376,7 @@ impl Executor<'_, '_> {
         if self.state.asset_definition(id).is_some() {
             return Err(InstructionError::AssetDefinitionExists(id.clone()));
         }
+        self.check_not_retired(RetiredId::AssetDefinition(id.clone()), id)?;
         let definition = AssetDefinition {
             id: id.clone(),
             owner: self.authority.clone(),
@@ -382,6 +399,7 @@ impl Executor<'_, '_> {
             return Err(InstructionError::AssetDefinitionInUse(id.clone()));
         }
         self.state.set_asset_definition(id.clone(), None);
+        self.state.retire(RetiredId::AssetDefinition(id.clone()));
         self.count_in_domain(&id.domain, false, false)
     }
 

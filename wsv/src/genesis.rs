@@ -49,13 +49,14 @@ impl GenesisBuilder {
         self
     }
 
-    /// Registers a domain checked by the named validator plugin (once per domain).
-    pub fn domain(&mut self, domain: &DomainId, validator: &str) -> &mut Self {
+    /// Registers a domain checked by the named validator plugin (once per domain). A plugin
+    /// the registry passed to [`Self::build`] does not know makes the build fail.
+    pub fn domain(&mut self, domain: &DomainId, validator: Name) -> &mut Self {
         if !self.domains.contains(domain) {
             self.domains.push(domain.clone());
             self.instructions.push(Instruction::RegisterDomain {
                 domain: domain.clone(),
-                validator: Name::new(validator).unwrap_or_else(|_| Name::new(DEFAULT_PLUGIN).expect("constant")),
+                validator,
             });
         }
         self
@@ -64,7 +65,10 @@ impl GenesisBuilder {
     /// Registers `account` (and its domain, and the domain's `coin` asset, when new) and mints
     /// `amount` coins to it. Returns the account's coin asset.
     pub fn funded_account(&mut self, account: AccountId, signatory: PublicKey, amount: u128) -> AssetId {
-        self.domain(&account.domain, DEFAULT_PLUGIN);
+        self.domain(
+            &account.domain,
+            Name::new(DEFAULT_PLUGIN).expect("constant names are valid"),
+        );
         let definition = AssetDefinitionId {
             name: Name::new(CURRENCY_NAME).expect("constant names are valid"),
             domain: account.domain.clone(),

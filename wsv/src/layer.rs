@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, DomainId};
 use kasane_model::PublicKey;
 
-use crate::world::{Account, AssetDefinition, Domain, StateMap, World};
+use crate::world::{Account, AssetDefinition, Domain, RetiredId, StateMap, World};
 
 /// A pending value: `Some` written, `None` deleted.
 type Pending<V> = Option<V>;
@@ -26,6 +26,8 @@ pub struct BlockChanges {
     pub(crate) assets: StateMap<AssetId, u128>,
     /// Ordered so that applying them and hashing them needs no sort.
     pub(crate) peers: BTreeMap<PublicKey, bool>,
+    /// Identifiers unregistered in this block (only ever added).
+    pub(crate) retired: StateMap<RetiredId, ()>,
 }
 
 /// What one write replaced: `None` if the key was not in the block's changes before.
@@ -36,6 +38,7 @@ enum Undo {
     AssetDefinition(AssetDefinitionId, Option<Pending<AssetDefinition>>),
     Asset(AssetId, Option<u128>),
     Peer(PublicKey, Option<bool>),
+    Retired(RetiredId, Option<()>),
 }
 
 /// Reads through a block's changes to the world, and writes with undo.
@@ -89,6 +92,7 @@ impl<'w> Layered<'w> {
                 Undo::Account(key, previous) => restore(&mut changes.accounts, key, previous),
                 Undo::AssetDefinition(key, previous) => restore(&mut changes.asset_definitions, key, previous),
                 Undo::Asset(key, previous) => restore(&mut changes.assets, key, previous),
+                Undo::Retired(key, previous) => restore(&mut changes.retired, key, previous),
                 Undo::Peer(key, previous) => match previous {
                     Some(value) => {
                         changes.peers.insert(key, value);
@@ -138,6 +142,15 @@ impl<'w> Layered<'w> {
             Some(present) => *present,
             None => self.world.peers.contains(key),
         }
+    }
+
+    pub fn is_retired(&self, id: &RetiredId) -> bool {
+        self.changes.retired.contains_key(id) || self.world.retired.contains_key(id)
+    }
+
+    pub fn retire(&mut self, id: RetiredId) {
+        let previous = self.changes.retired.insert(id.clone(), ());
+        self.undo.push(Undo::Retired(id, previous));
     }
 
     pub fn set_domain(&mut self, id: DomainId, value: Pending<Domain>) {
@@ -198,6 +211,7 @@ impl BlockChanges {
                 world.holdings.entry(key.account).or_default().insert(key.definition);
             }
         }
+        world.retired.extend(self.retired);
         for (key, present) in self.peers {
             if present {
                 world.peers.insert(key);
@@ -209,7 +223,12 @@ impl BlockChanges {
 
     /// Number of written keys.
     pub fn len(&self) -> usize {
-        self.domains.len() + self.accounts.len() + self.asset_definitions.len() + self.assets.len() + self.peers.len()
+        self.domains.len()
+            + self.accounts.len()
+            + self.asset_definitions.len()
+            + self.assets.len()
+            + self.peers.len()
+            + self.retired.len()
     }
 
     pub fn is_empty(&self) -> bool {

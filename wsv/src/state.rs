@@ -3,9 +3,11 @@
 
 use std::collections::VecDeque;
 
-use kasane_model::block::BLOCK_TRANSACTIONS_MAX;
+use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX};
 use kasane_model::ids::{AccountId, DomainId, Name};
-use kasane_model::transaction::{ChainId, TransactionHashes, FUTURE_SKEW_MS_MAX, TTL_MS_MAX};
+use kasane_model::transaction::{
+    ChainId, StatelessError, TransactionHashes, FUTURE_SKEW_MS_MAX, TRANSACTION_BYTES_MAX, TTL_MS_MAX,
+};
 use kasane_model::{Block, BlockHeader, Hash, PublicKey, SignedTransaction};
 
 use crate::commitment;
@@ -73,6 +75,8 @@ pub enum ApplyError {
         hashes: usize,
         transactions: usize,
     },
+    #[error("block {height}: the transaction Merkle root does not match the transaction hashes")]
+    MerkleRootMismatch { height: u64 },
     #[error("block {height}: state commitment {computed} after execution, header says {claimed}")]
     StateCommitmentMismatch { height: u64, claimed: Hash, computed: Hash },
     #[error("block {height}, transaction {index}: validator plugin {plugin} failed: {reason}")]
@@ -242,6 +246,13 @@ impl Wsv {
     /// signing condition.
     pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<ExecutedBlock, ApplyError> {
         self.check_header(&block.header)?;
+        check_hash_count(block.header.height, &block.transactions, hashes)?;
+        let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
+        if tx_merkle_root(&transaction_hashes) != block.header.tx_merkle_root {
+            return Err(ApplyError::MerkleRootMismatch {
+                height: block.header.height,
+            });
+        }
         let executed = self.execute(
             block.header.height,
             block.header.timestamp_ms,
@@ -298,13 +309,7 @@ impl Wsv {
                 count: transactions.len(),
             });
         }
-        if hashes.len() != transactions.len() {
-            return Err(ApplyError::HashCountMismatch {
-                height,
-                hashes: hashes.len(),
-                transactions: transactions.len(),
-            });
-        }
+        check_hash_count(height, transactions, hashes)?;
         let mut state = Layered::new(&self.world);
         let mut outcomes = Vec::with_capacity(transactions.len());
         let mut replay_entries = Vec::with_capacity(transactions.len());
@@ -313,20 +318,20 @@ impl Wsv {
         let mut recent = Vec::with_capacity(transactions.len());
         for (index, (transaction, hash)) in transactions.iter().zip(hashes).enumerate() {
             let payload = &transaction.payload;
-            let replayed = self.replay.seen(&hash.payload, timestamp_ms) || in_block.insert(hash.payload, ()).is_some();
-            let outcome = if replayed {
+            let outcome = if self.replay.seen(&hash.payload, timestamp_ms) || in_block.contains_key(&hash.payload) {
                 TransactionOutcome::Rejected(RejectionReason::Replayed)
+            } else if let Err(reason) = self.authorize(&state, timestamp_ms, transaction, hash) {
+                TransactionOutcome::Rejected(reason)
             } else {
-                // A payload rejected for its time-to-live or its creation time may claim any
-                // expiry, up to u64::MAX. Remember it no longer than a valid payload could live:
-                // otherwise its block, and every block after it, would never be pruned from
-                // replay memory.
-                let expiry = payload
-                    .expires_at_ms()
-                    .min(timestamp_ms.saturating_add(FUTURE_SKEW_MS_MAX + TTL_MS_MAX));
+                // Authorized: the payload is spent, whether its instructions succeed or not.
+                let expiry = payload.expires_at_ms();
+                // Authorization bounds the time-to-live and the creation time, and with them
+                // how long replay memory holds the entry.
+                assert!(expiry <= timestamp_ms.saturating_add(FUTURE_SKEW_MS_MAX + TTL_MS_MAX));
+                in_block.insert(hash.payload, ());
                 replay_entries.push((hash.payload, expiry));
                 recent.push((payload.creator.clone(), hash.transaction));
-                match self.run_transaction(&mut state, height, timestamp_ms, transaction) {
+                match self.run_authorized(&mut state, height, transaction) {
                     Ok(()) => TransactionOutcome::Committed,
                     Err(Failure::Rejected(reason)) => TransactionOutcome::Rejected(reason),
                     Err(Failure::Execution { plugin, reason }) => {
@@ -355,33 +360,52 @@ impl Wsv {
     }
 
     /// Validates and runs one transaction; its writes stay only if it is committed.
-    fn run_transaction(
+    /// The checks that decide whether the payload is spent: limits, time, and signatures that
+    /// satisfy the creator's signing condition. A transaction that fails them is rejected but
+    /// not remembered for replay protection, so (say) a multisig payload included before all
+    /// its signatures were collected can still be committed later, fully signed.
+    fn authorize(
         &self,
-        state: &mut Layered<'_>,
-        height: u64,
+        state: &Layered<'_>,
         timestamp_ms: u64,
         transaction: &SignedTransaction,
-    ) -> Result<(), Failure> {
+        hash: &TransactionHashes,
+    ) -> Result<(), RejectionReason> {
         let payload = &transaction.payload;
-        transaction
-            .check_stateless(&self.chain)
-            .map_err(|error| Failure::Rejected(error.into()))?;
+        if hash.encoded_bytes > TRANSACTION_BYTES_MAX {
+            return Err(StatelessError::TooLarge {
+                bytes: hash.encoded_bytes,
+            }
+            .into());
+        }
+        transaction.check_stateless(&self.chain)?;
         if timestamp_ms > payload.expires_at_ms() {
-            return Err(Failure::Rejected(RejectionReason::Expired {
+            return Err(RejectionReason::Expired {
                 expires_at_ms: payload.expires_at_ms(),
                 block_time_ms: timestamp_ms,
-            }));
+            });
         }
         if payload.created_at_ms > timestamp_ms.saturating_add(FUTURE_SKEW_MS_MAX) {
-            return Err(Failure::Rejected(RejectionReason::FromTheFuture {
+            return Err(RejectionReason::FromTheFuture {
                 created_at_ms: payload.created_at_ms,
                 block_time_ms: timestamp_ms,
-            }));
+            });
         }
         let creator = state
             .account(&payload.creator)
-            .ok_or_else(|| Failure::Rejected(RejectionReason::NoSuchCreator(payload.creator.clone())))?;
-        check_signing_condition(creator, transaction).map_err(Failure::Rejected)?;
+            .ok_or_else(|| RejectionReason::NoSuchCreator(payload.creator.clone()))?;
+        check_signing_condition(creator, transaction)
+    }
+
+    /// Consults the creator's domain plugin and runs the instructions of an authorized
+    /// transaction; its writes stay only if every instruction succeeds.
+    fn run_authorized(
+        &self,
+        state: &mut Layered<'_>,
+        height: u64,
+        transaction: &SignedTransaction,
+    ) -> Result<(), Failure> {
+        let payload = &transaction.payload;
         let domain = state
             .domain(&payload.creator.domain)
             .ok_or_else(|| Failure::Rejected(RejectionReason::NoSuchCreator(payload.creator.clone())))?;
@@ -495,6 +519,21 @@ impl Wsv {
 enum Failure {
     Rejected(RejectionReason),
     Execution { plugin: Name, reason: String },
+}
+
+fn check_hash_count(
+    height: u64,
+    transactions: &[SignedTransaction],
+    hashes: &[TransactionHashes],
+) -> Result<(), ApplyError> {
+    if hashes.len() != transactions.len() {
+        return Err(ApplyError::HashCountMismatch {
+            height,
+            hashes: hashes.len(),
+            transactions: transactions.len(),
+        });
+    }
+    Ok(())
 }
 
 fn check_signing_condition(creator: &Account, transaction: &SignedTransaction) -> Result<(), RejectionReason> {

@@ -52,6 +52,15 @@ pub struct AssetDefinition {
     pub metadata: Metadata,
 }
 
+/// An identifier that was unregistered. Identifiers are never reused: a new account under an
+/// old name would inherit what the old one owned and every permission others granted over it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RetiredId {
+    Domain(DomainId),
+    Account(AccountId),
+    AssetDefinition(AssetDefinitionId),
+}
+
 /// The committed world state. Balances are stored only while non-zero.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -60,6 +69,7 @@ pub struct World {
     pub(crate) asset_definitions: StateMap<AssetDefinitionId, AssetDefinition>,
     pub(crate) assets: StateMap<AssetId, u128>,
     pub(crate) peers: BTreeSet<PublicKey>,
+    pub(crate) retired: StateMap<RetiredId, ()>,
     /// Index, not state: the asset definitions each account holds a non-zero balance of, kept
     /// so that balance queries need no scan. Derived from `assets`; not in the commitment.
     pub(crate) holdings: StateMap<AccountId, BTreeSet<AssetDefinitionId>>,
@@ -81,6 +91,10 @@ impl World {
     /// Balance of an asset; zero when the account holds none.
     pub fn balance(&self, id: &AssetId) -> u128 {
         self.assets.get(id).copied().unwrap_or(0)
+    }
+
+    pub fn is_retired(&self, id: &RetiredId) -> bool {
+        self.retired.contains_key(id)
     }
 
     pub fn peers(&self) -> &BTreeSet<PublicKey> {

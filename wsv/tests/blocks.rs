@@ -236,3 +236,11 @@ fn genesis_block_matches_the_state_it_builds() {
     });
     assert!(bad.build(PluginRegistry::builtin()).is_err());
 }
+
+#[test]
+fn a_merkle_root_that_does_not_match_the_hashes_is_refused() {
+    let mut wsv = wsv_at_height_2();
+    let (mut block, hashes) = next_block(&wsv);
+    block.header.tx_merkle_root = kasane_model::Hash::of(b"not the root");
+    assert_refused(&mut wsv, &block, &hashes, ApplyError::MerkleRootMismatch { height: 3 });
+}

@@ -206,3 +206,67 @@ fn account_is_unregistered_only_when_it_holds_nothing() {
         TransactionOutcome::Rejected(kasane_wsv::RejectionReason::NoSuchCreator(account(BOB)))
     );
 }
+
+#[test]
+fn unregistered_identifiers_are_never_reused() {
+    use kasane_model::instruction::Mintable;
+    let mut wsv = standard_wsv();
+    // alice registers a domain with an account and an asset definition, then removes them.
+    let setup = run(
+        &mut wsv,
+        ALICE,
+        &alice_key(),
+        vec![
+            register_domain("attic"),
+            register_account("dave@attic", 30),
+            register_definition("lamp#attic", Mintable::Infinitely),
+        ],
+    );
+    assert_eq!(setup, TransactionOutcome::Committed);
+    let teardown = run(
+        &mut wsv,
+        ALICE,
+        &alice_key(),
+        vec![
+            Instruction::UnregisterAccount {
+                account: account("dave@attic"),
+            },
+            Instruction::UnregisterAssetDefinition {
+                definition: definition("lamp#attic"),
+            },
+            Instruction::UnregisterDomain {
+                domain: domain("attic"),
+            },
+        ],
+    );
+    assert_eq!(teardown, TransactionOutcome::Committed);
+    // Re-registering any of them is refused, even by the same owner.
+    assert_instruction_error(
+        &run(&mut wsv, ALICE, &alice_key(), vec![register_domain("attic")]),
+        0,
+        InstructionError::Retired("attic".into()),
+    );
+    // An account unregistered from a domain that still exists cannot come back either.
+    let gone = run(
+        &mut wsv,
+        GENESIS,
+        &genesis_key(),
+        vec![
+            register_account("eve@wonderland", 33),
+            Instruction::UnregisterAccount {
+                account: account("eve@wonderland"),
+            },
+        ],
+    );
+    assert_eq!(gone, TransactionOutcome::Committed);
+    assert_instruction_error(
+        &run(
+            &mut wsv,
+            GENESIS,
+            &genesis_key(),
+            vec![register_account("eve@wonderland", 34)],
+        ),
+        0,
+        InstructionError::Retired("eve@wonderland".into()),
+    );
+}

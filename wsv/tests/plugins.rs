@@ -65,8 +65,11 @@ fn registry() -> PluginRegistry {
 /// `flaky` (the custom plugin), each with 1000 of their domain's coin.
 fn plugin_wsv() -> Wsv {
     let mut builder = standard_builder();
-    builder.domain(&DomainId::new("capped").expect("valid"), AMOUNT_LIMIT_PLUGIN);
-    builder.domain(&DomainId::new("flaky").expect("valid"), "flaky");
+    builder.domain(
+        &DomainId::new("capped").expect("valid"),
+        AMOUNT_LIMIT_PLUGIN.parse().expect("valid"),
+    );
+    builder.domain(&DomainId::new("flaky").expect("valid"), "flaky".parse().expect("valid"));
     builder.funded_account(account(DAN), dan_key().public_key(), 1_000);
     builder.funded_account(account(ERIN), erin_key().public_key(), 1_000);
     let wsv = build(&builder, registry());
@@ -276,7 +279,7 @@ fn unknown_validator_names_are_refused() {
     );
     // The genesis builder refuses it too.
     let mut builder = GenesisBuilder::new(CHAIN.parse().expect("valid chain"), genesis_key(), T0);
-    builder.domain(&DomainId::new("mystery").expect("valid"), "nope");
+    builder.domain(&DomainId::new("mystery").expect("valid"), name("nope"));
     match builder.build(PluginRegistry::builtin()) {
         Err(GenesisError::Rejected {
             index: 0,

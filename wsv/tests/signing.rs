@@ -323,3 +323,46 @@ fn a_condition_raised_earlier_in_the_block_applies_to_later_transactions() {
         })
     );
 }
+
+#[test]
+fn a_partly_signed_payload_is_not_spent_and_commits_later_fully_signed() {
+    let (mut wsv, second) = alice_two_of_two();
+    let first = alice_key();
+    let time = next_time(&wsv);
+    let payload = payload(ALICE, vec![transfer(coin(ALICE), BOB, 7)], time, 42);
+    let partly = SignedTransaction::sign(payload.clone(), &[&first]);
+    assert!(matches!(
+        apply_one(&mut wsv, partly),
+        TransactionOutcome::Rejected(RejectionReason::NotEnoughSignatures { .. })
+    ));
+    let fully = SignedTransaction::sign(payload, &[&first, &second]);
+    assert_eq!(apply_one(&mut wsv, fully.clone()), TransactionOutcome::Committed);
+    assert_eq!(wsv.balance(&coin(ALICE)), ALICE_COINS - 7);
+    // Once authorized, the payload is spent.
+    assert_eq!(
+        apply_one(&mut wsv, fully),
+        TransactionOutcome::Rejected(RejectionReason::Replayed)
+    );
+}
+
+#[test]
+fn an_oversized_transaction_in_a_block_is_rejected() {
+    use kasane_model::instruction::MetadataTarget;
+    use kasane_model::transaction::TRANSACTION_BYTES_MAX;
+    let mut wsv = standard_wsv();
+    // 64 instructions of 1 KiB metadata values: over the 64 KiB transaction limit.
+    let instructions: Vec<Instruction> = (0..64)
+        .map(|index| Instruction::SetKeyValue {
+            target: MetadataTarget::Account(account(ALICE)),
+            key: name(&format!("k{index}")),
+            value: "x".repeat(1024),
+        })
+        .collect();
+    let transaction = tx(&wsv, ALICE, &alice_key(), instructions, 0);
+    let bytes = transaction.hashes().encoded_bytes;
+    assert!(bytes > TRANSACTION_BYTES_MAX);
+    assert_eq!(
+        apply_one(&mut wsv, transaction),
+        TransactionOutcome::Rejected(RejectionReason::Stateless(StatelessError::TooLarge { bytes }))
+    );
+}
