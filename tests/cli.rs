@@ -1,0 +1,138 @@
+//! The `kasane` binary end to end: kura generate, inspect, verify (fast and strict), and the
+//! `first bad height` report on a damaged store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kasane_kura::format;
+
+fn kasane(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kasane"))
+        .args(args)
+        .env("KASANE_LOG", "error")
+        .output()
+        .expect("run kasane")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn generate(dir: &Path) {
+    let dir = dir.to_str().expect("utf-8 path");
+    let output = kasane(&[
+        "kura",
+        "generate",
+        "--dir",
+        dir,
+        "--blocks",
+        "12",
+        "--txs-per-block",
+        "5",
+        "--blocks-per-chunk",
+        "4",
+    ]);
+    assert!(
+        output.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Byte offset of the record of `height` in its chunk file, walking the documented layout.
+fn record_offset(chunk_bytes: &[u8], height: u64) -> usize {
+    let mut offset = format::CHUNK_HEADER_BYTES;
+    loop {
+        let header = format::parse_record_header(&chunk_bytes[offset..]).expect("sound record");
+        if header.height == height {
+            return offset;
+        }
+        offset += header.record_bytes();
+    }
+}
+
+#[test]
+fn generate_inspect_and_verify_a_sound_store() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("store");
+    generate(&dir);
+    let dir = dir.to_str().expect("utf-8 path");
+
+    let inspect = kasane(&["kura", "inspect", "--dir", dir]);
+    assert!(inspect.status.success());
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&inspect)).expect("inspect prints JSON");
+    assert_eq!(summary["height"], 13);
+    assert_eq!(summary["chunks"], 4);
+    assert!(summary["bytes"].as_u64().expect("bytes") > 0);
+
+    for strict in [false, true] {
+        let mut args = vec!["kura", "verify", "--dir", dir];
+        if strict {
+            args.push("--strict");
+        }
+        let verify = kasane(&args);
+        assert!(verify.status.success(), "verify (strict {strict}): {}", stdout(&verify));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&verify)).expect("verify prints JSON");
+        assert_eq!(report["verdict"], "sound");
+        assert_eq!(report["height"], 13);
+        // 12 blocks of 5 transfers, and the one genesis transaction.
+        assert_eq!(report["transactions"], 61);
+    }
+}
+
+#[test]
+fn verify_names_the_first_bad_height() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("store");
+    generate(&dir);
+    // Height 6 is the second record of chunk 1 (heights 5..=8): flip one payload byte.
+    let chunk = dir.join(format::chunk_file_name(1));
+    let mut bytes = std::fs::read(&chunk).expect("read chunk");
+    let offset = record_offset(&bytes, 6) + format::RECORD_HEADER_BYTES + 10;
+    bytes[offset] ^= 0x01;
+    std::fs::write(&chunk, &bytes).expect("write chunk");
+
+    for strict in [false, true] {
+        let mut args = vec!["kura", "verify", "--dir", dir.to_str().expect("utf-8 path")];
+        if strict {
+            args.push("--strict");
+        }
+        let verify = kasane(&args);
+        assert_eq!(verify.status.code(), Some(1), "verify must fail: {}", stdout(&verify));
+        assert!(
+            stdout(&verify).contains("first bad height: 6"),
+            "got: {}",
+            stdout(&verify)
+        );
+    }
+    // Inspection is read-only and does not cut anything: the damage is still there.
+    assert_eq!(std::fs::read(&chunk).expect("read chunk"), bytes);
+}
+
+#[test]
+fn verify_reports_a_torn_tail_but_does_not_cut_it() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("store");
+    generate(&dir);
+    let chunk = dir.join(format::chunk_file_name(3));
+    let length = std::fs::metadata(&chunk).expect("chunk").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunk)
+        .expect("open chunk")
+        .set_len(length - 7)
+        .expect("truncate");
+    let verify = kasane(&["kura", "verify", "--dir", dir.to_str().expect("utf-8 path")]);
+    assert!(verify.status.success());
+    let report: serde_json::Value = serde_json::from_str(&stdout(&verify)).expect("JSON");
+    assert_eq!(report["height"], 12);
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("torn tail"));
+    assert_eq!(std::fs::metadata(&chunk).expect("chunk").len(), length - 7);
+}
+
+#[test]
+fn verify_of_a_missing_directory_is_a_clear_error() {
+    let verify = kasane(&["kura", "verify", "--dir", "/nonexistent/kasane-store"]);
+    assert_eq!(verify.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("is not a directory"));
+}
