@@ -297,33 +297,20 @@ mod tests {
             .collect();
         let publics: Vec<PublicKey> = pairs.iter().map(KeyPair::public_key).collect();
         let mut cache = KeyCache::new();
-        let items = |signatures: &[Signature]| -> Vec<(PublicKey, Vec<u8>, Signature)> {
-            (0..8)
-                .map(|i| (publics[i], messages[i].clone(), signatures[i]))
-                .collect()
+        let check = |cache: &mut KeyCache, signatures: &[Signature]| {
+            let batch: Vec<SignedMessage> = (0..8)
+                .map(|i| SignedMessage {
+                    key: &publics[i],
+                    message: &messages[i],
+                    signature: &signatures[i],
+                })
+                .collect();
+            verify_batch(cache, &batch)
         };
-        let owned = items(&signatures);
-        let batch: Vec<SignedMessage> = owned
-            .iter()
-            .map(|(key, message, signature)| SignedMessage {
-                key,
-                message,
-                signature,
-            })
-            .collect();
-        assert_eq!(verify_batch(&mut cache, &batch), Ok(()));
+        assert_eq!(check(&mut cache, &signatures), Ok(()));
         signatures[5].0[3] ^= 1;
-        let owned = items(&signatures);
-        let batch: Vec<SignedMessage> = owned
-            .iter()
-            .map(|(key, message, signature)| SignedMessage {
-                key,
-                message,
-                signature,
-            })
-            .collect();
         assert_eq!(
-            verify_batch(&mut cache, &batch),
+            check(&mut cache, &signatures),
             Err(SignatureError::Invalid {
                 index: 5,
                 key: publics[5]

@@ -32,5 +32,5 @@ pub mod world;
 pub use execute::InstructionError;
 pub use plugin::{PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
 pub use query::Page;
-pub use state::{ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv};
+pub use state::{AppliedBlock, ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv};
 pub use world::{Account, AssetDefinition, Domain, World};

@@ -101,17 +101,36 @@ pub struct ExecutedBlock {
     recent: Vec<(AccountId, Hash)>,
 }
 
+fn count_rejected(outcomes: &[TransactionOutcome]) -> usize {
+    outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, TransactionOutcome::Rejected(_)))
+        .count()
+}
+
 impl ExecutedBlock {
     pub fn rejected_count(&self) -> usize {
-        self.outcomes
-            .iter()
-            .filter(|outcome| matches!(outcome, TransactionOutcome::Rejected(_)))
-            .count()
+        count_rejected(&self.outcomes)
     }
 
     /// Number of state keys the block writes.
     pub fn write_count(&self) -> usize {
         self.changes.len()
+    }
+}
+
+/// What applying a block did: its place in the chain and each transaction's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBlock {
+    pub height: u64,
+    pub timestamp_ms: u64,
+    pub state_commitment: Hash,
+    pub outcomes: Vec<TransactionOutcome>,
+}
+
+impl AppliedBlock {
+    pub fn rejected_count(&self) -> usize {
+        count_rejected(&self.outcomes)
     }
 }
 
@@ -244,7 +263,7 @@ impl Wsv {
     /// needs them anyway). Signatures are NOT verified here: the caller verifies them (in
     /// batches, once per transaction); this checks that the signers satisfy each creator's
     /// signing condition.
-    pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<ExecutedBlock, ApplyError> {
+    pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<AppliedBlock, ApplyError> {
         self.check_header(&block.header)?;
         check_hash_count(block.header.height, &block.transactions, hashes)?;
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
@@ -461,7 +480,7 @@ impl Wsv {
     }
 
     /// Applies an executed block: every write of the block at once.
-    pub fn commit(&mut self, executed: ExecutedBlock, block_hash: Hash) -> ExecutedBlock {
+    pub fn commit(&mut self, executed: ExecutedBlock, block_hash: Hash) -> AppliedBlock {
         let ExecutedBlock {
             height,
             timestamp_ms,
@@ -499,14 +518,11 @@ impl Wsv {
         self.head_hash = block_hash;
         self.commitment = state_commitment;
         self.last_timestamp_ms = timestamp_ms;
-        ExecutedBlock {
+        AppliedBlock {
             height,
             timestamp_ms,
             state_commitment,
             outcomes,
-            changes: BlockChanges::default(),
-            replay_entries: Vec::new(),
-            recent: Vec::new(),
         }
     }
 

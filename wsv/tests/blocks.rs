@@ -176,8 +176,20 @@ fn empty_block_changes_the_commitment_but_not_the_world() {
     let mut wsv = wsv_at_height_2();
     let before = snapshot(&wsv);
     let time = next_time(&wsv);
+    let dry_run = wsv.execute(wsv.height() + 1, time, &[], &[]).expect("executes");
+    assert_eq!(dry_run.write_count(), 0);
+    let transfer = tx(&wsv, ALICE, &alice_key(), vec![transfer(coin(ALICE), BOB, 1)], 0);
+    let one = wsv
+        .execute(
+            wsv.height() + 1,
+            time,
+            std::slice::from_ref(&transfer),
+            &hashes_of(std::slice::from_ref(&transfer)),
+        )
+        .expect("executes");
+    // Two balances move.
+    assert_eq!(one.write_count(), 2);
     let executed = apply_at(&mut wsv, time, vec![]).expect("applies");
-    assert_eq!(executed.write_count(), 0);
     assert!(executed.outcomes.is_empty());
     let after = snapshot(&wsv);
     assert_eq!(after.height, before.height + 1);

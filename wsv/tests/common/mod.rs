@@ -10,7 +10,7 @@ use kasane_model::transaction::TransactionHashes;
 use kasane_model::{Block, BlockHeader, Hash, KeyPair, SignedTransaction, TransactionPayload};
 use kasane_wsv::genesis::GenesisBuilder;
 use kasane_wsv::{
-    ApplyError, ExecutedBlock, InstructionError, PluginRegistry, RejectionReason, TransactionOutcome, Wsv,
+    AppliedBlock, ApplyError, InstructionError, PluginRegistry, RejectionReason, TransactionOutcome, Wsv,
 };
 
 /// The genesis authority.
@@ -155,7 +155,7 @@ pub fn apply_at(
     wsv: &mut Wsv,
     timestamp_ms: u64,
     transactions: Vec<SignedTransaction>,
-) -> Result<ExecutedBlock, ApplyError> {
+) -> Result<AppliedBlock, ApplyError> {
     let (block, hashes) = make_block(wsv, timestamp_ms, transactions)?;
     let executed = wsv.apply_block(&block, &hashes)?;
     assert_eq!(wsv.head_hash(), block.hash());
