@@ -221,12 +221,17 @@ impl Versioned for CommittedBlock {
 }
 
 impl CommittedBlock {
-    /// The commit vote this block's certificate must carry.
+    /// The commit vote this block's certificate must carry: a Commit vote for this height and
+    /// hash. The view is the certificate's own: a block first proposed in one view may commit in a
+    /// later one (docs/PROTOCOL.md R10), so it need not equal the header's view.
     pub fn expected_vote(&self) -> Vote {
-        CommittedBlock::expected_vote_for(&self.block)
+        Vote {
+            view: self.certificate.vote.view,
+            ..CommittedBlock::expected_vote_for(&self.block)
+        }
     }
 
-    /// The commit vote that certifies `block`.
+    /// The commit vote that certifies `block` in the view it was proposed in.
     pub fn expected_vote_for(block: &Block) -> Vote {
         Vote {
             kind: VoteKind::Commit,

@@ -1,0 +1,197 @@
+//! What goes in and out of the consensus core: inputs, effects, timers, the durable lock record,
+//! configuration and counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kasane_model::block::Certificate;
+use kasane_model::{Block, CommittedBlock, Hash, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How long a leader waits for more transactions before proposing (R4).
+    pub block_time_ms: u64,
+    /// Base commit timeout; doubles with each view (R16).
+    pub commit_timeout_ms: u64,
+    /// A leader proposes at once when its queue holds this many transactions.
+    pub block_txs_max: usize,
+    pub status_interval_ms: u64,
+    /// How long a block-sync request may stay unanswered.
+    pub sync_timeout_ms: u64,
+    /// Test-only switch: without locking (R6, R8) the single-vote fork is possible, and sim-net's
+    /// agreement checker must catch it. Always true outside tests.
+    pub locking: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            block_time_ms: 100,
+            commit_timeout_ms: 1_000,
+            block_txs_max: 1_000,
+            status_interval_ms: 1_000,
+            sync_timeout_ms: 2_000,
+            locking: true,
+        }
+    }
+}
+
+impl Config {
+    /// R16: the commit timeout of `view`.
+    pub fn commit_timeout(&self, view: u64) -> u64 {
+        self.commit_timeout_ms.saturating_mul(1 << view.min(8))
+    }
+
+    /// How long a view may go without a commit while there is work (R11, R18).
+    pub fn view_timeout(&self, view: u64) -> u64 {
+        self.block_time_ms.saturating_add(self.commit_timeout(view))
+    }
+}
+
+/// Timers are data: the core asks for them, the host fires them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// The leader's block timer (R4).
+    BlockTime { height: u64, view: u64 },
+    /// No commit in this view while there was work: suspect it (R11, R18).
+    View { height: u64, view: u64 },
+    /// Broadcast status (R19).
+    Status,
+    /// A block-sync request went unanswered.
+    Sync { height: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A message from an authenticated peer.
+    Message {
+        from: PublicKey,
+        message: Message,
+    },
+    TimerFired(Timer),
+    /// The transaction queue's length changed ("transaction seen").
+    QueueLength(usize),
+    /// Answer to `BuildProposal`: a block of queued transactions, executed, header filled in.
+    ProposalBuilt {
+        height: u64,
+        view: u64,
+        block: Block,
+    },
+    /// Answer to `BuildProposal` when the queue turned out empty.
+    NothingToPropose {
+        height: u64,
+        view: u64,
+    },
+    /// Answer to `ValidateBlock`.
+    BlockValidated {
+        height: u64,
+        hash: Hash,
+        valid: bool,
+    },
+    /// Answer to `CommitBlock`: the block is durable in Kura and applied; `validators` is the
+    /// validator set after it.
+    BlockCommitted {
+        height: u64,
+        hash: Hash,
+        validators: BTreeSet<PublicKey>,
+    },
+    /// Answer to `CommitBlock` when the block did not apply (only possible for synced blocks).
+    CommitFailed {
+        height: u64,
+        hash: Hash,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send {
+        to: PublicKey,
+        message: Message,
+    },
+    /// To every validator but this one.
+    Broadcast {
+        message: Message,
+    },
+    ScheduleTimer {
+        timer: Timer,
+        after_ms: u64,
+    },
+    /// Validate the block against the committed state (signatures, Merkle root, execution,
+    /// state commitment) and answer `BlockValidated`.
+    ValidateBlock {
+        block: Block,
+    },
+    /// Build a block from the queue for (height, view) and answer `ProposalBuilt`.
+    BuildProposal {
+        height: u64,
+        view: u64,
+        max_transactions: usize,
+    },
+    /// Make the record durable before carrying out any effect after this one (R17).
+    PersistLock {
+        record: LockRecord,
+    },
+    /// Append to Kura, apply to the world state, drop the block's transactions from the queue,
+    /// and answer `BlockCommitted` (or `CommitFailed`).
+    CommitBlock {
+        block: CommittedBlock,
+    },
+    /// Read committed blocks from Kura and send them to `to` as a `BlockSyncResponse`.
+    ServeBlocks {
+        to: PublicKey,
+        from_height: u64,
+        count: u64,
+    },
+    /// Informational: the replica entered a view (for metrics and traces).
+    ViewChanged {
+        height: u64,
+        view: u64,
+    },
+}
+
+/// The consensus write-ahead record (R17): what a restarted replica must remember.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub height: u64,
+    pub view: u64,
+    pub lock: Option<Certificate>,
+    pub voted_prepare: Option<u64>,
+    pub voted_commit: Option<u64>,
+}
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    NotAValidator,
+    StaleHeight,
+    FutureHeight,
+    StaleView,
+    FutureView,
+    NotTheLeader,
+    NotTheProxyTail,
+    SignerIsNotSender,
+    BadSignature,
+    BadCertificate,
+    BadProposal,
+    BadProof,
+    Duplicate,
+    Unexpected,
+    Full,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub dropped: BTreeMap<DropReason, u64>,
+    pub view_changes: u64,
+    pub proposals: u64,
+    pub commits: u64,
+    pub suspicions: u64,
+}
+
+impl Counters {
+    pub fn drop_count(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}

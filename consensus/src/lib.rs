@@ -1,0 +1,17 @@
+//! Sumeragi, made safe: kasane's consensus core (docs/PROTOCOL.md).
+//!
+//! [`Sumeragi`] is a pure state machine: [`Input`]s in, [`Effect`]s out. It has no clock, no
+//! randomness and no I/O; `tests/purity.rs` fails the build if someone adds them. The
+//! [`replica::Replica`] driver joins it to Kura, the world state and a bounded transaction
+//! queue, and is shared by sim-net and the real node.
+
+pub mod io;
+pub mod message;
+pub mod sumeragi;
+pub mod topology;
+pub mod votes;
+
+pub use io::{Config, Counters, DropReason, Effect, Input, LockRecord, Timer};
+pub use message::{Message, Proposal, SignedVote, ViewChangeVote};
+pub use sumeragi::Sumeragi;
+pub use topology::{Role, Topology};

@@ -1,0 +1,141 @@
+//! Consensus messages (docs/PROTOCOL.md section 3).
+
+use kasane_model::block::{Certificate, ValidatorSignature, Vote};
+use kasane_model::codec::Versioned;
+use kasane_model::crypto::{verify_one, KeyCache, SignatureError};
+use kasane_model::{Block, CommittedBlock, Hash, KeyPair, SignedTransaction};
+use serde::{Deserialize, Serialize};
+
+/// Largest encoded consensus message.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024 + 64 * 1024;
+/// Most blocks in one block-sync response: one chunk.
+pub const SYNC_BLOCKS_MAX: u64 = 100;
+/// Most transactions in one gossip message.
+pub const GOSSIP_TRANSACTIONS_MAX: usize = 4096;
+
+const VIEW_CHANGE_DOMAIN: &[u8; 16] = b"kasane:vc:v1\0\0\0\0";
+
+/// A vote and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedVote {
+    pub vote: Vote,
+    pub signature: ValidatorSignature,
+}
+
+impl SignedVote {
+    pub fn new(vote: Vote, key: &KeyPair) -> SignedVote {
+        SignedVote {
+            vote,
+            signature: vote.sign(key),
+        }
+    }
+
+    pub fn verify(&self, cache: &mut KeyCache) -> Result<(), SignatureError> {
+        verify_one(
+            cache,
+            &self.signature.validator,
+            &self.vote.signing_message(),
+            &self.signature.signature,
+        )
+    }
+}
+
+/// "I suspect the view below `view` at `height`" (R13), with the sender's highest prepare
+/// certificate for the height.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeVote {
+    pub height: u64,
+    pub view: u64,
+    pub highest: Option<Certificate>,
+    pub signature: ValidatorSignature,
+}
+
+/// The bytes a view-change vote signs: domain, height, view.
+pub fn view_change_message(height: u64, view: u64) -> [u8; 32] {
+    let mut message = [0u8; 32];
+    message[..16].copy_from_slice(VIEW_CHANGE_DOMAIN);
+    message[16..24].copy_from_slice(&height.to_le_bytes());
+    message[24..].copy_from_slice(&view.to_le_bytes());
+    message
+}
+
+impl ViewChangeVote {
+    pub fn new(height: u64, view: u64, highest: Option<Certificate>, key: &KeyPair) -> ViewChangeVote {
+        ViewChangeVote {
+            height,
+            view,
+            highest,
+            signature: ValidatorSignature {
+                validator: key.public_key(),
+                signature: key.sign(&view_change_message(height, view)),
+            },
+        }
+    }
+
+    pub fn verify_signature(&self, cache: &mut KeyCache) -> Result<(), SignatureError> {
+        verify_one(
+            cache,
+            &self.signature.validator,
+            &view_change_message(self.height, self.view),
+            &self.signature.signature,
+        )
+    }
+}
+
+/// A leader's proposal (R4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub height: u64,
+    pub view: u64,
+    pub block: Block,
+    /// The highest prepare certificate the leader knows for this height; when present, `block`
+    /// is that certificate's block.
+    pub justify: Option<Certificate>,
+    /// For `view > 0`: `q` view-change votes for (height, view).
+    pub proof: Vec<ViewChangeVote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Proposal(Box<Proposal>),
+    Vote(SignedVote),
+    PrepareCertificate(Certificate),
+    CommitCertificate(Certificate),
+    ViewChange(ViewChangeVote),
+    /// The sender's committed height and head hash.
+    Status {
+        height: u64,
+        head_hash: Hash,
+    },
+    BlockSyncRequest {
+        from_height: u64,
+        count: u64,
+    },
+    BlockSyncResponse {
+        blocks: Vec<CommittedBlock>,
+    },
+    Transactions(Vec<SignedTransaction>),
+}
+
+impl Versioned for Message {
+    const NAME: &'static str = "consensus message";
+    const VERSION: u8 = 1;
+    const ENCODED_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
+}
+
+impl Message {
+    /// Short name for counters and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Proposal(_) => "proposal",
+            Message::Vote(_) => "vote",
+            Message::PrepareCertificate(_) => "prepare-certificate",
+            Message::CommitCertificate(_) => "commit-certificate",
+            Message::ViewChange(_) => "view-change",
+            Message::Status { .. } => "status",
+            Message::BlockSyncRequest { .. } => "sync-request",
+            Message::BlockSyncResponse { .. } => "sync-response",
+            Message::Transactions(_) => "transactions",
+        }
+    }
+}
