@@ -20,6 +20,8 @@ enum Command {
     /// Builds a chain of signed transfers into a fresh store, reopens it, and replays it into
     /// the world state fast and strict, reporting what each step did.
     Demo(cli::demo::DemoArgs),
+    /// Runs seeds of the deterministic simulator and checks every invariant.
+    Sim(cli::sim::SimArgs),
     /// Block store tools: generate, inspect, verify.
     #[command(subcommand)]
     Kura(cli::kura::KuraCommand),
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Kura(command) => cli::kura::run(command),
+        Command::Sim(args) => cli::sim::run_sim(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
 
+/// How many times the commit timeout doubles at most (R16): 32 times the base.
+pub const TIMEOUT_DOUBLINGS_MAX: u64 = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// How long a leader waits for more transactions before proposing (R4).
@@ -39,9 +42,11 @@ impl Default for Config {
 }
 
 impl Config {
-    /// R16: the commit timeout of `view`.
+    /// R16: the commit timeout of `view`: doubling per view, up to 2^TIMEOUT_DOUBLINGS_MAX
+    /// times the base.
     pub fn commit_timeout(&self, view: u64) -> u64 {
-        self.commit_timeout_ms.saturating_mul(1 << view.min(8))
+        self.commit_timeout_ms
+            .saturating_mul(1 << view.min(TIMEOUT_DOUBLINGS_MAX))
     }
 
     /// How long a view may go without a commit while there is work (R11, R18).

@@ -7,6 +7,8 @@
 
 pub mod io;
 pub mod message;
+pub mod queue;
+pub mod replica;
 pub mod sumeragi;
 pub mod topology;
 pub mod votes;

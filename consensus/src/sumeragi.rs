@@ -57,7 +57,8 @@ pub struct Sumeragi {
     view_timer_armed: bool,
     future: Vec<(PublicKey, Message)>,
     sync_pending: VecDeque<CommittedBlock>,
-    sync_in_flight: Option<PublicKey>,
+    /// The peer asked for blocks, and the height asked for.
+    sync_in_flight: Option<(PublicKey, u64)>,
     cache: KeyCache,
     inbox: VecDeque<(PublicKey, Message)>,
     counters: Counters,
@@ -163,6 +164,27 @@ impl Sumeragi {
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// One line of state for traces and failure reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "height {} view {} queue {} proposal {} lock {:?} highest {:?} voted {:?}/{:?} sent_vc {:?} committing {} commit_cert {} sync {} pending {} future {}",
+            self.height,
+            self.view,
+            self.queue_len,
+            self.proposal.is_some(),
+            self.lock.as_ref().map(|c| c.vote.view),
+            self.highest.as_ref().map(|c| c.vote.view),
+            self.voted_prepare,
+            self.voted_commit,
+            self.sent_view_change,
+            self.committing.is_some(),
+            self.commit_certificate.is_some(),
+            self.sync_in_flight.is_some(),
+            self.sync_pending.len(),
+            self.future.len(),
+        )
     }
 
     /// Handles one input and returns what the host must do, in order.
@@ -752,7 +774,11 @@ impl Sumeragi {
                     self.suspect(out);
                 }
             }
-            Timer::Sync { height } if height == self.height => self.sync_in_flight = None,
+            Timer::Sync { height } => {
+                if self.sync_in_flight.is_some_and(|(_, asked)| asked == height) {
+                    self.sync_in_flight = None;
+                }
+            }
             _ => {}
         }
     }
@@ -837,7 +863,7 @@ impl Sumeragi {
         if self.sync_in_flight.is_some() || from == self.me {
             return;
         }
-        self.sync_in_flight = Some(from);
+        self.sync_in_flight = Some((from, self.height));
         out.push(Effect::Send {
             to: from,
             message: Message::BlockSyncRequest {
@@ -852,7 +878,7 @@ impl Sumeragi {
     }
 
     fn on_sync_response(&mut self, from: PublicKey, blocks: Vec<CommittedBlock>, out: &mut Vec<Effect>) {
-        if self.sync_in_flight != Some(from) {
+        if self.sync_in_flight.map(|(peer, _)| peer) != Some(from) {
             return self.drop_message(DropReason::Unexpected);
         }
         self.sync_in_flight = None;

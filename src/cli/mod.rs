@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod kura;
+pub mod sim;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

@@ -1,0 +1,414 @@
+//! The replica driver: the consensus core joined to Kura, the world state and the transaction
+//! queue. It carries out every effect that is local (validate, build, persist, commit, serve
+//! blocks) and hands back what needs a network or a clock. sim-net drives it on virtual time;
+//! the node will drive it from tokio. Nothing protocol-specific lives here.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use kasane_kura::{init, Backend, Kura, KuraConfig, KuraError};
+use kasane_model::block::{tx_merkle_root, BlockHeader};
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
+use kasane_model::transaction::{SigningMessages, TransactionHashes};
+use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
+use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
+
+use crate::io::{Config, Effect, Input, LockRecord, Timer};
+use crate::message::{Message, GOSSIP_TRANSACTIONS_MAX};
+use crate::queue::{QueueError, TransactionQueue};
+use crate::sumeragi::Sumeragi;
+
+/// How far ahead of the replica's clock a block's timestamp may be.
+pub const BLOCK_FUTURE_MS_MAX: u64 = 10_000;
+
+/// Where the consensus write-ahead record lives (R17). `save` must be durable when it returns.
+pub trait LockStore: Send {
+    fn save(&mut self, record: &LockRecord);
+    fn load(&self) -> Option<LockRecord>;
+}
+
+/// What the host must do: talk to peers, or fire a timer later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    Send { to: PublicKey, message: Message },
+    Broadcast { message: Message },
+    Timer { timer: Timer, after_ms: u64 },
+}
+
+/// What happened, for checkers, metrics and traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaEvent {
+    Committed {
+        height: u64,
+        hash: Hash,
+        /// (payload hash, committed?) per transaction, in block order.
+        transactions: Vec<(Hash, bool)>,
+    },
+    ViewChanged {
+        height: u64,
+        view: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("block store: {0}")]
+    Kura(#[from] KuraError),
+    #[error("world state init: {0}")]
+    Init(#[from] init::InitError),
+}
+
+/// One validator: consensus, store, state, queue.
+pub struct Replica<B: Backend + Sync> {
+    key: KeyPair,
+    core: Sumeragi,
+    kura: Kura<B>,
+    wsv: Wsv,
+    queue: TransactionQueue,
+    cache: KeyCache,
+    /// Transaction hashes of blocks validated at the current height, by block hash.
+    validated: BTreeMap<Hash, Vec<TransactionHashes>>,
+    lock_store: Box<dyn LockStore>,
+    events: Vec<ReplicaEvent>,
+}
+
+impl<B: Backend + Sync> std::fmt::Debug for Replica<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("key", &self.key.public_key())
+            .field("height", &self.wsv.height())
+            .field("view", &self.core.view())
+            .field("queue", &self.queue.len())
+            .finish()
+    }
+}
+
+impl<B: Backend + Sync> Replica<B> {
+    /// Opens the store (cutting a torn tail), replays it into the world state, and restores the
+    /// lock record. The store must hold at least the genesis block.
+    pub fn open(
+        key: KeyPair,
+        config: Config,
+        backend: B,
+        kura_config: KuraConfig,
+        plugins: PluginRegistry,
+        lock_store: Box<dyn LockStore>,
+        queue_capacity: usize,
+    ) -> Result<Replica<B>, ReplicaError> {
+        let (kura, _) = Kura::open(backend, kura_config)?;
+        let (wsv, _) = init::fast_init(&kura, plugins, None)?;
+        let core = Sumeragi::new(
+            key.clone(),
+            config,
+            wsv.height() + 1,
+            wsv.head_hash(),
+            &wsv.validators(),
+            lock_store.load(),
+        );
+        Ok(Replica {
+            key,
+            core,
+            kura,
+            wsv,
+            queue: TransactionQueue::new(queue_capacity),
+            cache: KeyCache::new(),
+            validated: BTreeMap::new(),
+            lock_store,
+            events: Vec::new(),
+        })
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    pub fn wsv(&self) -> &Wsv {
+        &self.wsv
+    }
+
+    pub fn kura(&self) -> &Kura<B> {
+        &self.kura
+    }
+
+    pub fn core(&self) -> &Sumeragi {
+        &self.core
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<ReplicaEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn start(&mut self, now_ms: u64) -> Vec<Outbound> {
+        let effects = self.core.start();
+        self.run(now_ms, effects)
+    }
+
+    /// A message from an authenticated peer.
+    pub fn on_message(&mut self, now_ms: u64, from: PublicKey, message: Message) -> Vec<Outbound> {
+        if let Message::Transactions(transactions) = message {
+            let mut out = Vec::new();
+            self.admit(now_ms, transactions, false, &mut out);
+            return out;
+        }
+        let effects = self.core.step(Input::Message { from, message });
+        self.run(now_ms, effects)
+    }
+
+    pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        // R18: transactions still queued when a view times out are gossiped again, so one that
+        // reached only a partitioned or crashed replica still gets to a leader.
+        if matches!(timer, Timer::View { .. }) && !self.queue.is_empty() {
+            let transactions = self
+                .queue
+                .oldest(GOSSIP_TRANSACTIONS_MAX)
+                .into_iter()
+                .map(|(transaction, _)| transaction)
+                .collect();
+            out.push(Outbound::Broadcast {
+                message: Message::Transactions(transactions),
+            });
+        }
+        let effects = self.core.step(Input::TimerFired(timer));
+        out.extend(self.run(now_ms, effects));
+        out
+    }
+
+    /// Transactions from a client: checked, queued and gossiped. Returns each one's admission.
+    pub fn submit(
+        &mut self,
+        now_ms: u64,
+        transactions: Vec<SignedTransaction>,
+    ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
+        let mut out = Vec::new();
+        let results = self.admit(now_ms, transactions, true, &mut out);
+        (results, out)
+    }
+
+    /// Checks signatures (in one batch) and limits, queues what passes, and gossips it when it
+    /// came from a client.
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        transactions: Vec<SignedTransaction>,
+        gossip: bool,
+        out: &mut Vec<Outbound>,
+    ) -> Vec<Result<(), String>> {
+        let transactions: Vec<SignedTransaction> = transactions.into_iter().take(GOSSIP_TRANSACTIONS_MAX).collect();
+        let mut results = Vec::with_capacity(transactions.len());
+        let mut accepted = Vec::new();
+        for transaction in transactions {
+            let hashes = transaction.hashes();
+            let result = self.check_transaction(&transaction, &hashes).and_then(|()| {
+                self.queue
+                    .push(transaction.clone(), hashes)
+                    .map_err(|error| match error {
+                        QueueError::Duplicate => "already queued".to_string(),
+                        other => other.to_string(),
+                    })
+            });
+            if result.is_ok() {
+                accepted.push(transaction);
+            }
+            results.push(result);
+        }
+        if gossip && !accepted.is_empty() {
+            out.push(Outbound::Broadcast {
+                message: Message::Transactions(accepted.clone()),
+            });
+        }
+        if !accepted.is_empty() {
+            let effects = self.core.step(Input::QueueLength(self.queue.len()));
+            out.extend(self.run(now_ms, effects));
+        }
+        results
+    }
+
+    fn check_transaction(&mut self, transaction: &SignedTransaction, hashes: &TransactionHashes) -> Result<(), String> {
+        transaction
+            .check_stateless(self.wsv.chain())
+            .map_err(|error| error.to_string())?;
+        let messages = SigningMessages::for_payload_hash(&hashes.payload);
+        let items: Vec<SignedMessage> = messages.items(transaction).collect();
+        verify_batch(&mut self.cache, &items).map_err(|error| error.to_string())
+    }
+
+    /// Carries out the core's effects in order, feeding answers back, until only network and
+    /// timer work is left.
+    fn run(&mut self, now_ms: u64, effects: Vec<Effect>) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        let mut pending: VecDeque<Effect> = effects.into();
+        while let Some(effect) = pending.pop_front() {
+            let answer = match effect {
+                Effect::Send { to, message } => {
+                    out.push(Outbound::Send { to, message });
+                    None
+                }
+                Effect::Broadcast { message } => {
+                    out.push(Outbound::Broadcast { message });
+                    None
+                }
+                Effect::ScheduleTimer { timer, after_ms } => {
+                    out.push(Outbound::Timer { timer, after_ms });
+                    None
+                }
+                Effect::ViewChanged { height, view } => {
+                    self.events.push(ReplicaEvent::ViewChanged { height, view });
+                    None
+                }
+                Effect::PersistLock { record } => {
+                    self.lock_store.save(&record);
+                    None
+                }
+                Effect::ValidateBlock { block } => {
+                    let valid = self.validate(now_ms, &block);
+                    Some(Input::BlockValidated {
+                        height: block.header.height,
+                        hash: block.hash(),
+                        valid,
+                    })
+                }
+                Effect::BuildProposal {
+                    height,
+                    view,
+                    max_transactions,
+                } => Some(match self.build(now_ms, height, view, max_transactions) {
+                    Some(block) => Input::ProposalBuilt { height, view, block },
+                    None => Input::NothingToPropose { height, view },
+                }),
+                Effect::CommitBlock { block } => {
+                    let answer = self.commit(now_ms, block);
+                    pending.extend(self.core.step(answer));
+                    // The block's transactions left the queue.
+                    Some(Input::QueueLength(self.queue.len()))
+                }
+                Effect::ServeBlocks { to, from_height, count } => {
+                    if let Ok(blocks) = self.read_blocks(from_height, count) {
+                        out.push(Outbound::Send {
+                            to,
+                            message: Message::BlockSyncResponse { blocks },
+                        });
+                    }
+                    None
+                }
+            };
+            if let Some(input) = answer {
+                pending.extend(self.core.step(input));
+            }
+        }
+        out
+    }
+
+    fn read_blocks(&self, from_height: u64, count: u64) -> Result<Vec<CommittedBlock>, KuraError> {
+        let last = (from_height + count - 1).min(self.kura.height());
+        (from_height..=last).map(|height| self.kura.read(height)).collect()
+    }
+
+    /// Everything a validator checks of a block before voting (R5): header against the head,
+    /// Merkle root, every signature, execution and the claimed state commitment.
+    fn validate(&mut self, now_ms: u64, block: &Block) -> bool {
+        let header = &block.header;
+        if self.wsv.check_header(header).is_err() || header.timestamp_ms > now_ms.saturating_add(BLOCK_FUTURE_MS_MAX) {
+            return false;
+        }
+        if block.transactions.is_empty() {
+            return false;
+        }
+        let hashes: Vec<TransactionHashes> = block.transactions.iter().map(SignedTransaction::hashes).collect();
+        let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
+        if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
+            return false;
+        }
+        let messages: Vec<SigningMessages> = hashes
+            .iter()
+            .map(|hash| SigningMessages::for_payload_hash(&hash.payload))
+            .collect();
+        let items: Vec<SignedMessage> = block
+            .transactions
+            .iter()
+            .zip(&messages)
+            .flat_map(|(transaction, messages)| messages.items(transaction))
+            .collect();
+        if verify_batch(&mut self.cache, &items).is_err() {
+            return false;
+        }
+        match self
+            .wsv
+            .execute(header.height, header.timestamp_ms, &block.transactions, &hashes)
+        {
+            Ok(executed) if executed.state_commitment == header.state_commitment => {
+                self.validated.insert(block.hash(), hashes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// R4: a block of the oldest queued transactions, executed on the committed state.
+    fn build(&mut self, now_ms: u64, height: u64, view: u64, max_transactions: usize) -> Option<Block> {
+        if height != self.wsv.height() + 1 || self.queue.is_empty() {
+            return None;
+        }
+        let chosen = self.queue.oldest(max_transactions);
+        let (transactions, hashes): (Vec<SignedTransaction>, Vec<TransactionHashes>) = chosen.into_iter().unzip();
+        let timestamp_ms = now_ms.max(self.wsv.last_timestamp_ms());
+        let executed = self.wsv.execute(height, timestamp_ms, &transactions, &hashes).ok()?;
+        let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
+        let header = BlockHeader {
+            height,
+            previous_hash: self.wsv.head_hash(),
+            view,
+            proposer: self.key.public_key(),
+            tx_merkle_root: tx_merkle_root(&transaction_hashes),
+            state_commitment: executed.state_commitment,
+            timestamp_ms,
+        };
+        let block = Block { header, transactions };
+        self.validated.insert(block.hash(), hashes);
+        Some(block)
+    }
+
+    /// R10: durable in Kura first, then applied to the world state.
+    fn commit(&mut self, now_ms: u64, committed: CommittedBlock) -> Input {
+        let height = committed.block.header.height;
+        let hash = committed.block.hash();
+        let failed = Input::CommitFailed { height, hash };
+        // Blocks that arrive by block sync were not validated on this replica yet.
+        if !self.validated.contains_key(&hash) && !self.validate(now_ms, &committed.block) {
+            return failed;
+        }
+        let Some(hashes) = self.validated.get(&hash).cloned() else {
+            return failed;
+        };
+        if self.kura.append(&committed).is_err() {
+            return failed;
+        }
+        let applied = match self.wsv.apply_block(&committed.block, &hashes) {
+            Ok(applied) => applied,
+            // The block is in Kura but does not apply: a broken invariant of our own code, since
+            // it was validated against this very state.
+            Err(error) => panic!("a validated block failed to apply at height {height}: {error}"),
+        };
+        let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
+        self.queue.remove_payloads(&payloads);
+        self.validated.clear();
+        self.events.push(ReplicaEvent::Committed {
+            height,
+            hash,
+            transactions: hashes
+                .iter()
+                .zip(&applied.outcomes)
+                .map(|(hash, outcome)| (hash.payload, *outcome == TransactionOutcome::Committed))
+                .collect(),
+        });
+        Input::BlockCommitted {
+            height,
+            hash,
+            validators: self.wsv.validators(),
+        }
+    }
+}

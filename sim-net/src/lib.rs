@@ -1,0 +1,22 @@
+//! sim-net: kasane's deterministic simulator. Whole clusters of real replicas (consensus core,
+//! Kura on simulated disks, world state) run in one process on virtual time, over a simulated
+//! network with latency, loss, duplication, reordering and partitions, with crashes, restarts
+//! and Byzantine replicas, all driven by one seed. Checkers run after every event.
+//!
+//! ```
+//! use kasane_sim_net::{run, SimConfig};
+//!
+//! let report = run(7, &SimConfig::calm(4));
+//! assert!(report.ok(), "{:?}", report.violations);
+//! assert!(report.submitted_transactions > 0);
+//! assert_eq!(report.committed_transactions, report.submitted_transactions);
+//! ```
+
+pub mod checker;
+pub mod config;
+pub mod rng;
+pub mod sim;
+
+pub use checker::Violation;
+pub use config::{Behaviour, Fault, FaultKind, SimConfig};
+pub use sim::{run, SimReport};
