@@ -468,10 +468,21 @@ impl Sumeragi {
         }
     }
 
+    /// R3a: who votes in `view`. In view 0 set A votes; once a view change has shown a fault at
+    /// this height, set B joins and every validator votes, so faulty peers scattered through
+    /// set A cannot keep a quorum from forming (Iroha #5495).
+    fn votes_in_view(&self, key: &PublicKey, view: u64) -> bool {
+        if view == 0 {
+            self.topology.role(key, view).votes()
+        } else {
+            self.topology.contains(key)
+        }
+    }
+
     /// R6: a validated proposal gets this validator's Prepare vote, if it may give it.
     fn on_valid_proposal(&mut self, hash: Hash, out: &mut Vec<Effect>) {
         let justify = self.proposal.as_ref().and_then(|(_, justify)| justify.clone());
-        let votes = self.topology.role(&self.me, self.view).votes();
+        let votes = self.votes_in_view(&self.me, self.view);
         if !votes || self.voted_prepare == Some(self.view) || !self.may_vote_prepare(&hash, justify.as_ref()) {
             return;
         }
@@ -503,7 +514,7 @@ impl Sumeragi {
         if self.topology.proxy_tail(self.view) != self.me {
             return self.drop_message(DropReason::NotTheProxyTail);
         }
-        if !self.topology.role(&from, self.view).votes() {
+        if !self.votes_in_view(&from, self.view) {
             return self.drop_message(DropReason::NotAValidator);
         }
         if vote.verify(&mut self.cache).is_err() {
@@ -549,7 +560,7 @@ impl Sumeragi {
             .is_some_and(|entry| entry.validated == Some(true));
         if certificate.vote.view != self.view
             || !validated
-            || !self.topology.role(&self.me, self.view).votes()
+            || !self.votes_in_view(&self.me, self.view)
             || self.voted_commit == Some(self.view)
         {
             return;

@@ -284,6 +284,16 @@ impl<'c> Simulation<'c> {
     }
 
     fn handle(&mut self, event: Event) {
+        if std::env::var_os("KASANE_SIM_TRACE").is_some() {
+            let line = match &event {
+                Event::Deliver { to, from, message } => format!("deliver {from}->{to} {}", short(message)),
+                Event::Timer { node, timer, .. } => format!("timer {node} {timer:?}"),
+                Event::Submit { .. } => "submit".to_string(),
+                Event::Fault(kind) => format!("fault {kind:?}"),
+                Event::EndOfFaults => "end of faults".to_string(),
+            };
+            eprintln!("{:>6} {line}", self.now);
+        }
         match event {
             Event::Deliver { to, from, message } => {
                 let from_key = self.nodes[from].key.public_key();
@@ -515,5 +525,26 @@ impl<'c> Simulation<'c> {
                 })
                 .collect(),
         }
+    }
+}
+
+fn short(message: &Message) -> String {
+    match message {
+        Message::Proposal(p) => format!(
+            "proposal h{} v{} justify {:?}",
+            p.height,
+            p.view,
+            p.justify.as_ref().map(|c| c.vote.view)
+        ),
+        Message::Vote(v) => format!("vote {:?} h{} v{}", v.vote.kind, v.vote.height, v.vote.view),
+        Message::PrepareCertificate(c) => format!("prepare-cert h{} v{}", c.vote.height, c.vote.view),
+        Message::CommitCertificate(c) => format!("commit-cert h{} v{}", c.vote.height, c.vote.view),
+        Message::ViewChange(v) => format!(
+            "view-change h{} v{} highest {:?}",
+            v.height,
+            v.view,
+            v.highest.as_ref().map(|c| c.vote.view)
+        ),
+        other => other.kind().to_string(),
     }
 }
