@@ -104,6 +104,10 @@ impl Checker {
         &self.chain
     }
 
+    pub fn is_committed(&self, payload: &Hash) -> bool {
+        self.committed.contains_key(payload)
+    }
+
     pub fn committed_transactions(&self) -> usize {
         self.committed.len()
     }

@@ -23,6 +23,9 @@ const EPOCH_MS: u64 = FIXTURE_GENESIS_MS;
 /// Funded accounts the client signs from.
 const CLIENT_ACCOUNTS: usize = 32;
 const QUEUE_CAPACITY: usize = 10_000;
+/// A client resubmits a transaction not committed this long after it sent it: a replica's queue
+/// is memory, and a crash loses it.
+const CLIENT_RETRY_MS: u64 = 3_000;
 
 /// The lock record on a simulated disk: it survives crashes (saving is durable).
 #[derive(Debug, Clone, Default)]
@@ -52,7 +55,7 @@ struct Node {
 enum Event {
     Deliver { to: usize, from: usize, message: Message },
     Timer { node: usize, generation: u64, timer: Timer },
-    Submit { transaction: SignedTransaction },
+    Submit { transaction: SignedTransaction, first: bool },
     Fault(FaultKind),
     EndOfFaults,
 }
@@ -174,7 +177,7 @@ impl<'c> Simulation<'c> {
                 nonce: index as u32,
             };
             let transaction = SignedTransaction::sign(payload, &[&fixture.accounts[sender].1]);
-            simulation.schedule(at, Event::Submit { transaction });
+            simulation.schedule(at, Event::Submit { transaction, first: true });
         }
         for fault in &config.faults {
             simulation.schedule(fault.at_ms, Event::Fault(fault.kind.clone()));
@@ -288,7 +291,7 @@ impl<'c> Simulation<'c> {
             let line = match &event {
                 Event::Deliver { to, from, message } => format!("deliver {from}->{to} {}", short(message)),
                 Event::Timer { node, timer, .. } => format!("timer {node} {timer:?}"),
-                Event::Submit { .. } => "submit".to_string(),
+                Event::Submit { first, .. } => format!("submit (first {first})"),
                 Event::Fault(kind) => format!("fault {kind:?}"),
                 Event::EndOfFaults => "end of faults".to_string(),
             };
@@ -317,7 +320,7 @@ impl<'c> Simulation<'c> {
                     self.dispatch(node, outbound);
                 }
             }
-            Event::Submit { transaction } => self.submit(transaction),
+            Event::Submit { transaction, first } => self.submit(transaction, first),
             Event::Fault(kind) => self.fault(kind),
             Event::EndOfFaults => {
                 self.blocked.clear();
@@ -330,27 +333,29 @@ impl<'c> Simulation<'c> {
         }
     }
 
-    /// The client sends a transaction to a random live honest replica (retrying later if none).
-    fn submit(&mut self, transaction: SignedTransaction) {
+    /// The client sends a transaction to a random live honest replica, and sends it again later
+    /// while it is not committed.
+    fn submit(&mut self, transaction: SignedTransaction, first: bool) {
+        let payload = transaction.payload.hash();
+        if first {
+            self.submissions_pending -= 1;
+            self.submitted.insert(payload, self.now);
+        } else if self.checker.is_committed(&payload) {
+            return;
+        }
+        let retry_at = self.now + CLIENT_RETRY_MS;
         let live: Vec<usize> = (0..self.nodes.len())
             .filter(|node| self.config.is_honest(*node) && self.nodes[*node].replica.is_some())
             .collect();
-        if live.is_empty() {
-            let retry = self.now + 100;
-            return self.schedule(retry, Event::Submit { transaction });
+        if !live.is_empty() {
+            let node = live[self.rng.below(live.len() as u64) as usize];
+            let now = self.clock();
+            if let Some(replica) = self.nodes[node].replica.as_mut() {
+                let (_, outbound) = replica.submit(now, vec![transaction.clone()]);
+                self.dispatch(node, outbound);
+            }
         }
-        let node = live[self.rng.below(live.len() as u64) as usize];
-        let payload = transaction.payload.hash();
-        let now = self.clock();
-        let Some(replica) = self.nodes[node].replica.as_mut() else {
-            return;
-        };
-        let (results, outbound) = replica.submit(now, vec![transaction]);
-        self.submissions_pending -= 1;
-        if results.first().is_some_and(Result::is_ok) {
-            self.submitted.entry(payload).or_insert(self.now);
-        }
-        self.dispatch(node, outbound);
+        self.schedule(retry_at, Event::Submit { transaction, first: false });
     }
 
     fn fault(&mut self, kind: FaultKind) {
