@@ -9,15 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
 
-/// How many times the commit timeout doubles at most (R16): 32 times the base.
-pub const TIMEOUT_DOUBLINGS_MAX: u64 = 5;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// How long a leader waits for more transactions before proposing (R4).
     pub block_time_ms: u64,
     /// Base commit timeout; doubles with each view (R16).
     pub commit_timeout_ms: u64,
+    /// How many times the commit timeout doubles at most (R16).
+    pub timeout_doublings_max: u64,
     /// A leader proposes at once when its queue holds this many transactions.
     pub block_txs_max: usize,
     pub status_interval_ms: u64,
@@ -26,6 +25,10 @@ pub struct Config {
     /// Test-only switch: without locking (R6, R8) the single-vote fork is possible, and sim-net's
     /// agreement checker must catch it. Always true outside tests.
     pub locking: bool,
+    /// Byzantine switch for simulations: as proxy tail, do not commit the blocks it certifies,
+    /// and never fetch blocks by sync, so the replica stays at the height and can take part in a
+    /// conflicting view change (the withholding attack). Always false for an honest replica.
+    pub byzantine_skip_own_commit: bool,
 }
 
 impl Default for Config {
@@ -33,20 +36,22 @@ impl Default for Config {
         Config {
             block_time_ms: 100,
             commit_timeout_ms: 1_000,
+            timeout_doublings_max: 5,
             block_txs_max: 1_000,
             status_interval_ms: 1_000,
             sync_timeout_ms: 2_000,
             locking: true,
+            byzantine_skip_own_commit: false,
         }
     }
 }
 
 impl Config {
-    /// R16: the commit timeout of `view`: doubling per view, up to 2^TIMEOUT_DOUBLINGS_MAX
+    /// R16: the commit timeout of `view`: doubling per view, up to 2^timeout_doublings_max
     /// times the base.
     pub fn commit_timeout(&self, view: u64) -> u64 {
-        self.commit_timeout_ms
-            .saturating_mul(1 << view.min(TIMEOUT_DOUBLINGS_MAX))
+        let doublings = view.min(self.timeout_doublings_max).min(16);
+        self.commit_timeout_ms.saturating_mul(1 << doublings)
     }
 
     /// How long a view may go without a commit while there is work (R11, R18).

@@ -1,7 +1,7 @@
 //! The replica driver: the consensus core joined to Kura, the world state and the transaction
 //! queue. It carries out every effect that is local (validate, build, persist, commit, serve
 //! blocks) and hands back what needs a network or a clock. sim-net drives it on virtual time;
-//! the node will drive it from tokio. Nothing protocol-specific lives here.
+//! the node will drive it from its async runtime. Nothing protocol-specific lives here.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

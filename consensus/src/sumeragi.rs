@@ -543,6 +543,11 @@ impl Sumeragi {
                     self.stashed.push(certificate);
                 }
             }
+            VoteKind::Commit if self.config.byzantine_skip_own_commit => {
+                out.push(Effect::Broadcast {
+                    message: Message::CommitCertificate(certificate),
+                });
+            }
             VoteKind::Commit => self.broadcast_and_deliver(Message::CommitCertificate(certificate), out),
         }
     }
@@ -785,10 +790,8 @@ impl Sumeragi {
                     self.suspect(out);
                 }
             }
-            Timer::Sync { height } => {
-                if self.sync_in_flight.is_some_and(|(_, asked)| asked == height) {
-                    self.sync_in_flight = None;
-                }
+            Timer::Sync { height } if self.sync_in_flight.is_some_and(|(_, asked)| asked == height) => {
+                self.sync_in_flight = None;
             }
             _ => {}
         }
@@ -871,7 +874,7 @@ impl Sumeragi {
 
     /// R19: one request in flight at a time.
     fn request_sync(&mut self, from: PublicKey, out: &mut Vec<Effect>) {
-        if self.sync_in_flight.is_some() || from == self.me {
+        if self.sync_in_flight.is_some() || from == self.me || self.config.byzantine_skip_own_commit {
             return;
         }
         self.sync_in_flight = Some((from, self.height));
@@ -893,13 +896,12 @@ impl Sumeragi {
             return self.drop_message(DropReason::Unexpected);
         }
         self.sync_in_flight = None;
-        let mut expected = self.height;
-        for block in blocks.into_iter().take(SYNC_BLOCKS_MAX as usize) {
+        let wanted = (self.height..).zip(blocks.into_iter().take(SYNC_BLOCKS_MAX as usize));
+        for (expected, block) in wanted {
             if block.block.header.height != expected {
                 break;
             }
             self.sync_pending.push_back(block);
-            expected += 1;
         }
         self.continue_sync(out);
     }

@@ -167,8 +167,9 @@ mod tests {
                 let voters = roles.iter().filter(|role| role.votes()).count();
                 assert_eq!(voters, topology.quorum(), "n {n} view {view}");
                 assert_eq!(
-                    topology.role(&topology.leader(view), view) == Role::Leader || n == 1,
-                    true
+                    topology.role(&topology.leader(view), view),
+                    Role::Leader,
+                    "n {n} view {view}"
                 );
                 let tails = roles.iter().filter(|role| **role == Role::ProxyTail).count();
                 assert_eq!(tails, usize::from(n > 1), "n {n} view {view}");

@@ -11,8 +11,9 @@ pub enum Behaviour {
     Honest,
     /// Sends nothing at all.
     Silent,
-    /// As proxy tail, sends its commit certificates to `victim` only (the block-withholding
-    /// attack of the Iroha specification).
+    /// Sends commit certificates, status and block-sync responses to `victim` only: as proxy
+    /// tail, it lets one honest peer commit and hides the block from the rest (the
+    /// block-withholding attack of the Iroha specification).
     WithholdCommit {
         victim: usize,
     },
@@ -186,9 +187,11 @@ pub fn sim_consensus_config() -> Config {
     Config {
         block_time_ms: 50,
         commit_timeout_ms: 300,
+        timeout_doublings_max: 3,
         block_txs_max: 500,
         status_interval_ms: 500,
         sync_timeout_ms: 1_000,
         locking: true,
+        byzantine_skip_own_commit: false,
     }
 }

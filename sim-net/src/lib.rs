@@ -19,4 +19,4 @@ pub mod sim;
 
 pub use checker::Violation;
 pub use config::{Behaviour, Fault, FaultKind, SimConfig};
-pub use sim::{run, SimReport};
+pub use sim::{roles_after_genesis, run, SimReport};

@@ -53,9 +53,20 @@ struct Node {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, from: usize, message: Message },
-    Timer { node: usize, generation: u64, timer: Timer },
-    Submit { transaction: SignedTransaction, first: bool },
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+        timer: Timer,
+    },
+    Submit {
+        transaction: SignedTransaction,
+        first: bool,
+    },
     Fault(FaultKind),
     EndOfFaults,
 }
@@ -109,6 +120,31 @@ struct Simulation<'c> {
     processed: u64,
 }
 
+/// The genesis every simulated cluster of `nodes` validators starts from.
+fn fixture(nodes: usize) -> FixtureChain {
+    FixtureChain::new(FixtureConfig {
+        blocks: 0,
+        transactions_per_block: 1,
+        accounts: CLIENT_ACCOUNTS,
+        validators: nodes,
+        seed: 1,
+    })
+    .expect("the fixture genesis builds")
+}
+
+/// Each node's role in `view` at height 2 (the first block after genesis), by node index: what
+/// a scenario needs to aim a fault at the leader or the proxy tail.
+pub fn roles_after_genesis(nodes: usize, view: u64) -> Vec<kasane_consensus::Role> {
+    let fixture = fixture(nodes);
+    let validators: BTreeSet<PublicKey> = fixture.validators.iter().map(KeyPair::public_key).collect();
+    let topology = kasane_consensus::Topology::new(&validators, &fixture.genesis.block.hash());
+    fixture
+        .validators
+        .iter()
+        .map(|key| topology.role(&key.public_key(), view))
+        .collect()
+}
+
 /// Runs one seed.
 pub fn run(seed: u64, config: &SimConfig) -> SimReport {
     let mut simulation = Simulation::new(seed, config);
@@ -119,14 +155,7 @@ pub fn run(seed: u64, config: &SimConfig) -> SimReport {
 impl<'c> Simulation<'c> {
     fn new(seed: u64, config: &'c SimConfig) -> Simulation<'c> {
         let mut rng = Rng::new(seed);
-        let fixture = FixtureChain::new(FixtureConfig {
-            blocks: 0,
-            transactions_per_block: 1,
-            accounts: CLIENT_ACCOUNTS,
-            validators: config.nodes,
-            seed: 1,
-        })
-        .expect("the fixture genesis builds");
+        let fixture = fixture(config.nodes);
         let mut simulation = Simulation {
             config,
             rng: rng.fork(),
@@ -177,7 +206,13 @@ impl<'c> Simulation<'c> {
                 nonce: index as u32,
             };
             let transaction = SignedTransaction::sign(payload, &[&fixture.accounts[sender].1]);
-            simulation.schedule(at, Event::Submit { transaction, first: true });
+            simulation.schedule(
+                at,
+                Event::Submit {
+                    transaction,
+                    first: true,
+                },
+            );
         }
         for fault in &config.faults {
             simulation.schedule(fault.at_ms, Event::Fault(fault.kind.clone()));
@@ -203,9 +238,11 @@ impl<'c> Simulation<'c> {
     /// Starts (or restarts) a replica from its disk.
     fn boot(&mut self, node: usize) {
         let entry = &self.nodes[node];
+        let mut consensus = self.config.consensus.clone();
+        consensus.byzantine_skip_own_commit = matches!(self.behaviour(node), Behaviour::WithholdCommit { .. });
         let replica = Replica::open(
             entry.key.clone(),
-            self.config.consensus.clone(),
+            consensus,
             entry.disk.clone(),
             KuraConfig::default(),
             PluginRegistry::builtin(),
@@ -355,7 +392,13 @@ impl<'c> Simulation<'c> {
                 self.dispatch(node, outbound);
             }
         }
-        self.schedule(retry_at, Event::Submit { transaction, first: false });
+        self.schedule(
+            retry_at,
+            Event::Submit {
+                transaction,
+                first: false,
+            },
+        );
     }
 
     fn fault(&mut self, kind: FaultKind) {
@@ -433,24 +476,15 @@ impl<'c> Simulation<'c> {
                     );
                 }
                 Outbound::Send { to, message } => {
-                    if behaviour == Behaviour::Silent {
-                        continue;
-                    }
                     if let Some(&to) = self.index.get(&to) {
-                        self.deliver(node, to, message);
+                        if behaviour_allows(behaviour, to, &message) {
+                            self.deliver(node, to, message);
+                        }
                     }
                 }
                 Outbound::Broadcast { message } => {
-                    if behaviour == Behaviour::Silent {
-                        continue;
-                    }
-                    if let (Behaviour::WithholdCommit { victim }, Message::CommitCertificate(_)) = (behaviour, &message)
-                    {
-                        self.deliver(node, victim, message);
-                        continue;
-                    }
                     for to in 0..self.nodes.len() {
-                        if to != node {
+                        if to != node && behaviour_allows(behaviour, to, &message) {
                             self.deliver(node, to, message.clone());
                         }
                     }
@@ -529,6 +563,23 @@ impl<'c> Simulation<'c> {
                     None => format!("node {node}: down"),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Whether a replica with `behaviour` lets `message` go to `to`.
+fn behaviour_allows(behaviour: Behaviour, to: usize, message: &Message) -> bool {
+    match behaviour {
+        Behaviour::Honest => true,
+        Behaviour::Silent => false,
+        // Withholding the commit means withholding every way to learn of it: the certificate,
+        // the status that announces the new height, and block sync.
+        Behaviour::WithholdCommit { victim } => {
+            to == victim
+                || !matches!(
+                    message,
+                    Message::CommitCertificate(_) | Message::Status { .. } | Message::BlockSyncResponse { .. }
+                )
         }
     }
 }
