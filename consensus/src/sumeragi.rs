@@ -649,7 +649,6 @@ impl Sumeragi {
         self.commit_certificate = None;
         self.committing = None;
         self.view_timer_armed = false;
-        out.push(Effect::Broadcast { message: self.status() });
         let next_height = self.height;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()

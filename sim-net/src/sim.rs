@@ -82,6 +82,8 @@ pub struct SimReport {
     pub submitted_transactions: usize,
     pub view_changes: u64,
     pub messages: u64,
+    /// Messages sent, by kind (`Message::kind`).
+    pub messages_by_kind: BTreeMap<&'static str, u64>,
     pub events: u64,
     pub end_ms: u64,
     /// blake2b over the committed chain, the event count and the final heights: equal digests
@@ -117,6 +119,7 @@ struct Simulation<'c> {
     latencies: Vec<u64>,
     view_changes: u64,
     messages: u64,
+    messages_by_kind: BTreeMap<&'static str, u64>,
     processed: u64,
 }
 
@@ -171,6 +174,7 @@ impl<'c> Simulation<'c> {
             latencies: Vec::new(),
             view_changes: 0,
             messages: 0,
+            messages_by_kind: BTreeMap::new(),
             processed: 0,
         };
         for (position, key) in fixture.validators.iter().enumerate() {
@@ -498,6 +502,7 @@ impl<'c> Simulation<'c> {
             return;
         }
         self.messages += 1;
+        *self.messages_by_kind.entry(message.kind()).or_default() += 1;
         let (low, high) = self.config.latency_ms;
         if self.rng.chance(self.config.duplicate_per_million) {
             let at = self.now + self.rng.between(low, high);
@@ -545,6 +550,7 @@ impl<'c> Simulation<'c> {
             submitted_transactions: self.submitted.len(),
             view_changes: self.view_changes,
             messages: self.messages,
+            messages_by_kind: self.messages_by_kind.clone(),
             events: self.processed,
             end_ms: self.now,
             digest: Hash::of(&digest_input),

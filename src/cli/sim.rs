@@ -18,6 +18,13 @@ pub struct SimArgs {
     /// Seeds to run: `A..B` (B excluded) or one seed.
     #[arg(long, default_value = "0..100")]
     seeds: String,
+    /// A calm cluster instead of random faults: 5 ms links, no loss, no faults, honest
+    /// replicas; prints commit latency and messages per block.
+    #[arg(long)]
+    calm: bool,
+    /// Transactions per run (with --calm).
+    #[arg(long, default_value_t = 20)]
+    transactions: usize,
     /// Run with locking switched off (test-only: shows the checkers catch the fork).
     #[arg(long, hide = true)]
     no_locking: bool,
@@ -65,16 +72,30 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     );
     let started = Instant::now();
     let mut failures = 0u64;
+    let mut latencies: Vec<u64> = Vec::new();
+    let mut messages = 0u64;
+    let mut by_kind: std::collections::BTreeMap<&'static str, u64> = Default::default();
     let mut blocks = 0u64;
     let mut view_changes = 0u64;
     let total = seeds.end - seeds.start;
     let mut last_progress = Instant::now();
     for seed in seeds.clone() {
-        let mut config = SimConfig::random(seed, args.nodes, args.byzantine);
+        let mut config = if args.calm {
+            let mut calm = SimConfig::calm(args.nodes);
+            calm.transactions = args.transactions;
+            calm
+        } else {
+            SimConfig::random(seed, args.nodes, args.byzantine)
+        };
         config.consensus.locking = !args.no_locking;
         let report = run(seed, &config);
         blocks += report.height.saturating_sub(1);
         view_changes += report.view_changes;
+        messages += report.messages;
+        for (kind, count) in &report.messages_by_kind {
+            *by_kind.entry(kind).or_default() += count;
+        }
+        latencies.extend(&report.commit_latencies_ms);
         if args.json {
             println!("{}", report_json(&report, &config));
         } else if !report.ok() || args.verbose {
@@ -98,6 +119,25 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         "summary: {total} seeds, {failures} with violations, {blocks} blocks committed, {view_changes} view changes, {:.1} seeds/s",
         total as f64 / seconds.max(1e-9)
     );
+    latencies.sort_unstable();
+    if !latencies.is_empty() {
+        let percentile = |p: usize| latencies[(latencies.len() - 1) * p / 100];
+        println!(
+            "virtual time: commit latency p50 {} ms, p99 {} ms, max {} ms over {} transactions; {:.0} messages per block",
+            percentile(50),
+            percentile(99),
+            latencies[latencies.len() - 1],
+            latencies.len(),
+            messages as f64 / blocks.max(1) as f64
+        );
+    }
+    if blocks > 0 {
+        let per_block: Vec<String> = by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind} {:.1}", *count as f64 / blocks as f64))
+            .collect();
+        println!("messages per block by kind: {}", per_block.join(", "));
+    }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
