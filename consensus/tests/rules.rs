@@ -58,6 +58,22 @@ impl Cluster {
             .expect("role present")
     }
 
+    /// Replica `index` after the view-0 leader's proposal reached it and validated.
+    fn after_valid_proposal(&self, index: usize) -> (Sumeragi, Vec<Effect>) {
+        let leader = self.with_role(Role::Leader, 0);
+        let mut replica = self.replica(index);
+        replica.step(Input::Message {
+            from: self.key(leader),
+            message: self.proposal(0, None),
+        });
+        let effects = replica.step(Input::BlockValidated {
+            height: 2,
+            hash: self.block.hash(),
+            valid: true,
+        });
+        (replica, effects)
+    }
+
     fn key(&self, index: usize) -> PublicKey {
         self.keys[index].public_key()
     }
@@ -147,19 +163,9 @@ fn r5_a_proposal_from_a_non_leader_is_dropped_and_a_valid_one_is_validated() {
 #[test]
 fn r6_r7_a_validated_proposal_gets_a_prepare_vote_to_the_proxy_tail() {
     let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
     let peer = cluster.with_role(Role::ValidatingPeer, 0);
     let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let mut replica = cluster.replica(peer);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    let effects = replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (_, effects) = cluster.after_valid_proposal(peer);
     // The vote is made durable (R17) before it is sent.
     let persist = effects
         .iter()
@@ -173,16 +179,7 @@ fn r6_r7_a_validated_proposal_gets_a_prepare_vote_to_the_proxy_tail() {
     assert_eq!(sends_vote(&effects, VoteKind::Prepare), Some(cluster.key(proxy_tail)));
     // Observers (set B) do not vote in view 0.
     let observer = cluster.with_role(Role::Observer, 0);
-    let mut replica = cluster.replica(observer);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    let effects = replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (_, effects) = cluster.after_valid_proposal(observer);
     assert_eq!(sends_vote(&effects, VoteKind::Prepare), None);
 }
 
@@ -192,16 +189,7 @@ fn r7_the_proxy_tail_certifies_at_quorum_and_drops_forged_votes() {
     let leader = cluster.with_role(Role::Leader, 0);
     let peer = cluster.with_role(Role::ValidatingPeer, 0);
     let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let mut replica = cluster.replica(proxy_tail);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    let own = replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (mut replica, own) = cluster.after_valid_proposal(proxy_tail);
     assert!(!own.iter().any(|e| matches!(
         e,
         Effect::Broadcast {
@@ -241,16 +229,7 @@ fn r8_a_prepare_certificate_locks_then_votes_commit() {
     let leader = cluster.with_role(Role::Leader, 0);
     let peer = cluster.with_role(Role::ValidatingPeer, 0);
     let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let mut replica = cluster.replica(peer);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (mut replica, _) = cluster.after_valid_proposal(peer);
     let certificate = cluster.certificate(VoteKind::Prepare, 0, &[leader, peer, proxy_tail]);
     let effects = replica.step(Input::Message {
         from: cluster.key(proxy_tail),
@@ -285,16 +264,7 @@ fn r6_a_locked_replica_refuses_another_block_without_a_higher_certificate() {
     let leader = cluster.with_role(Role::Leader, 0);
     let peer = cluster.with_role(Role::ValidatingPeer, 0);
     let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let mut replica = cluster.replica(peer);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (mut replica, _) = cluster.after_valid_proposal(peer);
     let certificate = cluster.certificate(VoteKind::Prepare, 0, &[leader, peer, proxy_tail]);
     replica.step(Input::Message {
         from: cluster.key(proxy_tail),
@@ -343,16 +313,7 @@ fn r10_a_commit_certificate_commits_the_validated_block() {
     let observer = cluster.with_role(Role::Observer, 0);
     let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
     let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let mut replica = cluster.replica(observer);
-    replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    replica.step(Input::BlockValidated {
-        height: 2,
-        hash: cluster.block.hash(),
-        valid: true,
-    });
+    let (mut replica, _) = cluster.after_valid_proposal(observer);
     let certificate = cluster.certificate(VoteKind::Commit, 0, &[leader, peer, proxy_tail]);
     let effects = replica.step(Input::Message {
         from: cluster.key(proxy_tail),
