@@ -17,6 +17,9 @@ pub enum Behaviour {
     WithholdCommit {
         victim: usize,
     },
+    /// As leader, sends one block to the even-numbered replicas and a different valid block
+    /// (same transactions, timestamp one millisecond later) to the odd-numbered ones.
+    Equivocate,
 }
 
 impl Behaviour {
@@ -25,6 +28,7 @@ impl Behaviour {
             Behaviour::Honest => "honest".into(),
             Behaviour::Silent => "silent".into(),
             Behaviour::WithholdCommit { victim } => format!("withhold-commit(victim {victim})"),
+            Behaviour::Equivocate => "equivocate".into(),
         }
     }
 }
@@ -130,8 +134,9 @@ impl SimConfig {
         }
         let (bad, good) = order.split_at(byzantine.min(nodes));
         for &node in bad {
-            config.behaviours[node] = match rng.below(2) {
+            config.behaviours[node] = match rng.below(3) {
                 0 => Behaviour::Silent,
+                1 => Behaviour::Equivocate,
                 _ => Behaviour::WithholdCommit {
                     victim: good[rng.below(good.len() as u64) as usize],
                 },

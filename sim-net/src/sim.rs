@@ -489,7 +489,11 @@ impl<'c> Simulation<'c> {
                 Outbound::Broadcast { message } => {
                     for to in 0..self.nodes.len() {
                         if to != node && behaviour_allows(behaviour, to, &message) {
-                            self.deliver(node, to, message.clone());
+                            let message = match behaviour {
+                                Behaviour::Equivocate if to % 2 == 1 => equivocation_of(&message),
+                                _ => message.clone(),
+                            };
+                            self.deliver(node, to, message);
                         }
                     }
                 }
@@ -573,10 +577,23 @@ impl<'c> Simulation<'c> {
     }
 }
 
+/// The other block an equivocating leader shows half the cluster: its own new proposals get a
+/// timestamp one millisecond later, which changes the block hash and nothing else.
+fn equivocation_of(message: &Message) -> Message {
+    match message {
+        Message::Proposal(proposal) if proposal.justify.is_none() => {
+            let mut other = proposal.clone();
+            other.block.header.timestamp_ms += 1;
+            Message::Proposal(other)
+        }
+        other => other.clone(),
+    }
+}
+
 /// Whether a replica with `behaviour` lets `message` go to `to`.
 fn behaviour_allows(behaviour: Behaviour, to: usize, message: &Message) -> bool {
     match behaviour {
-        Behaviour::Honest => true,
+        Behaviour::Honest | Behaviour::Equivocate => true,
         Behaviour::Silent => false,
         // Withholding the commit means withholding every way to learn of it: the certificate,
         // the status that announces the new height, and block sync.
