@@ -20,6 +20,11 @@ pub enum Behaviour {
     /// As leader, sends one block to the even-numbered replicas and a different valid block
     /// (same transactions, timestamp one millisecond later) to the odd-numbered ones.
     Equivocate,
+    /// As leader, proposes blocks whose state commitment is wrong.
+    InvalidBlock,
+    /// With every vote it sends, also sends a vote of the same kind for another block hash,
+    /// properly signed (double voting).
+    DoubleVote,
 }
 
 impl Behaviour {
@@ -29,6 +34,8 @@ impl Behaviour {
             Behaviour::Silent => "silent".into(),
             Behaviour::WithholdCommit { victim } => format!("withhold-commit(victim {victim})"),
             Behaviour::Equivocate => "equivocate".into(),
+            Behaviour::InvalidBlock => "invalid-block".into(),
+            Behaviour::DoubleVote => "double-vote".into(),
         }
     }
 }
@@ -134,9 +141,11 @@ impl SimConfig {
         }
         let (bad, good) = order.split_at(byzantine.min(nodes));
         for &node in bad {
-            config.behaviours[node] = match rng.below(3) {
+            config.behaviours[node] = match rng.below(5) {
                 0 => Behaviour::Silent,
                 1 => Behaviour::Equivocate,
+                2 => Behaviour::InvalidBlock,
+                3 => Behaviour::DoubleVote,
                 _ => Behaviour::WithholdCommit {
                     victim: good[rng.below(good.len() as u64) as usize],
                 },

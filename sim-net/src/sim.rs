@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
-use kasane_consensus::{LockRecord, Message, Timer};
+use kasane_consensus::{LockRecord, Message, SignedVote, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
 use kasane_model::instruction::Instruction;
@@ -482,6 +482,12 @@ impl<'c> Simulation<'c> {
                 Outbound::Send { to, message } => {
                     if let Some(&to) = self.index.get(&to) {
                         if behaviour_allows(behaviour, to, &message) {
+                            if let (Behaviour::DoubleVote, Message::Vote(vote)) = (behaviour, &message) {
+                                let mut other = vote.vote;
+                                other.block_hash = Hash::of(other.block_hash.as_bytes());
+                                let double = SignedVote::new(other, &self.nodes[node].key);
+                                self.deliver(node, to, Message::Vote(double));
+                            }
                             self.deliver(node, to, message);
                         }
                     }
@@ -491,6 +497,7 @@ impl<'c> Simulation<'c> {
                         if to != node && behaviour_allows(behaviour, to, &message) {
                             let message = match behaviour {
                                 Behaviour::Equivocate if to % 2 == 1 => equivocation_of(&message),
+                                Behaviour::InvalidBlock => invalid_block_of(&message),
                                 _ => message.clone(),
                             };
                             self.deliver(node, to, message);
@@ -590,10 +597,22 @@ fn equivocation_of(message: &Message) -> Message {
     }
 }
 
+/// A new proposal with a state commitment no execution produces.
+fn invalid_block_of(message: &Message) -> Message {
+    match message {
+        Message::Proposal(proposal) if proposal.justify.is_none() => {
+            let mut bad = proposal.clone();
+            bad.block.header.state_commitment = Hash::of(b"not the state");
+            Message::Proposal(bad)
+        }
+        other => other.clone(),
+    }
+}
+
 /// Whether a replica with `behaviour` lets `message` go to `to`.
 fn behaviour_allows(behaviour: Behaviour, to: usize, message: &Message) -> bool {
     match behaviour {
-        Behaviour::Honest | Behaviour::Equivocate => true,
+        Behaviour::Honest | Behaviour::Equivocate | Behaviour::InvalidBlock | Behaviour::DoubleVote => true,
         Behaviour::Silent => false,
         // Withholding the commit means withholding every way to learn of it: the certificate,
         // the status that announces the new height, and block sync.
