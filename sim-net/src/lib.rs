@@ -15,8 +15,10 @@
 pub mod checker;
 pub mod config;
 pub mod rng;
+pub mod scenario;
 pub mod sim;
 
 pub use checker::Violation;
 pub use config::{Behaviour, Fault, FaultKind, SimConfig};
+pub use scenario::{Scenario, ScenarioError};
 pub use sim::{roles_after_genesis, run, SimReport};

@@ -18,6 +18,9 @@ pub struct SimArgs {
     /// Seeds to run: `A..B` (B excluded) or one seed.
     #[arg(long, default_value = "0..100")]
     seeds: String,
+    /// Run a scenario file (TOML, docs/SIM.md) instead of random seeds.
+    #[arg(long)]
+    scenario: Option<std::path::PathBuf>,
     /// A calm cluster instead of random faults: 5 ms links, no loss, no faults, honest
     /// replicas; prints commit latency and messages per block.
     #[arg(long)]
@@ -53,7 +56,38 @@ fn parse_seeds(text: &str) -> anyhow::Result<std::ops::Range<u64>> {
     }
 }
 
+/// Runs one scenario file and checks its expectation.
+fn run_scenario(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let scenario = kasane_sim_net::Scenario::parse(&text)?;
+    let config = scenario.config()?;
+    println!(
+        "kasane sim: scenario {} ({}): nodes {} seed {} locking {} expect {}",
+        scenario.name,
+        path.display(),
+        scenario.nodes,
+        scenario.seed,
+        scenario.locking,
+        scenario.expect
+    );
+    if !scenario.description.is_empty() {
+        println!("{}", scenario.description.trim());
+    }
+    let report = run(scenario.seed, &config);
+    print_verdict(&report, &config);
+    let met = scenario.met_by(&report);
+    println!(
+        "expectation {}: {}",
+        scenario.expect,
+        if met { "met" } else { "NOT met" }
+    );
+    Ok(if met { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.scenario {
+        return run_scenario(path);
+    }
     if !(1..=31).contains(&args.nodes) {
         bail!("--nodes must be between 1 and 31");
     }
