@@ -77,6 +77,8 @@ pub struct SimConfig {
     pub latency_ms: (u64, u64),
     pub loss_per_million: u32,
     pub duplicate_per_million: u32,
+    /// How far each replica's clock runs ahead of virtual time, by node index (missing: 0).
+    pub clock_skew_ms: Vec<u64>,
     /// Signed transfers submitted by the client, spread over `load_window_ms`.
     pub transactions: usize,
     pub load_window_ms: u64,
@@ -99,6 +101,7 @@ impl SimConfig {
             latency_ms: (5, 5),
             loss_per_million: 0,
             duplicate_per_million: 0,
+            clock_skew_ms: Vec::new(),
             transactions: 20,
             load_window_ms: 1_000,
             faults: Vec::new(),
@@ -118,6 +121,10 @@ impl SimConfig {
         self.behaviours.get(node).copied().unwrap_or(Behaviour::Honest)
     }
 
+    pub fn clock_skew(&self, node: usize) -> u64 {
+        self.clock_skew_ms.get(node).copied().unwrap_or(0)
+    }
+
     pub fn is_honest(&self, node: usize) -> bool {
         self.behaviour(node) == Behaviour::Honest
     }
@@ -135,6 +142,8 @@ impl SimConfig {
         config.transactions = rng.between(5, 40) as usize;
         config.load_window_ms = rng.between(100, 4_000);
         config.faults_end_ms = 8_000;
+        // Clocks disagree by up to 2 s (blocks from the future are refused beyond 10 s).
+        config.clock_skew_ms = (0..nodes).map(|_| rng.between(0, 2_000)).collect();
         let mut order: Vec<usize> = (0..nodes).collect();
         for index in (1..order.len()).rev() {
             order.swap(index, rng.below(index as u64 + 1) as usize);

@@ -225,9 +225,9 @@ impl<'c> Simulation<'c> {
         simulation
     }
 
-    /// The replicas' wall clock.
-    fn clock(&self) -> u64 {
-        EPOCH_MS + self.now
+    /// Replica `node`'s wall clock: virtual time from the genesis timestamp, plus its skew.
+    fn clock(&self, node: usize) -> u64 {
+        EPOCH_MS + self.now + self.config.clock_skew(node)
     }
 
     fn schedule(&mut self, at: u64, event: Event) {
@@ -267,7 +267,7 @@ impl<'c> Simulation<'c> {
         if self.config.is_honest(node) {
             self.checker.on_restart(self.now, node, replica.kura().height());
         }
-        let outbound = replica.start(self.clock());
+        let outbound = replica.start(self.clock(node));
         self.nodes[node].replica = Some(replica);
         self.dispatch(node, outbound);
     }
@@ -341,7 +341,7 @@ impl<'c> Simulation<'c> {
         match event {
             Event::Deliver { to, from, message } => {
                 let from_key = self.nodes[from].key.public_key();
-                let now = self.clock();
+                let now = self.clock(to);
                 if let Some(replica) = self.nodes[to].replica.as_mut() {
                     let outbound = replica.on_message(now, from_key, message);
                     self.dispatch(to, outbound);
@@ -352,7 +352,7 @@ impl<'c> Simulation<'c> {
                 generation,
                 timer,
             } => {
-                let now = self.clock();
+                let now = self.clock(node);
                 if self.nodes[node].generation != generation {
                     return;
                 }
@@ -390,7 +390,7 @@ impl<'c> Simulation<'c> {
             .collect();
         if !live.is_empty() {
             let node = live[self.rng.below(live.len() as u64) as usize];
-            let now = self.clock();
+            let now = self.clock(node);
             if let Some(replica) = self.nodes[node].replica.as_mut() {
                 let (_, outbound) = replica.submit(now, vec![transaction.clone()]);
                 self.dispatch(node, outbound);
