@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kasane_model::block::Certificate;
+use kasane_model::block::{Certificate, ViewChangeProof};
 use kasane_model::{Block, CommittedBlock, Hash, PublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +138,8 @@ pub enum Effect {
         height: u64,
         view: u64,
         max_transactions: usize,
+        /// For a view above 0, the view-change proof the block's header must carry.
+        view_change_proof: Option<ViewChangeProof>,
     },
     /// Make the record durable before carrying out any effect after this one (R17).
     PersistLock {

@@ -1,6 +1,7 @@
 //! Consensus messages (docs/PROTOCOL.md section 3).
 
-use kasane_model::block::{Certificate, ValidatorSignature, Vote};
+pub use kasane_model::block::view_change_message;
+use kasane_model::block::{Certificate, ValidatorSignature, ViewChangeProof, Vote};
 use kasane_model::codec::Versioned;
 use kasane_model::crypto::{verify_one, KeyCache, SignatureError};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, SignedTransaction};
@@ -12,8 +13,6 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024 + 64 * 1024;
 pub const SYNC_BLOCKS_MAX: u64 = 100;
 /// Most transactions in one gossip message.
 pub const GOSSIP_TRANSACTIONS_MAX: usize = 4096;
-
-const VIEW_CHANGE_DOMAIN: &[u8; 16] = b"kasane:vc:v1\0\0\0\0";
 
 /// A vote and its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,15 +49,6 @@ pub struct ViewChangeVote {
     pub signature: ValidatorSignature,
 }
 
-/// The bytes a view-change vote signs: domain, height, view.
-pub fn view_change_message(height: u64, view: u64) -> [u8; 32] {
-    let mut message = [0u8; 32];
-    message[..16].copy_from_slice(VIEW_CHANGE_DOMAIN);
-    message[16..24].copy_from_slice(&height.to_le_bytes());
-    message[24..].copy_from_slice(&view.to_le_bytes());
-    message
-}
-
 impl ViewChangeVote {
     pub fn new(height: u64, view: u64, highest: Option<Certificate>, key: &KeyPair) -> ViewChangeVote {
         ViewChangeVote {
@@ -70,6 +60,16 @@ impl ViewChangeVote {
                 signature: key.sign(&view_change_message(height, view)),
             },
         }
+    }
+
+    /// The ledger form of a set of votes for one (height, view).
+    pub fn proof_of(votes: &[ViewChangeVote]) -> Option<ViewChangeProof> {
+        let first = votes.first()?;
+        Some(ViewChangeProof {
+            height: first.height,
+            view: first.view,
+            signatures: votes.iter().map(|vote| vote.signature).collect(),
+        })
     }
 
     pub fn verify_signature(&self, cache: &mut KeyCache) -> Result<(), SignatureError> {

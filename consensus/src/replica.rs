@@ -276,10 +276,13 @@ impl<B: Backend + Sync> Replica<B> {
                     height,
                     view,
                     max_transactions,
-                } => Some(match self.build(now_ms, height, view, max_transactions) {
-                    Some(block) => Input::ProposalBuilt { height, view, block },
-                    None => Input::NothingToPropose { height, view },
-                }),
+                    view_change_proof,
+                } => Some(
+                    match self.build(now_ms, height, view, max_transactions, view_change_proof) {
+                        Some(block) => Input::ProposalBuilt { height, view, block },
+                        None => Input::NothingToPropose { height, view },
+                    },
+                ),
                 Effect::CommitBlock { block } => {
                     let answer = self.commit(now_ms, block);
                     pending.extend(self.core.step(answer));
@@ -318,6 +321,12 @@ impl<B: Backend + Sync> Replica<B> {
         if block.transactions.is_empty() {
             return false;
         }
+        if header
+            .check_view_change_proof(&self.wsv.validators(), &mut self.cache)
+            .is_err()
+        {
+            return false;
+        }
         let hashes: Vec<TransactionHashes> = block.transactions.iter().map(SignedTransaction::hashes).collect();
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
@@ -349,7 +358,14 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// R4: a block of the oldest queued transactions, executed on the committed state.
-    fn build(&mut self, now_ms: u64, height: u64, view: u64, max_transactions: usize) -> Option<Block> {
+    fn build(
+        &mut self,
+        now_ms: u64,
+        height: u64,
+        view: u64,
+        max_transactions: usize,
+        view_change_proof: Option<kasane_model::block::ViewChangeProof>,
+    ) -> Option<Block> {
         if height != self.wsv.height() + 1 || self.queue.is_empty() {
             return None;
         }
@@ -366,6 +382,7 @@ impl<B: Backend + Sync> Replica<B> {
             tx_merkle_root: tx_merkle_root(&transaction_hashes),
             state_commitment: executed.state_commitment,
             timestamp_ms,
+            view_change_proof,
         };
         let block = Block { header, transactions };
         self.validated.insert(block.hash(), hashes);

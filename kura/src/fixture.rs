@@ -165,6 +165,7 @@ impl FixtureChain {
             tx_merkle_root: tx_merkle_root(&hashes.iter().map(|hash| hash.transaction).collect::<Vec<Hash>>()),
             state_commitment: executed.state_commitment,
             timestamp_ms,
+            view_change_proof: None,
         };
         let block = Block { header, transactions };
         self.wsv.commit(executed, block.hash());

@@ -362,6 +362,12 @@ fn apply_window(
                 .certificate
                 .verify(&prepared.block.expected_vote(), &validators, cache)
                 .map_err(|error| bad(height, format!("commit certificate: {error}")))?;
+            prepared
+                .block
+                .block
+                .header
+                .check_view_change_proof(&validators, cache)
+                .map_err(|error| bad(height, format!("view-change proof: {error}")))?;
         }
         let executed = wsv
             .apply_block(&prepared.block.block, &prepared.hashes)

@@ -22,6 +22,8 @@ pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
 const BLOCK_HASH_DOMAIN: &[u8] = b"kasane:block:v1";
 /// Domain separation of vote signatures.
 const VOTE_SIGNING_DOMAIN: &[u8; 16] = b"kasane:vote:v1\0\0";
+/// Domain separation of view-change signatures.
+const VIEW_CHANGE_DOMAIN: &[u8; 16] = b"kasane:vc:v1\0\0\0\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
@@ -38,6 +40,87 @@ pub struct BlockHeader {
     pub state_commitment: Hash,
     /// Milliseconds since the Unix epoch, by the proposer's clock.
     pub timestamp_ms: u64,
+    /// For a block first proposed in a view above 0: the quorum of view-change signatures that
+    /// made that view (docs/PROTOCOL.md R15), so the history of failed views is on the ledger.
+    pub view_change_proof: Option<ViewChangeProof>,
+}
+
+/// The bytes a view-change vote signs: domain, height, view.
+pub fn view_change_message(height: u64, view: u64) -> [u8; 32] {
+    let mut message = [0u8; 32];
+    message[..16].copy_from_slice(VIEW_CHANGE_DOMAIN);
+    message[16..24].copy_from_slice(&height.to_le_bytes());
+    message[24..].copy_from_slice(&view.to_le_bytes());
+    message
+}
+
+/// A quorum of validators' signatures saying "move to `view` at `height`".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeProof {
+    pub height: u64,
+    pub view: u64,
+    pub signatures: Vec<ValidatorSignature>,
+}
+
+impl ViewChangeProof {
+    /// Distinct members of `validators`, at least a quorum, every signature valid.
+    pub fn verify(&self, validators: &BTreeSet<PublicKey>, cache: &mut KeyCache) -> Result<(), CertificateError> {
+        if validators.is_empty() {
+            return Err(CertificateError::NoValidators);
+        }
+        let mut seen = BTreeSet::new();
+        for signature in &self.signatures {
+            if !validators.contains(&signature.validator) {
+                return Err(CertificateError::NotAValidator {
+                    signer: signature.validator,
+                });
+            }
+            if !seen.insert(signature.validator) {
+                return Err(CertificateError::DuplicateSigner {
+                    signer: signature.validator,
+                });
+            }
+        }
+        let needed = quorum(validators.len());
+        if self.signatures.len() < needed {
+            return Err(CertificateError::NoQuorum {
+                signatures: self.signatures.len(),
+                quorum: needed,
+            });
+        }
+        let message = view_change_message(self.height, self.view);
+        let items: Vec<SignedMessage> = self
+            .signatures
+            .iter()
+            .map(|signature| SignedMessage {
+                key: &signature.validator,
+                message: &message,
+                signature: &signature.signature,
+            })
+            .collect();
+        crypto::verify_batch(cache, &items).map_err(CertificateError::BadSignature)
+    }
+}
+
+impl BlockHeader {
+    /// A block first proposed in view 0 carries no view-change proof; one proposed in a later
+    /// view carries a valid proof for exactly its height and view.
+    pub fn check_view_change_proof(
+        &self,
+        validators: &BTreeSet<PublicKey>,
+        cache: &mut KeyCache,
+    ) -> Result<(), CertificateError> {
+        match (&self.view_change_proof, self.view) {
+            (None, 0) => Ok(()),
+            (Some(proof), view) if view > 0 && proof.height == self.height && proof.view == view => {
+                proof.verify(validators, cache)
+            }
+            _ => Err(CertificateError::BadViewChangeProof {
+                height: self.height,
+                view: self.view,
+            }),
+        }
+    }
 }
 
 impl BlockHeader {
@@ -145,6 +228,8 @@ pub enum CertificateError {
     NoQuorum { signatures: usize, quorum: usize },
     #[error("bad signature: {0}")]
     BadSignature(SignatureError),
+    #[error("block {height} of view {view} lacks a matching view-change proof, or has one it should not")]
+    BadViewChangeProof { height: u64, view: u64 },
 }
 
 impl Certificate {
@@ -216,7 +301,8 @@ pub struct CommittedBlock {
 
 impl Versioned for CommittedBlock {
     const NAME: &'static str = "committed block";
-    const VERSION: u8 = 1;
+    /// 2: headers carry the view-change proof.
+    const VERSION: u8 = 2;
     const ENCODED_BYTES_MAX: usize = BLOCK_BYTES_MAX;
 }
 
@@ -252,6 +338,76 @@ mod tests {
         for (validators, expected) in table {
             assert_eq!(quorum(validators), expected, "n = {validators}");
         }
+    }
+
+    #[test]
+    fn view_change_proof_rules() {
+        let pairs: Vec<KeyPair> = (0..4).map(|i| KeyPair::derive(b"vc-proof", i)).collect();
+        let validators: BTreeSet<PublicKey> = pairs.iter().map(KeyPair::public_key).collect();
+        let sign = |signers: &[usize], height: u64, view: u64| ViewChangeProof {
+            height,
+            view,
+            signatures: signers
+                .iter()
+                .map(|&i| ValidatorSignature {
+                    validator: pairs[i].public_key(),
+                    signature: pairs[i].sign(&view_change_message(height, view)),
+                })
+                .collect(),
+        };
+        let mut cache = KeyCache::new();
+        let mut header = BlockHeader {
+            height: 5,
+            previous_hash: Hash::ZERO,
+            view: 0,
+            proposer: pairs[0].public_key(),
+            tx_merkle_root: Hash::ZERO,
+            state_commitment: Hash::ZERO,
+            timestamp_ms: 0,
+            view_change_proof: None,
+        };
+        assert_eq!(header.check_view_change_proof(&validators, &mut cache), Ok(()));
+        header.view = 2;
+        assert!(matches!(
+            header.check_view_change_proof(&validators, &mut cache),
+            Err(CertificateError::BadViewChangeProof { .. })
+        ));
+        header.view_change_proof = Some(sign(&[0, 1, 2], 5, 2));
+        assert_eq!(header.check_view_change_proof(&validators, &mut cache), Ok(()));
+        header.view_change_proof = Some(sign(&[0, 1], 5, 2));
+        assert!(matches!(
+            header.check_view_change_proof(&validators, &mut cache),
+            Err(CertificateError::NoQuorum { .. })
+        ));
+        header.view_change_proof = Some(sign(&[0, 1, 1], 5, 2));
+        assert!(matches!(
+            header.check_view_change_proof(&validators, &mut cache),
+            Err(CertificateError::DuplicateSigner { .. })
+        ));
+        header.view_change_proof = Some(sign(&[0, 1, 2], 5, 1));
+        assert!(matches!(
+            header.check_view_change_proof(&validators, &mut cache),
+            Err(CertificateError::BadViewChangeProof { .. })
+        ));
+        let mut forged = sign(&[0, 1, 2], 5, 2);
+        forged.signatures[2].signature.0[0] ^= 1;
+        header.view_change_proof = Some(forged);
+        assert!(matches!(
+            header.check_view_change_proof(&validators, &mut cache),
+            Err(CertificateError::BadSignature(_))
+        ));
+        // A proof in a view-0 block is refused, and the proof is part of the block hash.
+        let with_proof = BlockHeader {
+            view: 0,
+            view_change_proof: Some(sign(&[0, 1, 2], 5, 0)),
+            ..header.clone()
+        };
+        assert!(with_proof.check_view_change_proof(&validators, &mut cache).is_err());
+        let without = BlockHeader {
+            view_change_proof: None,
+            ..with_proof.clone()
+        };
+        assert_ne!(with_proof.hash(), without.hash());
     }
 
     #[test]

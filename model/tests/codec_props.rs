@@ -309,6 +309,7 @@ fn empty_and_oversized_inputs() {
                 tx_merkle_root: tx_merkle_root(&[big.hash()]),
                 state_commitment: Hash::ZERO,
                 timestamp_ms: 0,
+                view_change_proof: None,
             },
             transactions: vec![big],
         },

@@ -146,6 +146,7 @@ impl GenesisBuilder {
             tx_merkle_root: tx_merkle_root(&hashes.iter().map(|hash| hash.transaction).collect::<Vec<_>>()),
             state_commitment: executed.state_commitment,
             timestamp_ms: self.timestamp_ms,
+            view_change_proof: None,
         };
         let block = Block { header, transactions };
         wsv.commit(executed, block.hash());

@@ -412,12 +412,16 @@ impl Sumeragi {
             self.counters.proposals += 1;
             return self.broadcast_and_deliver(Message::Proposal(Box::new(proposal)), out);
         }
-        if self.queue_len > 0 {
+        // A new block in a later view must carry that view's proof (R15); a replica that
+        // restarted into the view without it leaves the proposal to the next leader.
+        let view_change_proof = ViewChangeVote::proof_of(&self.proof);
+        if self.queue_len > 0 && (self.view == 0 || view_change_proof.is_some()) {
             self.proposed = true;
             out.push(Effect::BuildProposal {
                 height: self.height,
                 view: self.view,
                 max_transactions: self.config.block_txs_max,
+                view_change_proof: if self.view == 0 { None } else { view_change_proof },
             });
         }
     }

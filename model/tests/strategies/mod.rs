@@ -180,6 +180,7 @@ pub fn header() -> impl Strategy<Value = BlockHeader> {
                 tx_merkle_root,
                 state_commitment,
                 timestamp_ms,
+                view_change_proof: None,
             },
         )
 }

@@ -146,6 +146,7 @@ pub fn make_block(
         tx_merkle_root: tx_merkle_root(&hashes.iter().map(|hash| hash.transaction).collect::<Vec<Hash>>()),
         state_commitment: executed.state_commitment,
         timestamp_ms,
+        view_change_proof: None,
     };
     Ok((Block { header, transactions }, hashes))
 }
