@@ -25,6 +25,15 @@ pub enum Behaviour {
     /// With every vote it sends, also sends a vote of the same kind for another block hash,
     /// properly signed (double voting).
     DoubleVote,
+    /// With every signed message it sends, also sends a copy with a broken signature.
+    Forge,
+    /// With every message it sends, also sends again one it sent before.
+    Replay,
+    /// With every status it sends, also sends properly signed view-change votes for random
+    /// views.
+    ViewChangeSpam,
+    /// Everything it sends arrives 400 ms late.
+    SlowSigner,
 }
 
 impl Behaviour {
@@ -36,6 +45,10 @@ impl Behaviour {
             Behaviour::Equivocate => "equivocate".into(),
             Behaviour::InvalidBlock => "invalid-block".into(),
             Behaviour::DoubleVote => "double-vote".into(),
+            Behaviour::Forge => "forge".into(),
+            Behaviour::Replay => "replay".into(),
+            Behaviour::ViewChangeSpam => "view-change-spam".into(),
+            Behaviour::SlowSigner => "slow-signer".into(),
         }
     }
 }
@@ -150,11 +163,15 @@ impl SimConfig {
         }
         let (bad, good) = order.split_at(byzantine.min(nodes));
         for &node in bad {
-            config.behaviours[node] = match rng.below(5) {
+            config.behaviours[node] = match rng.below(9) {
                 0 => Behaviour::Silent,
                 1 => Behaviour::Equivocate,
                 2 => Behaviour::InvalidBlock,
                 3 => Behaviour::DoubleVote,
+                4 => Behaviour::Forge,
+                5 => Behaviour::Replay,
+                6 => Behaviour::ViewChangeSpam,
+                7 => Behaviour::SlowSigner,
                 _ => Behaviour::WithholdCommit {
                     victim: good[rng.below(good.len() as u64) as usize],
                 },

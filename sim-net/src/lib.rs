@@ -12,6 +12,7 @@
 //! assert_eq!(report.committed_transactions, report.submitted_transactions);
 //! ```
 
+pub mod byzantine;
 pub mod checker;
 pub mod config;
 pub mod rng;

@@ -177,6 +177,10 @@ impl Scenario {
                 "equivocate" => Behaviour::Equivocate,
                 "invalid-block" => Behaviour::InvalidBlock,
                 "double-vote" => Behaviour::DoubleVote,
+                "forge" => Behaviour::Forge,
+                "replay" => Behaviour::Replay,
+                "view-change-spam" => Behaviour::ViewChangeSpam,
+                "slow-signer" => Behaviour::SlowSigner,
                 "withhold-commit" => {
                     let victim = entry
                         .victim

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
-use kasane_consensus::{LockRecord, Message, SignedVote, Timer};
+use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
 use kasane_model::instruction::Instruction;
@@ -12,6 +12,7 @@ use kasane_model::transaction::TTL_MS_MAX;
 use kasane_model::{Hash, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
 use kasane_wsv::PluginRegistry;
 
+use crate::byzantine::Mischief;
 use crate::checker::{Checker, Violation};
 use crate::config::{Behaviour, FaultKind, SimConfig};
 use crate::rng::Rng;
@@ -49,6 +50,7 @@ struct Node {
     replica: Option<Replica<MemoryBackend>>,
     /// Bumped on every crash, so timers of a previous life are ignored.
     generation: u64,
+    mischief: Mischief,
 }
 
 #[derive(Debug)]
@@ -188,6 +190,7 @@ impl<'c> Simulation<'c> {
                 locks: SharedLocks::default(),
                 replica: None,
                 generation: 0,
+                mischief: Mischief::default(),
             });
         }
         for node in 0..config.nodes {
@@ -481,26 +484,13 @@ impl<'c> Simulation<'c> {
                 }
                 Outbound::Send { to, message } => {
                     if let Some(&to) = self.index.get(&to) {
-                        if behaviour_allows(behaviour, to, &message) {
-                            if let (Behaviour::DoubleVote, Message::Vote(vote)) = (behaviour, &message) {
-                                let mut other = vote.vote;
-                                other.block_hash = Hash::of(other.block_hash.as_bytes());
-                                let double = SignedVote::new(other, &self.nodes[node].key);
-                                self.deliver(node, to, Message::Vote(double));
-                            }
-                            self.deliver(node, to, message);
-                        }
+                        self.send_as(node, behaviour, to, &message);
                     }
                 }
                 Outbound::Broadcast { message } => {
                     for to in 0..self.nodes.len() {
-                        if to != node && behaviour_allows(behaviour, to, &message) {
-                            let message = match behaviour {
-                                Behaviour::Equivocate if to % 2 == 1 => equivocation_of(&message),
-                                Behaviour::InvalidBlock => invalid_block_of(&message),
-                                _ => message.clone(),
-                            };
-                            self.deliver(node, to, message);
+                        if to != node {
+                            self.send_as(node, behaviour, to, &message);
                         }
                     }
                 }
@@ -508,7 +498,21 @@ impl<'c> Simulation<'c> {
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, message: Message) {
+    /// Sends through the sender's behaviour.
+    fn send_as(&mut self, node: usize, behaviour: Behaviour, to: usize, message: &Message) {
+        if behaviour == Behaviour::Honest {
+            return self.deliver(node, to, message.clone(), 0);
+        }
+        let key = self.nodes[node].key.clone();
+        let outgoing = self.nodes[node]
+            .mischief
+            .outgoing(behaviour, &key, to, message, &mut self.rng);
+        for (delay_ms, message) in outgoing {
+            self.deliver(node, to, message, delay_ms);
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message, delay_ms: u64) {
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.config.loss_per_million) {
             return;
         }
@@ -516,7 +520,7 @@ impl<'c> Simulation<'c> {
         *self.messages_by_kind.entry(message.kind()).or_default() += 1;
         let (low, high) = self.config.latency_ms;
         if self.rng.chance(self.config.duplicate_per_million) {
-            let at = self.now + self.rng.between(low, high);
+            let at = self.now + delay_ms + self.rng.between(low, high);
             self.schedule(
                 at,
                 Event::Deliver {
@@ -526,7 +530,7 @@ impl<'c> Simulation<'c> {
                 },
             );
         }
-        let at = self.now + self.rng.between(low, high);
+        let at = self.now + delay_ms + self.rng.between(low, high);
         self.schedule(at, Event::Deliver { to, from, message });
     }
 
@@ -580,48 +584,6 @@ impl<'c> Simulation<'c> {
                     None => format!("node {node}: down"),
                 })
                 .collect(),
-        }
-    }
-}
-
-/// The other block an equivocating leader shows half the cluster: its own new proposals get a
-/// timestamp one millisecond later, which changes the block hash and nothing else.
-fn equivocation_of(message: &Message) -> Message {
-    match message {
-        Message::Proposal(proposal) if proposal.justify.is_none() => {
-            let mut other = proposal.clone();
-            other.block.header.timestamp_ms += 1;
-            Message::Proposal(other)
-        }
-        other => other.clone(),
-    }
-}
-
-/// A new proposal with a state commitment no execution produces.
-fn invalid_block_of(message: &Message) -> Message {
-    match message {
-        Message::Proposal(proposal) if proposal.justify.is_none() => {
-            let mut bad = proposal.clone();
-            bad.block.header.state_commitment = Hash::of(b"not the state");
-            Message::Proposal(bad)
-        }
-        other => other.clone(),
-    }
-}
-
-/// Whether a replica with `behaviour` lets `message` go to `to`.
-fn behaviour_allows(behaviour: Behaviour, to: usize, message: &Message) -> bool {
-    match behaviour {
-        Behaviour::Honest | Behaviour::Equivocate | Behaviour::InvalidBlock | Behaviour::DoubleVote => true,
-        Behaviour::Silent => false,
-        // Withholding the commit means withholding every way to learn of it: the certificate,
-        // the status that announces the new height, and block sync.
-        Behaviour::WithholdCommit { victim } => {
-            to == victim
-                || !matches!(
-                    message,
-                    Message::CommitCertificate(_) | Message::Status { .. } | Message::BlockSyncResponse { .. }
-                )
         }
     }
 }
