@@ -12,7 +12,7 @@
 //! one-by-one check; honest signers never produce one. docs/PROTOCOL.md (consensus issue) decides
 //! whether block validity needs a deterministic rule such as ZIP-215.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::{CryptoRngCore, OsRng};
@@ -185,10 +185,23 @@ pub enum SignatureError {
 /// Most keys a [`KeyCache`] holds before it starts over; keeps memory bounded on hostile input.
 pub const KEY_CACHE_ENTRIES_MAX: usize = 1 << 20;
 
-/// Remembers decompressed verifying keys (and refusals) by their bytes.
+/// Most verified signatures a [`KeyCache`] remembers before it starts over.
+pub const VERIFIED_ENTRIES_MAX: usize = 1 << 20;
+
+/// Remembers decompressed verifying keys (and refusals) by their bytes, and which signatures
+/// already verified, so a node checks each signature once: a transaction verified at admission
+/// is not verified again when its block is validated.
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: HashMap<PublicKey, Result<VerifyingKey, SignatureError>>,
+    /// blake2b-256 of (key, signature, message) of every signature that verified.
+    verified: HashSet<[u8; 32]>,
+}
+
+/// The identity of one signature check: key, signature and the message's bytes, length-framed.
+fn check_digest(key: &PublicKey, message: &[u8], signature: &Signature) -> [u8; 32] {
+    let length = (message.len() as u64).to_le_bytes();
+    crate::hash::Hash::of_parts(&[b"kasane:verified:v1", &key.0, &signature.0, &length, message]).0
 }
 
 impl KeyCache {
@@ -212,6 +225,19 @@ impl KeyCache {
         self.keys.len()
     }
 
+    fn is_verified(&self, digest: &[u8; 32]) -> bool {
+        self.verified.contains(digest)
+    }
+
+    fn remember_verified(&mut self, digests: impl IntoIterator<Item = [u8; 32]>) {
+        for digest in digests {
+            if self.verified.len() >= VERIFIED_ENTRIES_MAX {
+                self.verified.clear();
+            }
+            self.verified.insert(digest);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -224,11 +250,17 @@ pub fn verify_one(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), SignatureError> {
+    let digest = check_digest(key, message, signature);
+    if cache.is_verified(&digest) {
+        return Ok(());
+    }
     let verifying = cache.get(key)?;
     let signature_value = ed25519_dalek::Signature::from_bytes(&signature.0);
     verifying
         .verify_strict(message, &signature_value)
-        .map_err(|_| SignatureError::Invalid { index: 0, key: *key })
+        .map_err(|_| SignatureError::Invalid { index: 0, key: *key })?;
+    cache.remember_verified([digest]);
+    Ok(())
 }
 
 /// One item of a batch: who signed what.
@@ -245,24 +277,37 @@ pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result
     if items.is_empty() {
         return Ok(());
     }
-    let mut keys = Vec::with_capacity(items.len());
-    let mut messages = Vec::with_capacity(items.len());
-    let mut signatures = Vec::with_capacity(items.len());
-    for item in items {
+    // Signatures this cache already verified are skipped; the rest are checked together.
+    let digests: Vec<[u8; 32]> = items
+        .iter()
+        .map(|item| check_digest(item.key, item.message, item.signature))
+        .collect();
+    let pending: Vec<usize> = (0..items.len())
+        .filter(|index| !cache.is_verified(&digests[*index]))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::with_capacity(pending.len());
+    let mut messages = Vec::with_capacity(pending.len());
+    let mut signatures = Vec::with_capacity(pending.len());
+    for &index in &pending {
+        let item = &items[index];
         keys.push(cache.get(item.key)?);
         messages.push(item.message);
         signatures.push(ed25519_dalek::Signature::from_bytes(&item.signature.0));
     }
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-        return Ok(());
+    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
+        for &index in &pending {
+            let item = &items[index];
+            verify_one(cache, item.key, item.message, item.signature)
+                .map_err(|_| SignatureError::Invalid { index, key: *item.key })?;
+        }
+        // Every item verified alone although the batch failed: the batch's random coefficients
+        // met a torsion component that one-by-one strict checks allow. Treat it as valid, as
+        // the strict rules do.
     }
-    for (index, item) in items.iter().enumerate() {
-        verify_one(cache, item.key, item.message, item.signature)
-            .map_err(|_| SignatureError::Invalid { index, key: *item.key })?;
-    }
-    // Every item verified alone although the batch failed: the batch's random coefficients met a
-    // torsion component that one-by-one strict checks allow. Treat it as valid, as the strict
-    // rules do.
+    cache.remember_verified(pending.iter().map(|index| digests[*index]));
     Ok(())
 }
 
@@ -315,6 +360,39 @@ mod tests {
                 index: 5,
                 key: publics[5]
             })
+        );
+    }
+
+    #[test]
+    fn verified_signatures_are_remembered_but_never_a_different_one() {
+        let pair = keys(1).remove(0);
+        let key = pair.public_key();
+        let signature = pair.sign(b"m");
+        let mut cache = KeyCache::new();
+        assert!(verify_one(&mut cache, &key, b"m", &signature).is_ok());
+        // Same key and signature over another message, or a changed signature: still refused.
+        assert!(verify_one(&mut cache, &key, b"n", &signature).is_err());
+        let mut changed = signature;
+        changed.0[9] ^= 1;
+        assert!(verify_one(&mut cache, &key, b"m", &changed).is_err());
+        let other = keys(2).remove(1).public_key();
+        assert!(verify_one(&mut cache, &other, b"m", &signature).is_err());
+        // A batch mixing a remembered signature and a bad new one names the bad one.
+        let items = [
+            SignedMessage {
+                key: &key,
+                message: b"m",
+                signature: &signature,
+            },
+            SignedMessage {
+                key: &key,
+                message: b"m",
+                signature: &changed,
+            },
+        ];
+        assert_eq!(
+            verify_batch(&mut cache, &items),
+            Err(SignatureError::Invalid { index: 1, key })
         );
     }
 
