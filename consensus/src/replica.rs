@@ -15,7 +15,7 @@ use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 use crate::io::{Config, Effect, Input, LockRecord, Timer};
 use crate::message::{Message, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
-use crate::sumeragi::Sumeragi;
+use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
 
 /// How far ahead of the replica's clock a block's timestamp may be.
 pub const BLOCK_FUTURE_MS_MAX: u64 = 10_000;
@@ -350,7 +350,7 @@ impl<B: Backend + Sync> Replica<B> {
             .execute(header.height, header.timestamp_ms, &block.transactions, &hashes)
         {
             Ok(executed) if executed.state_commitment == header.state_commitment => {
-                self.validated.insert(block.hash(), hashes);
+                self.remember_validated(block.hash(), hashes);
                 true
             }
             _ => false,
@@ -385,8 +385,17 @@ impl<B: Backend + Sync> Replica<B> {
             view_change_proof,
         };
         let block = Block { header, transactions };
-        self.validated.insert(block.hash(), hashes);
+        self.remember_validated(block.hash(), hashes);
         Some(block)
+    }
+
+    /// Keeps a validated block's transaction hashes for its commit, bounded like the core's
+    /// blocks per height (a stalled height sees at most one new block per view).
+    fn remember_validated(&mut self, hash: Hash, hashes: Vec<TransactionHashes>) {
+        if self.validated.len() >= BLOCKS_PER_HEIGHT_MAX {
+            self.validated.pop_first();
+        }
+        self.validated.insert(hash, hashes);
     }
 
     /// R10: durable in Kura first, then applied to the world state.

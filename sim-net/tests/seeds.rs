@@ -11,7 +11,7 @@ fn run_seeds(nodes: usize, seeds: std::ops::Range<u64>) {
         let report = run(seed, &config);
         if !report.ok() {
             failures.push(format!(
-                "seed {seed}: {:?} (replay: kasane sim --nodes {nodes} --byzantine {byzantine} --seeds {seed} --verbose)",
+                "seed {seed}: {:?} (replay: kasane sim --nodes {nodes} --byzantine {byzantine} --seeds {seed})",
                 report.violations
             ));
         }

@@ -34,8 +34,11 @@ pub struct SimArgs {
     /// Print one JSON object per seed instead of text lines.
     #[arg(long)]
     json: bool,
-    /// Print every seed's verdict, not only failures and progress.
+    /// Print verdict lines only for failing seeds (and the summary).
     #[arg(long)]
+    quiet: bool,
+    /// Accepted for compatibility: every seed's verdict is printed unless --quiet.
+    #[arg(long, hide = true)]
     verbose: bool,
 }
 
@@ -132,14 +135,14 @@ pub fn run_sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         latencies.extend(&report.commit_latencies_ms);
         if args.json {
             println!("{}", report_json(&report, &config));
-        } else if !report.ok() || args.verbose {
+        } else if !report.ok() || !args.quiet || args.verbose {
             print_verdict(&report, &config);
         }
         if !report.ok() {
             failures += 1;
             let locking = if args.no_locking { " --no-locking" } else { "" };
             println!(
-                "  replay: kasane sim --nodes {} --byzantine {} --seeds {seed}{locking} --verbose",
+                "  replay: kasane sim --nodes {} --byzantine {} --seeds {seed}{locking}",
                 args.nodes, args.byzantine
             );
         }
