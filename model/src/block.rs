@@ -65,40 +65,12 @@ pub struct ViewChangeProof {
 impl ViewChangeProof {
     /// Distinct members of `validators`, at least a quorum, every signature valid.
     pub fn verify(&self, validators: &BTreeSet<PublicKey>, cache: &mut KeyCache) -> Result<(), CertificateError> {
-        if validators.is_empty() {
-            return Err(CertificateError::NoValidators);
-        }
-        let mut seen = BTreeSet::new();
-        for signature in &self.signatures {
-            if !validators.contains(&signature.validator) {
-                return Err(CertificateError::NotAValidator {
-                    signer: signature.validator,
-                });
-            }
-            if !seen.insert(signature.validator) {
-                return Err(CertificateError::DuplicateSigner {
-                    signer: signature.validator,
-                });
-            }
-        }
-        let needed = quorum(validators.len());
-        if self.signatures.len() < needed {
-            return Err(CertificateError::NoQuorum {
-                signatures: self.signatures.len(),
-                quorum: needed,
-            });
-        }
-        let message = view_change_message(self.height, self.view);
-        let items: Vec<SignedMessage> = self
-            .signatures
-            .iter()
-            .map(|signature| SignedMessage {
-                key: &signature.validator,
-                message: &message,
-                signature: &signature.signature,
-            })
-            .collect();
-        crypto::verify_batch(cache, &items).map_err(CertificateError::BadSignature)
+        verify_quorum(
+            &self.signatures,
+            &view_change_message(self.height, self.view),
+            validators,
+            cache,
+        )
     }
 }
 
@@ -258,38 +230,50 @@ impl Certificate {
                 found: self.vote,
             });
         }
-        let mut seen = BTreeSet::new();
-        for signature in &self.signatures {
-            if !validators.contains(&signature.validator) {
-                return Err(CertificateError::NotAValidator {
-                    signer: signature.validator,
-                });
-            }
-            if !seen.insert(signature.validator) {
-                return Err(CertificateError::DuplicateSigner {
-                    signer: signature.validator,
-                });
-            }
-        }
-        let needed = quorum(validators.len());
-        if self.signatures.len() < needed {
-            return Err(CertificateError::NoQuorum {
-                signatures: self.signatures.len(),
-                quorum: needed,
+        verify_quorum(&self.signatures, &self.vote.signing_message(), validators, cache)
+    }
+}
+
+/// Distinct members of `validators`, at least a quorum of them, each with a valid signature of
+/// `message`: the rule of commit certificates and view-change proofs alike.
+fn verify_quorum(
+    signatures: &[ValidatorSignature],
+    message: &[u8],
+    validators: &BTreeSet<PublicKey>,
+    cache: &mut KeyCache,
+) -> Result<(), CertificateError> {
+    if validators.is_empty() {
+        return Err(CertificateError::NoValidators);
+    }
+    let mut seen = BTreeSet::new();
+    for signature in signatures {
+        if !validators.contains(&signature.validator) {
+            return Err(CertificateError::NotAValidator {
+                signer: signature.validator,
             });
         }
-        let message = self.vote.signing_message();
-        let items: Vec<SignedMessage> = self
-            .signatures
-            .iter()
-            .map(|signature| SignedMessage {
-                key: &signature.validator,
-                message: &message,
-                signature: &signature.signature,
-            })
-            .collect();
-        crypto::verify_batch(cache, &items).map_err(CertificateError::BadSignature)
+        if !seen.insert(signature.validator) {
+            return Err(CertificateError::DuplicateSigner {
+                signer: signature.validator,
+            });
+        }
     }
+    let needed = quorum(validators.len());
+    if signatures.len() < needed {
+        return Err(CertificateError::NoQuorum {
+            signatures: signatures.len(),
+            quorum: needed,
+        });
+    }
+    let items: Vec<SignedMessage> = signatures
+        .iter()
+        .map(|signature| SignedMessage {
+            key: &signature.validator,
+            message,
+            signature: &signature.signature,
+        })
+        .collect();
+    crypto::verify_batch(cache, &items).map_err(CertificateError::BadSignature)
 }
 
 /// A block with the commit certificate that finalised it: what Kura stores and block sync sends.

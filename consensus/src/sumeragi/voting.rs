@@ -65,19 +65,18 @@ impl Sumeragi {
             Some(Some(false)) => self.suspect(out),
             Some(None) => {}
             None => {
-                if self.blocks.len() >= BLOCKS_PER_HEIGHT_MAX {
-                    self.evict_block();
-                }
-                self.blocks.insert(
-                    hash,
-                    BlockEntry {
-                        block: block.clone(),
-                        validated: None,
-                    },
-                );
+                self.remember_block(hash, block.clone(), None);
                 out.push(Effect::ValidateBlock { block });
             }
         }
+    }
+
+    /// Keeps a block of this height, within BLOCKS_PER_HEIGHT_MAX.
+    pub(super) fn remember_block(&mut self, hash: Hash, block: Block, validated: Option<bool>) {
+        if self.blocks.len() >= BLOCKS_PER_HEIGHT_MAX {
+            self.evict_block();
+        }
+        self.blocks.insert(hash, BlockEntry { block, validated });
     }
 
     /// Makes room for one block, keeping the locked, highest and proposed blocks.
@@ -431,16 +430,7 @@ impl Sumeragi {
             return;
         }
         let hash = block.hash();
-        if self.blocks.len() >= BLOCKS_PER_HEIGHT_MAX {
-            self.evict_block();
-        }
-        self.blocks.insert(
-            hash,
-            BlockEntry {
-                block: block.clone(),
-                validated: Some(true),
-            },
-        );
+        self.remember_block(hash, block.clone(), Some(true));
         self.counters.proposals += 1;
         let proposal = Proposal {
             height,
