@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use kasane_kura::{init, Backend, Kura, KuraConfig, KuraError};
 use kasane_model::block::{tx_merkle_root, BlockHeader};
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
-use kasane_model::transaction::{SigningMessages, TransactionHashes};
+use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
@@ -332,17 +332,7 @@ impl<B: Backend + Sync> Replica<B> {
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
             return false;
         }
-        let messages: Vec<SigningMessages> = hashes
-            .iter()
-            .map(|hash| SigningMessages::for_payload_hash(&hash.payload))
-            .collect();
-        let items: Vec<SignedMessage> = block
-            .transactions
-            .iter()
-            .zip(&messages)
-            .flat_map(|(transaction, messages)| messages.items(transaction))
-            .collect();
-        if verify_batch(&mut self.cache, &items).is_err() {
+        if verify_transaction_signatures(&mut self.cache, &block.transactions, &hashes).is_err() {
             return false;
         }
         match self

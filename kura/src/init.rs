@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use kasane_model::block::tx_merkle_root;
 use kasane_model::codec;
-use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
-use kasane_model::transaction::{SigningMessages, TransactionHashes};
+use kasane_model::crypto::KeyCache;
+use kasane_model::transaction::{verify_transaction_signatures, TransactionHashes};
 use kasane_model::{CommittedBlock, Hash, SignedTransaction};
 use kasane_wsv::{PluginRegistry, Wsv};
 
@@ -302,46 +302,14 @@ fn prepare<B: Backend>(
         if tx_merkle_root(&transaction_hashes) != block.block.header.tx_merkle_root {
             return Err(bad(height, "transaction Merkle root does not match the transactions"));
         }
-        let messages: Vec<SigningMessages> = hashes
-            .iter()
-            .map(|hash| SigningMessages::for_payload_hash(&hash.payload))
-            .collect();
-        let items: Vec<SignedMessage> = block
-            .block
-            .transactions
-            .iter()
-            .zip(&messages)
-            .flat_map(|(transaction, messages)| messages.items(transaction))
-            .collect();
-        signatures = items.len() as u64;
-        if let Err(error) = verify_batch(cache, &items) {
-            let transaction = match error {
-                kasane_model::crypto::SignatureError::Invalid { index, .. } => transaction_of_item(&block, index),
-                _ => None,
-            };
-            let place = transaction
-                .map(|index| format!("transaction {index}: "))
-                .unwrap_or_default();
-            return Err(bad(height, format!("{place}{error}")));
-        }
+        signatures = verify_transaction_signatures(cache, &block.block.transactions, &hashes)
+            .map_err(|error| bad(height, error))? as u64;
     }
     Ok(Prepared {
         block,
         hashes,
         signatures,
     })
-}
-
-/// Which transaction the `item`-th signature of a block belongs to.
-fn transaction_of_item(block: &CommittedBlock, item: usize) -> Option<usize> {
-    let mut seen = 0;
-    for (index, transaction) in block.block.transactions.iter().enumerate() {
-        seen += transaction.signatures.len();
-        if item < seen {
-            return Some(index);
-        }
-    }
-    None
 }
 
 /// Applies prepared blocks in order, checking certificates in strict mode.

@@ -200,6 +200,49 @@ pub struct TransactionHashes {
     pub encoded_bytes: usize,
 }
 
+/// A transaction whose signatures did not verify: its index in the list, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("transaction {index}: {error}")]
+pub struct BadTransactionSignature {
+    pub index: usize,
+    pub error: crate::crypto::SignatureError,
+}
+
+/// Verifies every signature of `transactions` (with their `hashes`, in the same order) in one
+/// batch, naming the first transaction with a bad one.
+pub fn verify_transaction_signatures(
+    cache: &mut crate::crypto::KeyCache,
+    transactions: &[SignedTransaction],
+    hashes: &[TransactionHashes],
+) -> Result<usize, BadTransactionSignature> {
+    let messages: Vec<SigningMessages> = hashes
+        .iter()
+        .map(|hash| SigningMessages::for_payload_hash(&hash.payload))
+        .collect();
+    let items: Vec<SignedMessage> = transactions
+        .iter()
+        .zip(&messages)
+        .flat_map(|(transaction, messages)| messages.items(transaction))
+        .collect();
+    crate::crypto::verify_batch(cache, &items).map_err(|error| {
+        // Map the failing signature back to its transaction.
+        let item = match error {
+            crate::crypto::SignatureError::Invalid { index, .. } => index,
+            _ => 0,
+        };
+        let mut seen = 0;
+        let index = transactions
+            .iter()
+            .position(|transaction| {
+                seen += transaction.signatures.len();
+                item < seen
+            })
+            .unwrap_or(0);
+        BadTransactionSignature { index, error }
+    })?;
+    Ok(items.len())
+}
+
 /// The signing messages of one transaction, kept alive for a batch verification.
 #[derive(Debug, Clone)]
 pub struct SigningMessages {
