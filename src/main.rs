@@ -1,8 +1,7 @@
 //! `kasane`: the command-line entry point. See README.md and ARCHITECTURE.md.
 
-mod cli;
-
 use clap::{Parser, Subcommand};
+use kasane::cli;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,28 +16,54 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Builds a chain of signed transfers into a fresh store, reopens it, and replays it into
-    /// the world state fast and strict, reporting what each step did.
+    /// The main job: a local cluster under load. Runs genesis, up, load, status and down on
+    /// defaults and reports what happened.
     Demo(cli::demo::DemoArgs),
+    /// Prints a new ed25519 key pair as JSON.
+    Keys,
+    /// Writes a cluster directory: genesis block, manifest and one config per node.
+    Genesis(cli::genesis::GenesisArgs),
+    /// Runs one node in the foreground until SIGINT or SIGTERM.
+    Node(cli::cluster::NodeArgs),
+    /// Starts every node of a cluster directory in the background and waits until all are healthy.
+    Up(cli::cluster::UpArgs),
+    /// Stops the nodes `up` started.
+    Down(cli::cluster::DownArgs),
+    /// Talks to one node's API: submit, status, tx, block, proof, query.
+    Client(cli::client::ClientArgs),
+    /// Sends signed transfers at an open-loop rate and checks each accepted one committed once.
+    Load(cli::load::LoadArgs),
     /// Runs seeds of the deterministic simulator and checks every invariant.
     Sim(cli::sim::SimArgs),
-    /// Block store tools: generate, inspect, verify.
+    /// Block store tools: demo, generate, inspect, verify.
     #[command(subcommand)]
     Kura(cli::kura::KuraCommand),
 }
 
 fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    // A node logs what it does at info level; the tools only warn unless asked.
+    let default_filter = match args.command {
+        Command::Node(_) => "info,quinn=warn,rustls=warn",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KASANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let result = match args.command {
         Command::Demo(args) => cli::demo::run(args),
+        Command::Keys => cli::genesis::run_keys(),
+        Command::Genesis(args) => cli::genesis::run_genesis(args),
+        Command::Node(args) => cli::cluster::run_node(args),
+        Command::Up(args) => cli::cluster::run_up(args),
+        Command::Down(args) => cli::cluster::run_down(args),
+        Command::Client(args) => cli::client::run_client(args),
+        Command::Load(args) => cli::load::run_load(args),
         Command::Kura(command) => cli::kura::run(command),
         Command::Sim(args) => cli::sim::run_sim(args),
     };

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kasane_kura::{init, Backend, Kura, KuraConfig, KuraError};
 use kasane_model::block::{tx_merkle_root, BlockHeader};
-use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage, VerifiedSignatures};
 use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
@@ -42,6 +42,10 @@ pub enum ReplicaEvent {
         hash: Hash,
         /// (payload hash, committed?) per transaction, in block order.
         transactions: Vec<(Hash, bool)>,
+        /// Transaction hashes (the Merkle leaves), in block order.
+        tx_hashes: Vec<Hash>,
+        /// Why each rejected transaction was rejected, by payload hash, in block order.
+        rejections: Vec<(Hash, String)>,
     },
     ViewChanged {
         height: u64,
@@ -96,6 +100,19 @@ impl<B: Backend + Sync> Replica<B> {
     ) -> Result<Replica<B>, ReplicaError> {
         let (kura, _) = Kura::open(backend, kura_config)?;
         let (wsv, _) = init::fast_init(&kura, plugins, None)?;
+        Ok(Replica::from_parts(key, config, kura, wsv, lock_store, queue_capacity))
+    }
+
+    /// A replica over a store its host opened and a world state it replayed from that store
+    /// (the node reports both steps and chooses fast or strict init).
+    pub fn from_parts(
+        key: KeyPair,
+        config: Config,
+        kura: Kura<B>,
+        wsv: Wsv,
+        lock_store: Box<dyn LockStore>,
+        queue_capacity: usize,
+    ) -> Replica<B> {
         let core = Sumeragi::new(
             key.clone(),
             config,
@@ -104,7 +121,7 @@ impl<B: Backend + Sync> Replica<B> {
             &wsv.validators(),
             lock_store.load(),
         );
-        Ok(Replica {
+        Replica {
             key,
             core,
             kura,
@@ -114,7 +131,18 @@ impl<B: Backend + Sync> Replica<B> {
             validated: BTreeMap::new(),
             lock_store,
             events: Vec::new(),
-        })
+        }
+    }
+
+    /// Signatures the host verified off the consensus thread: the checks in `submit`,
+    /// `on_message` and block validation find them done.
+    pub fn absorb_verified(&mut self, verified: VerifiedSignatures) {
+        self.cache.absorb(verified);
+    }
+
+    /// Whether a transaction with this payload hash waits in the queue.
+    pub fn is_queued(&self, payload: &Hash) -> bool {
+        self.queue.contains(payload)
     }
 
     pub fn key(&self) -> PublicKey {
@@ -203,7 +231,7 @@ impl<B: Backend + Sync> Replica<B> {
         let mut accepted = Vec::new();
         for transaction in transactions {
             let hashes = transaction.hashes();
-            let result = self.check_transaction(&transaction, &hashes).and_then(|()| {
+            let result = self.check_transaction(now_ms, &transaction, &hashes).and_then(|()| {
                 self.queue
                     .push(transaction.clone(), hashes)
                     .map_err(|error| match error {
@@ -228,10 +256,18 @@ impl<B: Backend + Sync> Replica<B> {
         results
     }
 
-    fn check_transaction(&mut self, transaction: &SignedTransaction, hashes: &TransactionHashes) -> Result<(), String> {
+    fn check_transaction(
+        &mut self,
+        now_ms: u64,
+        transaction: &SignedTransaction,
+        hashes: &TransactionHashes,
+    ) -> Result<(), String> {
         transaction
             .check_stateless(self.wsv.chain())
             .map_err(|error| error.to_string())?;
+        if self.wsv.is_committed_payload(&hashes.payload, now_ms) {
+            return Err("already committed".to_string());
+        }
         let messages = SigningMessages::for_payload_hash(&hashes.payload);
         let items: Vec<SignedMessage> = messages.items(transaction).collect();
         verify_batch(&mut self.cache, &items).map_err(|error| error.to_string())
@@ -419,6 +455,15 @@ impl<B: Backend + Sync> Replica<B> {
                 .iter()
                 .zip(&applied.outcomes)
                 .map(|(hash, outcome)| (hash.payload, *outcome == TransactionOutcome::Committed))
+                .collect(),
+            tx_hashes: hashes.iter().map(|hash| hash.transaction).collect(),
+            rejections: hashes
+                .iter()
+                .zip(&applied.outcomes)
+                .filter_map(|(hash, outcome)| match outcome {
+                    TransactionOutcome::Rejected(reason) => Some((hash.payload, reason.to_string())),
+                    TransactionOutcome::Committed => None,
+                })
                 .collect(),
         });
         Input::BlockCommitted {

@@ -241,6 +241,33 @@ impl KeyCache {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Hands over every signature this cache verified, emptying its memory of them. A node
+    /// verifies on worker threads with caches of their own and passes the result to the cache
+    /// of its consensus task with [`KeyCache::absorb`].
+    pub fn take_verified(&mut self) -> VerifiedSignatures {
+        VerifiedSignatures(self.verified.drain().collect())
+    }
+
+    /// Remembers signatures another cache verified.
+    pub fn absorb(&mut self, verified: VerifiedSignatures) {
+        self.remember_verified(verified.0);
+    }
+}
+
+/// Signatures verified by one [`KeyCache`], on their way to another. Only a cache makes one, so
+/// holding one means the checks were done.
+#[derive(Debug, Default)]
+pub struct VerifiedSignatures(Vec<[u8; 32]>);
+
+impl VerifiedSignatures {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Checks one signature with the strict rules.
@@ -319,6 +346,22 @@ mod tests {
         (0..count as u64)
             .map(|index| KeyPair::derive(b"crypto-tests", index))
             .collect()
+    }
+
+    #[test]
+    fn verified_signatures_move_between_caches() {
+        let pairs = keys(1);
+        let signature = pairs[0].sign(b"moved");
+        let mut worker = KeyCache::new();
+        assert!(verify_one(&mut worker, &pairs[0].public_key(), b"moved", &signature).is_ok());
+        let verified = worker.take_verified();
+        assert_eq!(verified.len(), 1);
+        let mut main = KeyCache::new();
+        let digest = check_digest(&pairs[0].public_key(), b"moved", &signature);
+        assert!(!main.is_verified(&digest));
+        main.absorb(verified);
+        assert!(main.is_verified(&digest));
+        assert!(!worker.is_verified(&digest));
     }
 
     #[test]

@@ -452,6 +452,7 @@ impl<'c> Simulation<'c> {
                         height,
                         hash,
                         transactions,
+                        ..
                     } if honest => {
                         for (payload, committed) in &transactions {
                             if *committed && !self.checker.chain().contains_key(&height) {

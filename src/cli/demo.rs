@@ -1,34 +1,37 @@
-//! `kasane demo`: the storage and state half of a node at work, end to end.
-//!
-//! 1. generate a chain of signed transfers (a genesis with validators and funded accounts, then
-//!    blocks executed against the world state and certified by a quorum) into a fresh store,
-//!    fsync on;
-//! 2. reopen the store and replay it into a world state, fast and strict;
-//! 3. tear the last record as a crash would, reopen, and show the store cut back to the last
-//!    whole block with the same state as before that block.
+//! `kasane demo`: the main job. A local cluster under load, end to end, on defaults:
+//! genesis (4 validators on loopback), up, load (signed transfers at an open-loop rate), status
+//! of every node (same height and head hash), a Merkle proof checked against a block, down.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use clap::Args;
-use kasane_kura::init::{fast_init, strict_init};
-use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig};
-use kasane_wsv::PluginRegistry;
+use serde_json::{json, Value};
 
-use super::kura::{generate, init_report_json, GenerateArgs};
-use super::ProgressLine;
+use super::client::check_proof;
+use super::cluster::{down, up};
+use super::genesis::{write_cluster, GenesisArgs};
+use super::http::{runtime, ApiClient};
+use super::load::{load, print_report, LoadArgs};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Store directory (default: a temporary directory, removed afterwards).
+    /// Cluster directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
-    blocks: u64,
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Transactions per second.
     #[arg(long, default_value_t = 1000)]
-    txs_per_block: usize,
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Leave the cluster running (with --dir) instead of stopping it.
+    #[arg(long, requires = "dir")]
+    keep: bool,
     /// Write the summary as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -36,113 +39,134 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let temporary = tempfile::tempdir().context("creating a temporary directory")?;
-    let dir = args.dir.clone().unwrap_or_else(|| temporary.path().join("kura"));
-    println!(
-        "kasane demo: {} blocks of {} transfers into {}",
-        args.blocks,
-        args.txs_per_block,
-        dir.display()
-    );
-
-    let generate_args = GenerateArgs {
-        dir: dir.clone(),
-        blocks: args.blocks,
-        txs_per_block: args.txs_per_block,
-        accounts: None,
-        validators: 4,
-        seed: 1,
-        blocks_per_chunk: 100,
-        fsync: FsyncPolicy::Always,
+    let dir = args.dir.clone().unwrap_or_else(|| temporary.path().join("cluster"));
+    println!("demo: genesis of {} validators in {}", args.validators, dir.display());
+    let genesis = GenesisArgs {
+        validators: args.validators,
+        observers: 0,
+        out: dir.clone(),
+        hosts: Vec::new(),
+        base_port: None,
+        accounts: 100,
+        chain: crate::testnet::DEFAULT_CHAIN.to_string(),
+        block_time_ms: None,
+        commit_timeout_ms: None,
+        block_txs_max: None,
+        fsync: "always".to_string(),
+        force: args.dir.is_some(),
     };
-    let generated = generate(&generate_args)?;
-    let transactions = generated["transactions"].as_u64().unwrap_or(0);
-    let seconds = generated["seconds"].as_f64().unwrap_or(0.0);
-    println!(
-        "generated: height {}, {} transactions in {} chunks, {:.1} MB, {:.1} s (signing, executing, fsync per block)",
-        generated["height"],
-        transactions,
-        generated["chunks"],
-        generated["bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        seconds
-    );
-
-    let started = Instant::now();
-    let (kura, open) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
-    println!(
-        "reopened: height {} in {:.3} s (every record checksum verified)",
-        open.height,
-        started.elapsed().as_secs_f64()
-    );
-
-    let mut progress = ProgressLine::new("fast init");
-    let (fast_wsv, fast) = fast_init(
-        &kura,
-        PluginRegistry::builtin(),
-        Some(&mut |d, t| progress.update(d, t)),
-    )?;
-    println!(
-        "fast init: {} transactions in {:.2} s = {:.0} tx/s",
-        fast.transactions,
-        fast.elapsed.as_secs_f64(),
-        fast.transactions_per_second()
-    );
-    let mut progress = ProgressLine::new("strict init");
-    let (strict_wsv, strict) = strict_init(
-        &kura,
-        PluginRegistry::builtin(),
-        Some(&mut |d, t| progress.update(d, t)),
-    )?;
-    println!(
-        "strict init: {} transactions, {} signatures in {:.2} s = {:.0} tx/s",
-        strict.transactions,
-        strict.signatures_verified,
-        strict.elapsed.as_secs_f64(),
-        strict.transactions_per_second()
-    );
-    ensure!(
-        fast_wsv.state_commitment() == strict_wsv.state_commitment()
-            && generated["state_commitment"].as_str() == Some(strict_wsv.state_commitment().to_hex().as_str()),
-        "fast and strict init disagree with the generated state"
-    );
-    println!(
-        "state commitment {} (generator, fast and strict init agree)",
-        strict_wsv.state_commitment()
-    );
-
-    // A crash in the middle of the last append: cut the last chunk inside its last record.
-    let height = kura.height();
-    let last_chunk = dir.join(kasane_kura::format::chunk_file_name(
-        ((height - 1) / u64::from(kura.blocks_per_chunk())) as u32,
-    ));
-    drop(kura);
-    let length = std::fs::metadata(&last_chunk)?.len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last_chunk)?
-        .set_len(length - 100)?;
-    let (kura, reopened) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
-    let cut = reopened.cut.clone().context("the torn record was not detected")?;
-    let (after_crash, _) = fast_init(&kura, PluginRegistry::builtin(), None)?;
-    println!(
-        "torn tail: cut {} bytes in chunk {}; store back to height {} (was {}), state commitment {}",
-        cut.bytes_cut,
-        cut.chunk,
-        reopened.height,
-        height,
-        after_crash.state_commitment()
-    );
-    ensure!(reopened.height == height - 1, "recovery lost more than the torn block");
-
-    let summary = serde_json::json!({
-        "generated": generated,
-        "fast_init": init_report_json(&fast),
-        "strict_init": init_report_json(&strict),
-        "torn_tail": {"bytes_cut": cut.bytes_cut, "height_before": height, "height_after": reopened.height},
-    });
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
-        println!("wrote {}", path.display());
+    write_cluster(&genesis)?;
+    println!("demo: starting the nodes");
+    let manifest = match up(&dir, Duration::from_secs(60)) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            let _ = down(&dir, Duration::from_secs(5));
+            return Err(error);
+        }
+    };
+    for node in &manifest.nodes {
+        println!("demo:   {} {}", node.name, node.api);
     }
-    println!("demo: ok");
-    Ok(ExitCode::SUCCESS)
+    let result = exercise(&args, &dir, &manifest.api_urls());
+    if !args.keep {
+        let (stopped, killed) = down(&dir, Duration::from_secs(10))?;
+        println!("demo: stopped {stopped} nodes ({killed} needed SIGKILL)");
+    }
+    let summary = result?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let ok = summary["ok"].as_bool() == Some(true);
+    println!("demo: {}", if ok { "ok" } else { "FAILED" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn exercise(args: &DemoArgs, dir: &std::path::Path, urls: &[String]) -> anyhow::Result<Value> {
+    let load_args = LoadArgs {
+        node: urls.to_vec(),
+        dir: Some(dir.to_path_buf()),
+        rate: args.rate,
+        duration: args.duration,
+        accounts: None,
+        batch_ms: 20,
+        wait_secs: 60,
+        seed: None,
+        json: None,
+        quiet: false,
+    };
+    println!(
+        "demo: load of {} transfers/s for {} s across {} nodes",
+        args.rate,
+        args.duration,
+        urls.len()
+    );
+    runtime()?.block_on(async {
+        let report = load(&load_args).await?;
+        print_report(&report);
+        // Every node at the same height with the same head.
+        let clients: Vec<ApiClient> = urls
+            .iter()
+            .map(|url| ApiClient::new(url))
+            .collect::<anyhow::Result<_>>()?;
+        let mut statuses = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            statuses.clear();
+            for client in &clients {
+                statuses.push(client.status().await?);
+            }
+            let first = (&statuses[0]["height"], &statuses[0]["head_hash"]);
+            if statuses
+                .iter()
+                .all(|status| (&status["height"], &status["head_hash"]) == first)
+                || tokio::time::Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (url, status) in urls.iter().zip(&statuses) {
+            println!(
+                "demo: {url} height {} head {} view {} role {} commits {} view changes {}",
+                status["height"],
+                status["head_hash"].as_str().unwrap_or("?"),
+                status["view"],
+                status["role"].as_str().unwrap_or("?"),
+                status["commits"],
+                status["view_changes"]
+            );
+        }
+        let converged = statuses.iter().all(|status| {
+            (&status["height"], &status["head_hash"]) == (&statuses[0]["height"], &statuses[0]["head_hash"])
+        });
+        // A proof for the first transaction of the last block, checked against the block.
+        let height = statuses[0]["height"].as_u64().unwrap_or(0);
+        let block = clients[0].get_json(&format!("/v1/blocks/{height}")).await?;
+        let proof_ok = match block["tx_hashes"]
+            .as_array()
+            .and_then(|hashes| hashes.first())
+            .and_then(Value::as_str)
+        {
+            Some(tx_hash) => {
+                let proof = clients[0]
+                    .get_json(&format!("/v1/blocks/{height}/proof/{tx_hash}"))
+                    .await?;
+                check_proof(&block, &proof).is_ok()
+            }
+            None => false,
+        };
+        println!(
+            "demo: nodes converged: {converged}; Merkle proof of a transaction in block {height}: {}",
+            if proof_ok { "verified" } else { "FAILED" }
+        );
+        ensure!(!statuses.is_empty(), "no node answered");
+        Ok(json!({
+            "load": report,
+            "converged": converged,
+            "height": height,
+            "proof_verified": proof_ok,
+            "ok": report.ok && converged && proof_ok,
+        }))
+    })
 }

@@ -15,6 +15,9 @@ use super::ProgressLine;
 
 #[derive(Debug, Subcommand)]
 pub enum KuraCommand {
+    /// The storage and state demo: generates a chain into a fresh store, replays it fast and
+    /// strict, tears the tail as a crash would and shows the recovery.
+    Demo(super::store_demo::DemoArgs),
     /// Writes a valid signed chain of transfers from a generated genesis into a new store.
     Generate(GenerateArgs),
     /// Prints a JSON summary of a store (read-only).
@@ -57,6 +60,7 @@ pub struct GenerateArgs {
 
 pub fn run(command: KuraCommand) -> anyhow::Result<ExitCode> {
     match command {
+        KuraCommand::Demo(args) => super::store_demo::run(args),
         KuraCommand::Generate(args) => {
             let summary = generate(&args)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);

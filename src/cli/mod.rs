@@ -1,8 +1,14 @@
 //! Subcommands of the `kasane` binary.
 
+pub mod client;
+pub mod cluster;
 pub mod demo;
+pub mod genesis;
+pub mod http;
 pub mod kura;
+pub mod load;
 pub mod sim;
+pub mod store_demo;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

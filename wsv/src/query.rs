@@ -63,6 +63,19 @@ impl Wsv {
         }))
     }
 
+    /// Account identifiers in order, of one domain or of all. Sorts the matching ids, so a
+    /// page costs O(accounts log accounts): fine for queries, not for a hot path.
+    pub fn accounts(&self, domain: Option<&DomainId>, page: Page) -> Vec<AccountId> {
+        let mut ids: Vec<&AccountId> = self
+            .world
+            .accounts
+            .keys()
+            .filter(|id| domain.is_none_or(|domain| id.domain == *domain))
+            .collect();
+        ids.sort_unstable();
+        page.apply(ids.into_iter().cloned())
+    }
+
     pub fn peers(&self) -> Vec<PublicKey> {
         self.world.peers.iter().copied().collect()
     }

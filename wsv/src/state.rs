@@ -238,6 +238,11 @@ impl Wsv {
         &self.plugins
     }
 
+    /// Whether a payload is committed and still within replay memory at `now_ms`.
+    pub fn is_committed_payload(&self, payload: &Hash, now_ms: u64) -> bool {
+        self.replay.seen(payload, now_ms)
+    }
+
     pub fn replay_entries(&self) -> usize {
         self.replay.len()
     }

@@ -1,0 +1,101 @@
+//! A small client of the node API, shared by `kasane up`, `client`, `load` and `demo`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kasane_model::{codec, SignedTransaction};
+use serde_json::Value;
+
+use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
+
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// What a submission came back with.
+#[derive(Debug)]
+pub enum Submitted {
+    Answered(SubmitResponse),
+    /// 503: the node's queue is full.
+    QueueFull,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(ApiClient {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GET a JSON document; a non-2xx answer is an error carrying the node's message.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        self.get_json("/v1/status").await
+    }
+
+    /// POSTs transactions as one postcard batch.
+    pub async fn submit(&self, transactions: Vec<SignedTransaction>) -> anyhow::Result<Submitted> {
+        let url = format!("{}/v1/transactions", self.base);
+        let body = codec::encode(&TransactionBatch(transactions));
+        let response = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("POST {url}: reading the body"))?;
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && text.contains("queue_full") {
+            return Ok(Submitted::QueueFull);
+        }
+        if !status.is_success() {
+            bail!("POST {url}: {status}: {text}");
+        }
+        let response = serde_json::from_str(&text).with_context(|| format!("POST {url}: unexpected answer {text}"))?;
+        Ok(Submitted::Answered(response))
+    }
+}
+
+/// A single-threaded runtime for the short client commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,0 +1,729 @@
+//! The HTTP API (axum), versioned under /v1, plus /metrics, and the admin router for the
+//! loopback-only admin listener. Every error is JSON: `{"error": {"code": ..., "message": ...}}`.
+//! Bodies are parsed by hand so a malformed body gets that JSON error too, never a panic.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
+use kasane_model::codec::{self, Versioned};
+use kasane_model::crypto::KeyCache;
+use kasane_model::hash::Blake2bMerkle;
+use kasane_model::ids::{AccountId, DomainId};
+use kasane_model::{merkle, CommittedBlock, Hash, SignedTransaction};
+use kasane_p2p::FaultRules;
+use kasane_wsv::query::{Page, PAGE_LIMIT_MAX};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, oneshot};
+
+use super::runtime::{preverify_transactions, Command, Shared};
+use super::state::{Metrics, TxState};
+
+/// A postcard body of POST /v1/transactions: a versioned list of signed transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionBatch(pub Vec<SignedTransaction>);
+
+impl Versioned for TransactionBatch {
+    const NAME: &'static str = "transaction batch";
+    const VERSION: u8 = 1;
+    const ENCODED_BYTES_MAX: usize = 64 << 20;
+}
+
+/// The content type of postcard bodies.
+pub const POSTCARD: &str = "application/x-postcard";
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the node is shutting down",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn parse_hash(text: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(text).map_err(|error| ApiError::bad_request(format!("{text:?} is not a 32-byte hex hash: {error}")))
+}
+
+fn parse_height(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a block height")))
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let body_limit = shared.body_bytes_max;
+    Router::new()
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/status", get(status))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/blocks/{height}/proof/{tx_hash}", get(proof))
+        .route("/v1/accounts", get(accounts))
+        .route("/v1/accounts/{id}", get(account))
+        .route("/v1/domains", get(domains))
+        .route("/v1/peers", get(peers))
+        .route("/v1/events", get(events))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(shared)
+}
+
+pub fn admin_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/admin/faults", get(get_faults).put(put_faults))
+        .route("/admin/network", get(network_stats))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(shared)
+}
+
+/// Reads a whole body within the limit, answering 413 past it.
+async fn body_bytes(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    })
+}
+
+fn parse_transactions(headers: &HeaderMap, body: &[u8]) -> Result<Vec<SignedTransaction>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/json");
+    let transactions = if content_type.starts_with(POSTCARD) || content_type.starts_with("application/octet-stream") {
+        codec::decode::<TransactionBatch>(body)
+            .map_err(|error| ApiError::bad_request(error.to_string()))?
+            .0
+    } else if content_type.starts_with("application/json") {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|error| ApiError::bad_request(format!("malformed JSON: {error}")))?;
+        if value.is_array() {
+            serde_json::from_value(value)
+        } else {
+            serde_json::from_value(value).map(|transaction| vec![transaction])
+        }
+        .map_err(|error| ApiError::bad_request(format!("not a signed transaction or a list of them: {error}")))?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {content_type:?}: send application/json or {POSTCARD}"),
+        ));
+    };
+    if transactions.is_empty() {
+        return Err(ApiError::bad_request("no transactions"));
+    }
+    if transactions.len() > GOSSIP_TRANSACTIONS_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+            format!(
+                "{} transactions in one request; the limit is {GOSSIP_TRANSACTIONS_MAX}",
+                transactions.len()
+            ),
+        ));
+    }
+    Ok(transactions)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResult {
+    pub hash: String,
+    pub payload_hash: String,
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<SubmitResult>,
+}
+
+async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Body) -> ApiResult {
+    let body = body_bytes(body, shared.body_bytes_max).await?;
+    let transactions = parse_transactions(&headers, &body)?;
+    let queued = shared.status.borrow().queue_len;
+    if queued >= shared.queue_capacity {
+        Metrics::add(&shared.metrics.queue_full_responses, 1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!(
+                "the transaction queue is full ({queued} of {} waiting for a block); retry later",
+                shared.queue_capacity
+            ),
+        ));
+    }
+    // Hashing and signature checks run on the blocking pool, not on the consensus task.
+    let (transactions, hashes, verified) = tokio::task::spawn_blocking(move || {
+        let hashes: Vec<_> = transactions.iter().map(SignedTransaction::hashes).collect();
+        let mut cache = KeyCache::new();
+        preverify_transactions(&mut cache, &transactions);
+        (transactions, hashes, cache.take_verified())
+    })
+    .await
+    .map_err(|_| ApiError::unavailable())?;
+    let (reply, answer) = oneshot::channel();
+    shared
+        .commands
+        .send(Command::Submit {
+            transactions,
+            verified,
+            reply,
+        })
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let outcomes = answer.await.map_err(|_| ApiError::unavailable())?;
+    Metrics::add(&shared.metrics.submitted, outcomes.len() as u64);
+    let mut results = Vec::with_capacity(outcomes.len());
+    {
+        let now = std::time::Instant::now();
+        let mut table = shared.transactions.lock().map_err(|_| ApiError::unavailable())?;
+        for (outcome, hash) in outcomes.into_iter().zip(&hashes) {
+            match &outcome {
+                Ok(()) => table.queued(hash.payload, hash.transaction, now),
+                Err(reason) => table.refused(hash.payload, hash.transaction, reason.clone()),
+            }
+            results.push(SubmitResult {
+                hash: hash.transaction.to_hex(),
+                payload_hash: hash.payload.to_hex(),
+                accepted: outcome.is_ok(),
+                error: outcome.err(),
+            });
+        }
+    }
+    let accepted = results.iter().filter(|result| result.accepted).count();
+    Metrics::add(&shared.metrics.admission_refused, (results.len() - accepted) as u64);
+    if accepted == 0
+        && results.iter().all(|result| {
+            result
+                .error
+                .as_deref()
+                .is_some_and(|error| error.starts_with("the queue is full"))
+        })
+    {
+        Metrics::add(&shared.metrics.queue_full_responses, 1);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            "the transaction queue is full; retry later",
+        ));
+    }
+    let response = SubmitResponse {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    };
+    Ok(Json(response).into_response())
+}
+
+async fn transaction(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult {
+    let hash = parse_hash(&hash)?;
+    let known = shared
+        .transactions
+        .lock()
+        .map_err(|_| ApiError::unavailable())?
+        .get(&hash);
+    if let Some((payload, state)) = known {
+        return Ok(Json(json!({"payload_hash": payload.to_hex(), "state": state})).into_response());
+    }
+    // Gossiped to this node and still waiting: the replica's queue knows it by payload hash.
+    let queued = shared
+        .read(move |replica| replica.is_queued(&hash))
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    if queued {
+        return Ok(Json(json!({"payload_hash": hash.to_hex(), "state": TxState::Queued})).into_response());
+    }
+    Err(ApiError::not_found(format!(
+        "transaction {hash} is not known to this node"
+    )))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let status = shared.status.borrow().clone();
+    let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("peers_connected".into(), json!(shared.network.peers_connected()));
+        object.insert("commits".into(), json!(Metrics::get(&shared.metrics.commits)));
+        object.insert("view_changes".into(), json!(Metrics::get(&shared.metrics.view_changes)));
+    }
+    Json(value).into_response()
+}
+
+/// The JSON form of a committed block.
+pub fn block_json(committed: &CommittedBlock) -> Value {
+    let block = &committed.block;
+    let header = &block.header;
+    let tx_hashes: Vec<String> = block
+        .transactions
+        .iter()
+        .map(|transaction| transaction.hashes().transaction.to_hex())
+        .collect();
+    let certificate = &committed.certificate;
+    json!({
+        "height": header.height,
+        "hash": block.hash().to_hex(),
+        "previous_hash": header.previous_hash.to_hex(),
+        "view": header.view,
+        "proposer": header.proposer.to_hex(),
+        "tx_merkle_root": header.tx_merkle_root.to_hex(),
+        "state_commitment": header.state_commitment.to_hex(),
+        "timestamp_ms": header.timestamp_ms,
+        "view_change_proof": header.view_change_proof.as_ref().map(|proof| json!({
+            "view": proof.view,
+            "signers": proof.signatures.iter().map(|signature| signature.validator.to_hex()).collect::<Vec<_>>(),
+        })),
+        "tx_hashes": tx_hashes,
+        "certificate": {
+            "kind": format!("{:?}", certificate.vote.kind).to_lowercase(),
+            "height": certificate.vote.height,
+            "view": certificate.vote.view,
+            "block_hash": certificate.vote.block_hash.to_hex(),
+            "signers": certificate.signatures.iter().map(|signature| signature.validator.to_hex()).collect::<Vec<_>>(),
+        },
+    })
+}
+
+async fn read_block(shared: &Shared, height: u64) -> Result<CommittedBlock, ApiError> {
+    let read = shared
+        .read(move |replica| (height >= 1 && height <= replica.kura().height()).then(|| replica.kura().read(height)))
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    match read {
+        None => Err(ApiError::not_found(format!("no block at height {height}"))),
+        Some(Ok(block)) => Ok(block),
+        Some(Err(error)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            format!("reading block {height}: {error}"),
+        )),
+    }
+}
+
+async fn block(State(shared): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult {
+    let height = parse_height(&height)?;
+    let committed = read_block(&shared, height).await?;
+    let worker = shared.clone();
+    let value = tokio::task::spawn_blocking(move || {
+        let mut value = block_json(&committed);
+        // Each transaction's outcome, as far as this node remembers it (it does for every block
+        // it committed since it started, within the table's bound): "committed", "rejected:
+        // <reason>", or null when unknown.
+        let outcomes: Vec<Value> = match worker.transactions.lock() {
+            Ok(table) => committed
+                .block
+                .transactions
+                .iter()
+                .map(|transaction| match table.get(&transaction.hashes().payload) {
+                    Some((_, TxState::Committed { height: at })) if at == height => json!("committed"),
+                    Some((_, TxState::Committed { .. })) => json!("rejected: committed at another height"),
+                    Some((
+                        _,
+                        TxState::Rejected {
+                            reason,
+                            height: Some(at),
+                        },
+                    )) if at == height => {
+                        json!(format!("rejected: {reason}"))
+                    }
+                    _ => Value::Null,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Some(object) = value.as_object_mut() {
+            object.insert("outcomes".into(), json!(outcomes));
+        }
+        value
+    })
+    .await
+    .map_err(|_| ApiError::unavailable())?;
+    Ok(Json(value).into_response())
+}
+
+async fn proof(State(shared): State<Arc<Shared>>, Path((height, tx_hash)): Path<(String, String)>) -> ApiResult {
+    let height = parse_height(&height)?;
+    let tx_hash = parse_hash(&tx_hash)?;
+    let committed = read_block(&shared, height).await?;
+    let hashes: Vec<Hash> = committed
+        .block
+        .transactions
+        .iter()
+        .map(|transaction| transaction.hashes().transaction)
+        .collect();
+    let index = hashes
+        .iter()
+        .position(|hash| *hash == tx_hash)
+        .ok_or_else(|| ApiError::not_found(format!("transaction {tx_hash} is not in block {height}")))?;
+    let leaves: Vec<Hash> = hashes
+        .iter()
+        .map(|hash| merkle::leaf_hash::<Blake2bMerkle>(hash.as_bytes()))
+        .collect();
+    let proof = merkle::inclusion_proof_from_leaf_hashes::<Blake2bMerkle>(&leaves, index)
+        .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "proof_error", error.to_string()))?;
+    Ok(Json(json!({
+        "height": height,
+        "tx_hash": tx_hash.to_hex(),
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "path": proof.path.iter().map(Hash::to_hex).collect::<Vec<_>>(),
+        "tx_merkle_root": committed.block.header.tx_merkle_root.to_hex(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+    domain: Option<String>,
+}
+
+impl PageQuery {
+    fn page(&self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(Page::default().limit);
+        if limit == 0 || limit > PAGE_LIMIT_MAX {
+            return Err(ApiError::bad_request(format!(
+                "limit must be within 1..={PAGE_LIMIT_MAX}"
+            )));
+        }
+        Ok(Page {
+            offset: self.offset.unwrap_or(0),
+            limit,
+        })
+    }
+}
+
+fn query_error(error: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request(format!("query string: {error}"))
+}
+
+async fn accounts(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(query_error)?;
+    let page = query.page()?;
+    let domain = match &query.domain {
+        Some(text) => Some(
+            text.parse::<DomainId>()
+                .map_err(|error| ApiError::bad_request(format!("domain {text:?}: {error}")))?,
+        ),
+        None => None,
+    };
+    let ids = shared
+        .read(move |replica| replica.wsv().accounts(domain.as_ref(), page))
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({"offset": page.offset, "limit": page.limit, "accounts": ids})).into_response())
+}
+
+async fn account(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(query_error)?;
+    let page = query.page()?;
+    let id: AccountId = id
+        .parse()
+        .map_err(|error| ApiError::bad_request(format!("account {id:?}: {error}")))?;
+    let lookup = id.clone();
+    let found = shared
+        .read(move |replica| {
+            let wsv = replica.wsv();
+            wsv.account(&lookup).map(|account| {
+                json!({
+                    "id": account.id.to_string(),
+                    "signatories": account.signatories.iter().map(|key| key.to_hex()).collect::<Vec<_>>(),
+                    "signatures_required": account.signatures_required,
+                    "balances": wsv.balances(&lookup, page).into_iter().map(|(definition, amount)| json!({
+                        "asset": definition.to_string(),
+                        // u128 amounts as strings: JSON numbers lose precision past 2^53.
+                        "amount": amount.to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+        })
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    match found {
+        Some(value) => Ok(Json(value).into_response()),
+        None => Err(ApiError::not_found(format!("no account {id}"))),
+    }
+}
+
+async fn domains(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(query_error)?;
+    let page = query.page()?;
+    let ids = shared
+        .read(move |replica| replica.wsv().domains(page))
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({"offset": page.offset, "limit": page.limit, "domains": ids})).into_response())
+}
+
+async fn peers(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let keys = shared
+        .read(|replica| replica.wsv().peers())
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    let peers: Vec<Value> = keys
+        .iter()
+        .map(|key| json!({"key": key.to_hex(), "connected": shared.network.is_connected(key)}))
+        .collect();
+    Ok(Json(json!({ "peers": peers })).into_response())
+}
+
+/// Server-sent events: committed blocks, transaction outcomes and view changes. A subscriber
+/// that falls behind by more than the buffer gets a `lagged` event saying how many it missed.
+async fn events(State(shared): State<Arc<Shared>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = shared.events.subscribe();
+    let stop = shared.stop.clone();
+    let stream = futures_util::stream::unfold((receiver, stop), |(mut receiver, mut stop)| async move {
+        let event = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return None,
+            received = receiver.recv() => match received {
+                Ok(event) => Event::default()
+                    .event(match &event {
+                        super::state::ChainEvent::Block { .. } => "block",
+                        super::state::ChainEvent::Transaction { .. } => "transaction",
+                        super::state::ChainEvent::ViewChange { .. } => "view_change",
+                    })
+                    .json_data(&event)
+                    .unwrap_or_default(),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Event::default().event("lagged").data(missed.to_string())
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+        };
+        Some((Ok(event), (receiver, stop)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn write_summary(out: &mut String, name: &str, help: &str, latency: &super::state::Latency) {
+    let (count, sum, quantiles) = latency.summary();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for (quantile, seconds) in quantiles {
+        let _ = writeln!(out, "{name}{{quantile=\"{quantile}\"}} {seconds}");
+    }
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+}
+
+fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
+/// Prometheus text exposition format.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let status = shared.status.borrow().clone();
+    let metrics = &shared.metrics;
+    let network = shared.network.stats();
+    let mut out = String::with_capacity(4096);
+    write_metric(&mut out, "kasane_height", "gauge", "Committed height.", status.height);
+    write_metric(
+        &mut out,
+        "kasane_view",
+        "gauge",
+        "Current view at the next height.",
+        status.view,
+    );
+    write_metric(
+        &mut out,
+        "kasane_commits_total",
+        "counter",
+        "Blocks committed by this node since start.",
+        Metrics::get(&metrics.commits),
+    );
+    write_metric(
+        &mut out,
+        "kasane_view_changes_total",
+        "counter",
+        "View changes since start.",
+        Metrics::get(&metrics.view_changes),
+    );
+    write_metric(
+        &mut out,
+        "kasane_queue_length",
+        "gauge",
+        "Transactions waiting for a block.",
+        status.queue_len as u64,
+    );
+    write_metric(
+        &mut out,
+        "kasane_transactions_committed_total",
+        "counter",
+        "Transactions committed in blocks.",
+        Metrics::get(&metrics.transactions_committed),
+    );
+    write_metric(
+        &mut out,
+        "kasane_transactions_rejected_total",
+        "counter",
+        "Transactions rejected in blocks.",
+        Metrics::get(&metrics.transactions_rejected),
+    );
+    write_metric(
+        &mut out,
+        "kasane_transactions_submitted_total",
+        "counter",
+        "Transactions received by the API.",
+        Metrics::get(&metrics.submitted),
+    );
+    write_metric(
+        &mut out,
+        "kasane_admission_refused_total",
+        "counter",
+        "Transactions refused at admission.",
+        Metrics::get(&metrics.admission_refused),
+    );
+    write_metric(
+        &mut out,
+        "kasane_queue_full_responses_total",
+        "counter",
+        "Submissions answered 503 because the queue was full.",
+        Metrics::get(&metrics.queue_full_responses),
+    );
+    write_summary(
+        &mut out,
+        "kasane_proposal_step_seconds",
+        "Consensus task time per received proposal (validation, execution, vote).",
+        &metrics.proposal_step,
+    );
+    write_summary(
+        &mut out,
+        "kasane_commit_latency_seconds",
+        "Admission to commit, for transactions submitted to this node.",
+        &metrics.commit_latency,
+    );
+    write_metric(
+        &mut out,
+        "kasane_p2p_peers_connected",
+        "gauge",
+        "Peers with a live outgoing connection.",
+        network.peers_connected as u64,
+    );
+    write_metric(
+        &mut out,
+        "kasane_p2p_bytes_sent_total",
+        "counter",
+        "Frame bytes written to peers.",
+        network.bytes_sent,
+    );
+    write_metric(
+        &mut out,
+        "kasane_p2p_bytes_received_total",
+        "counter",
+        "Frame bytes read from peers.",
+        network.bytes_received,
+    );
+    write_metric(
+        &mut out,
+        "kasane_p2p_malformed_total",
+        "counter",
+        "Frames refused as malformed or oversized.",
+        network.malformed,
+    );
+    write_metric(
+        &mut out,
+        "kasane_p2p_handshakes_refused_total",
+        "counter",
+        "Incoming connections refused.",
+        network.handshakes_refused,
+    );
+    let _ = writeln!(out, "# HELP kasane_p2p_dropped_total Messages dropped, by class and reason.\n# TYPE kasane_p2p_dropped_total counter");
+    for (class, count) in &network.dropped_full {
+        let _ = writeln!(
+            out,
+            "kasane_p2p_dropped_total{{class=\"{class}\",reason=\"queue_full\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "kasane_p2p_dropped_total{{class=\"any\",reason=\"fault_rule\"}} {}",
+        network.dropped_fault
+    );
+    let _ = writeln!(
+        out,
+        "kasane_p2p_dropped_total{{class=\"any\",reason=\"connection_lost\"}} {}",
+        network.dropped_unsent
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.network.faults()).into_response()
+}
+
+async fn put_faults(State(shared): State<Arc<Shared>>, body: axum::body::Body) -> ApiResult {
+    let body = body_bytes(body, 1 << 20).await?;
+    let rules: FaultRules =
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("fault rules: {error}")))?;
+    shared
+        .network
+        .set_faults(rules.clone())
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    tracing::warn!(rules = ?rules.peers, "fault rules replaced");
+    Ok(Json(rules).into_response())
+}
+
+async fn network_stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.network.stats()).into_response()
+}

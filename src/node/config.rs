@@ -1,0 +1,202 @@
+//! A node's TOML configuration, as `kasane genesis` writes it. Paths are relative to the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
+use kasane_consensus::Config as ConsensusConfig;
+use kasane_model::{KeyPair, PublicKey};
+use kasane_p2p::FaultRules;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub p2p: P2pSection,
+    pub api: ApiSection,
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+    #[serde(default)]
+    pub kura: KuraSection,
+    #[serde(default)]
+    pub faults: FaultRules,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The node's ed25519 secret key (32 bytes, hex). The file should be readable by its owner only.
+    pub secret_key: String,
+    /// Where Kura and the consensus lock record live.
+    pub data_dir: PathBuf,
+    /// The genesis block (versioned postcard), written by `kasane genesis`.
+    pub genesis: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub key: String,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    pub listen: SocketAddr,
+    /// Every node of the cluster (validators and observers); this node's own entry is skipped.
+    pub peers: Vec<PeerEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub listen: SocketAddr,
+    /// The admin endpoint (fault rules); must be a loopback address.
+    pub admin_listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_body_bytes_max")]
+    pub body_bytes_max: usize,
+    /// Transactions waiting for a block before submissions get 503.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+fn default_body_bytes_max() -> usize {
+    8 << 20
+}
+
+fn default_queue_capacity() -> usize {
+    65_536
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSection {
+    pub block_time_ms: u64,
+    pub commit_timeout_ms: u64,
+    pub timeout_doublings_max: u64,
+    pub block_txs_max: usize,
+    pub status_interval_ms: u64,
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> ConsensusSection {
+        let defaults = ConsensusConfig::default();
+        ConsensusSection {
+            block_time_ms: defaults.block_time_ms,
+            commit_timeout_ms: defaults.commit_timeout_ms,
+            timeout_doublings_max: defaults.timeout_doublings_max,
+            block_txs_max: defaults.block_txs_max,
+            status_interval_ms: defaults.status_interval_ms,
+            sync_timeout_ms: defaults.sync_timeout_ms,
+        }
+    }
+}
+
+impl ConsensusSection {
+    pub fn to_config(&self) -> ConsensusConfig {
+        ConsensusConfig {
+            block_time_ms: self.block_time_ms,
+            commit_timeout_ms: self.commit_timeout_ms,
+            timeout_doublings_max: self.timeout_doublings_max,
+            block_txs_max: self.block_txs_max,
+            status_interval_ms: self.status_interval_ms,
+            sync_timeout_ms: self.sync_timeout_ms,
+            ..ConsensusConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMode {
+    /// Replay blocks without re-verifying them.
+    Fast,
+    /// Verify hashes, certificates and signatures, re-execute, compare state commitments.
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KuraSection {
+    /// "always", "never" or "every:N".
+    pub fsync: String,
+    pub blocks_per_chunk: u32,
+    pub init: InitMode,
+}
+
+impl Default for KuraSection {
+    fn default() -> KuraSection {
+        KuraSection {
+            fsync: "always".to_string(),
+            blocks_per_chunk: kasane_kura::KuraConfig::default().blocks_per_chunk,
+            init: InitMode::Fast,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: NodeConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.node.data_dir = base.join(&config.node.data_dir);
+        config.node.genesis = base.join(&config.node.genesis);
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.key()?;
+        self.peers()?;
+        ensure!(
+            self.api.admin_listen.ip().is_loopback(),
+            "api.admin_listen {} is not a loopback address: the admin endpoint changes fault rules and must not be reachable from other hosts",
+            self.api.admin_listen
+        );
+        ensure!(
+            self.api.body_bytes_max >= 1024,
+            "api.body_bytes_max must be at least 1024"
+        );
+        ensure!(self.api.queue_capacity > 0, "api.queue_capacity must be positive");
+        self.kura
+            .fsync
+            .parse::<kasane_kura::FsyncPolicy>()
+            .map_err(|error| anyhow::anyhow!("kura.fsync: {error}"))?;
+        ensure!(self.kura.blocks_per_chunk > 0, "kura.blocks_per_chunk must be positive");
+        let consensus = &self.consensus;
+        ensure!(
+            consensus.block_time_ms > 0 && consensus.commit_timeout_ms > 0 && consensus.block_txs_max > 0,
+            "consensus: block_time_ms, commit_timeout_ms and block_txs_max must be positive"
+        );
+        kasane_p2p::faults::Faults::new(self.faults.clone())?;
+        Ok(())
+    }
+
+    pub fn key(&self) -> anyhow::Result<KeyPair> {
+        let bytes = hex::decode(self.node.secret_key.trim()).context("node.secret_key is not hex")?;
+        let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+            bail!("node.secret_key must be 32 bytes, found {}", bytes.len());
+        };
+        Ok(KeyPair::from_secret(secret))
+    }
+
+    pub fn peers(&self) -> anyhow::Result<Vec<kasane_p2p::Peer>> {
+        self.p2p
+            .peers
+            .iter()
+            .map(|entry| {
+                let key = PublicKey::from_hex(&entry.key)
+                    .map_err(|error| anyhow::anyhow!("p2p peer key {:?}: {error}", entry.key))?;
+                Ok(kasane_p2p::Peer {
+                    key,
+                    address: entry.address,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,132 @@
+//! The consensus lock record on disk (PROTOCOL.md R17): written to a temporary file, synced,
+//! renamed over the old one and the directory synced, so a crash leaves the old record or the
+//! new one, never a mix.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use kasane_consensus::replica::LockStore;
+use kasane_consensus::LockRecord;
+use kasane_model::codec;
+
+const MAGIC: &[u8; 4] = b"KLCK";
+const VERSION: u8 = 1;
+
+#[derive(Debug)]
+pub struct FileLockStore {
+    path: PathBuf,
+    record: Option<LockRecord>,
+}
+
+fn encode(record: &LockRecord) -> Vec<u8> {
+    let body = codec::encode_body(record);
+    let mut bytes = Vec::with_capacity(body.len() + 13);
+    bytes.extend_from_slice(MAGIC);
+    bytes.push(VERSION);
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+fn decode(bytes: &[u8]) -> anyhow::Result<LockRecord> {
+    if bytes.len() < 13 || &bytes[..4] != MAGIC {
+        bail!("not a kasane lock record");
+    }
+    if bytes[4] != VERSION {
+        bail!("unknown lock record version {} (this build reads {VERSION})", bytes[4]);
+    }
+    let length = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let checksum = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]);
+    let body = &bytes[13..];
+    if body.len() != length || crc32c::crc32c(body) != checksum {
+        bail!("lock record checksum or length mismatch");
+    }
+    postcard::from_bytes(body).context("lock record body")
+}
+
+impl FileLockStore {
+    /// Reads the record if there is one. A damaged record is an error: starting without it could
+    /// make this node vote twice at a height.
+    pub fn open(path: &Path) -> anyhow::Result<FileLockStore> {
+        let record = match std::fs::read(path) {
+            Ok(bytes) => Some(decode(&bytes).with_context(|| {
+                format!(
+                    "{} is damaged; the node refuses to start rather than risk voting twice (move it away only if this node's votes were never sent)",
+                    path.display()
+                )
+            })?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(FileLockStore {
+            path: path.to_path_buf(),
+            record,
+        })
+    }
+
+    fn write(&self, record: &LockRecord) -> std::io::Result<()> {
+        let temporary = self.path.with_extension("tmp");
+        let mut file = File::create(&temporary)?;
+        file.write_all(&encode(record))?;
+        file.sync_data()?;
+        std::fs::rename(&temporary, &self.path)?;
+        if let Some(parent) = self.path.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl LockStore for FileLockStore {
+    fn save(&mut self, record: &LockRecord) {
+        if let Err(error) = self.write(record) {
+            // A vote must not leave this node unless the record is durable; there is no safe way
+            // to go on.
+            tracing::error!(path = %self.path.display(), %error, "cannot persist the consensus lock record: stopping");
+            std::process::exit(70);
+        }
+        self.record = Some(record.clone());
+    }
+
+    fn load(&self) -> Option<LockRecord> {
+        self.record.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(height: u64) -> LockRecord {
+        LockRecord {
+            height,
+            view: 2,
+            lock: None,
+            voted_prepare: Some(1),
+            voted_commit: None,
+        }
+    }
+
+    #[test]
+    fn a_saved_record_is_read_back_and_damage_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("consensus.lock");
+        let mut store = FileLockStore::open(&path).expect("open");
+        assert_eq!(store.load(), None);
+        store.save(&record(5));
+        store.save(&record(6));
+        assert_eq!(FileLockStore::open(&path).expect("reopen").load(), Some(record(6)));
+        let mut bytes = std::fs::read(&path).expect("read");
+        for index in 0..bytes.len() {
+            bytes[index] ^= 0x40;
+            std::fs::write(&path, &bytes).expect("write");
+            assert!(FileLockStore::open(&path).is_err(), "flipped byte {index} accepted");
+            bytes[index] ^= 0x40;
+        }
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+        assert!(FileLockStore::open(&path).is_err());
+    }
+}

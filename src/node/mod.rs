@@ -1,0 +1,214 @@
+//! The node: a replica hosted in tokio, talking QUIC to its peers and HTTP to its clients.
+//!
+//! Start order: open Kura (a torn tail is cut), write the genesis block into an empty store,
+//! replay the store into the world state (fast, or strict by flag), read the lock record, start
+//! the network, the consensus task and the API. The replica catches up by block sync once it
+//! hears its peers' status. Shutdown (SIGINT, SIGTERM) stops the API and the consensus task,
+//! then closes the network; every committed block is already durable under the default fsync
+//! policy, so a kill -9 loses nothing acknowledged either.
+
+pub mod api;
+pub mod config;
+pub mod lock_file;
+pub mod runtime;
+pub mod state;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use kasane_consensus::replica::Replica;
+use kasane_kura::init::{fast_init, strict_init};
+use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig};
+use kasane_model::{codec, CommittedBlock};
+use kasane_p2p::{Network, NetworkConfig};
+use kasane_wsv::PluginRegistry;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use config::{InitMode, NodeConfig};
+use lock_file::FileLockStore;
+use runtime::{status_of, Driver, Shared};
+use state::{Metrics, TxTable};
+
+/// Transactions whose outcome the node remembers for GET /v1/transactions/{hash}.
+const TX_TABLE_ENTRIES: usize = 1_000_000;
+/// Events buffered per stream subscriber before it is told it lagged.
+const EVENT_BUFFER: usize = 65_536;
+
+pub fn read_genesis(path: &std::path::Path) -> anyhow::Result<CommittedBlock> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading the genesis block {}", path.display()))?;
+    codec::decode(&bytes).with_context(|| format!("decoding the genesis block {}", path.display()))
+}
+
+/// Opens the store, writing genesis into an empty one, and replays it into the world state.
+fn open_replica(config: &NodeConfig, init: InitMode) -> anyhow::Result<Replica<FileBackend>> {
+    let key = config.key()?;
+    let genesis = read_genesis(&config.node.genesis)?;
+    std::fs::create_dir_all(&config.node.data_dir)
+        .with_context(|| format!("creating {}", config.node.data_dir.display()))?;
+    let kura_dir = config.node.data_dir.join("kura");
+    let backend = FileBackend::open(&kura_dir).with_context(|| format!("opening {}", kura_dir.display()))?;
+    let fsync: FsyncPolicy = config
+        .kura
+        .fsync
+        .parse()
+        .map_err(|error: String| anyhow::anyhow!(error))?;
+    let kura_config = KuraConfig {
+        blocks_per_chunk: config.kura.blocks_per_chunk,
+        fsync,
+        read_only: false,
+    };
+    let (mut kura, report) =
+        Kura::open(backend, kura_config).with_context(|| format!("opening the block store {}", kura_dir.display()))?;
+    tracing::info!(height = kura.height(), report = ?report, "block store open");
+    if kura.height() == 0 {
+        kura.append(&genesis).context("writing the genesis block")?;
+        tracing::info!(hash = %genesis.block.hash(), "genesis block written");
+    } else {
+        let first = kura.hash_at(1);
+        ensure!(
+            first == Some(genesis.block.hash()),
+            "the block store in {} starts with block {:?}, not this cluster's genesis {}: it belongs to another chain",
+            kura_dir.display(),
+            first.map(|hash| hash.to_hex()),
+            genesis.block.hash()
+        );
+    }
+    let started = Instant::now();
+    let height = kura.height();
+    let mut last_log = Instant::now();
+    let mut progress = |done: u64, total: u64| {
+        if last_log.elapsed().as_secs() >= 2 {
+            last_log = Instant::now();
+            tracing::info!(done, total, "replaying the block store");
+        }
+    };
+    let (wsv, report) = match init {
+        InitMode::Fast => fast_init(&kura, PluginRegistry::builtin(), Some(&mut progress)),
+        InitMode::Strict => strict_init(&kura, PluginRegistry::builtin(), Some(&mut progress)),
+    }
+    .with_context(|| format!("{init:?} init of the world state"))?;
+    tracing::info!(
+        mode = ?init,
+        height,
+        transactions = report.transactions,
+        seconds = started.elapsed().as_secs_f64(),
+        "world state ready"
+    );
+    let lock_store = FileLockStore::open(&config.node.data_dir.join("consensus.lock"))?;
+    Ok(Replica::from_parts(
+        key,
+        config.consensus.to_config(),
+        kura,
+        wsv,
+        Box::new(lock_store),
+        config.api.queue_capacity,
+    ))
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(
+    config: NodeConfig,
+    init: InitMode,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let key = config.key()?;
+    let replica = tokio::task::block_in_place(|| open_replica(&config, init))?;
+    let peers = config.peers()?;
+    let mut members: Vec<_> = replica.wsv().validators().into_iter().collect();
+    members.extend(peers.iter().map(|peer| peer.key));
+    let mut network_config = NetworkConfig::new(config.p2p.listen, peers, members);
+    network_config.faults = config.faults.clone();
+    let (network, inbound) = Network::start(&key, network_config).context("starting the p2p network")?;
+
+    let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (status_tx, status_rx) = watch::channel(status_of(&replica));
+    let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let shared = Arc::new(Shared {
+        commands: commands_tx,
+        status: status_rx,
+        events,
+        network: network.clone(),
+        metrics: Metrics::default(),
+        transactions: Mutex::new(TxTable::new(TX_TABLE_ENTRIES)),
+        queue_capacity: config.api.queue_capacity,
+        body_bytes_max: config.api.body_bytes_max,
+        stop: stop_rx.clone(),
+    });
+
+    let (consensus_tx, consensus_rx) = mpsc::channel(1024);
+    let (others_tx, others_rx) = mpsc::channel(1024);
+    tokio::spawn(runtime::verifier(inbound.consensus, consensus_tx));
+    tokio::spawn(runtime::verifier(inbound.sync, others_tx.clone()));
+    tokio::spawn(runtime::verifier(inbound.gossip, others_tx));
+
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API address {}", config.api.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.api.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin address {}", config.api.admin_listen))?;
+    tracing::info!(
+        key = %key.public_key(),
+        p2p = %config.p2p.listen,
+        api = %config.api.listen,
+        admin = %config.api.admin_listen,
+        height = replica.wsv().height(),
+        "node started"
+    );
+
+    let driver = Driver::new(replica, network.clone(), shared.clone(), status_tx);
+    let consensus_task = tokio::spawn(driver.run(commands_rx, consensus_rx, others_rx, stop_rx.clone()));
+
+    let stopped = |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let api_server =
+        axum::serve(api_listener, api::router(shared.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api = tokio::spawn(async move { api_server.await });
+    let admin_server =
+        axum::serve(admin_listener, api::admin_router(shared.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin = tokio::spawn(async move { admin_server.await });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop_tx.send_replace(true);
+    let grace = std::time::Duration::from_secs(3);
+    let _ = tokio::time::timeout(grace, api).await;
+    let _ = tokio::time::timeout(grace, admin).await;
+    drop(shared);
+    match tokio::time::timeout(grace, consensus_task).await {
+        Ok(Ok(replica)) => {
+            tracing::info!(height = replica.wsv().height(), "consensus stopped");
+        }
+        Ok(Err(error)) => bail!("the consensus task failed: {error}"),
+        Err(_) => tracing::warn!("the consensus task did not stop in time"),
+    }
+    network.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

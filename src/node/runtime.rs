@@ -1,0 +1,398 @@
+//! The tokio host of one replica.
+//!
+//! One task owns the [`Replica`] and is the only code that touches consensus state: it takes
+//! peer messages, client submissions, reads for the API and fired timers, one at a time, and
+//! carries out what the replica hands back (send, broadcast, schedule a timer). The replica does
+//! the local work itself in the order PROTOCOL.md requires (lock record before votes leave,
+//! Kura before the world state). Signature checks, the expensive part of validation, run before
+//! a message reaches that task: a verifier stage per traffic class checks every transaction
+//! signature a message carries on tokio's blocking pool and passes the results along, so the
+//! replica finds them done.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent};
+use kasane_consensus::{Message, Role, Timer};
+use kasane_kura::FileBackend;
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage, VerifiedSignatures};
+use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
+use kasane_model::{PublicKey, SignedTransaction};
+use kasane_p2p::Network;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
+
+pub type NodeReplica = Replica<FileBackend>;
+
+/// A read of the replica's state, run on the consensus task between steps.
+pub type ReadFn = Box<dyn FnOnce(&NodeReplica) + Send>;
+
+/// Work for the consensus task from the API.
+pub enum Command {
+    Submit {
+        transactions: Vec<SignedTransaction>,
+        verified: VerifiedSignatures,
+        reply: oneshot::Sender<Vec<Result<(), String>>>,
+    },
+    Read(ReadFn),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit { transactions, .. } => write!(f, "Submit({} transactions)", transactions.len()),
+            Command::Read(_) => write!(f, "Read"),
+        }
+    }
+}
+
+/// A peer message whose transaction signatures were checked on the blocking pool.
+#[derive(Debug)]
+pub struct Prepared {
+    pub from: PublicKey,
+    pub message: Message,
+    pub verified: VerifiedSignatures,
+}
+
+/// What the consensus task shares with the API.
+#[derive(Debug)]
+pub struct Shared {
+    pub commands: mpsc::Sender<Command>,
+    pub status: watch::Receiver<Status>,
+    pub events: broadcast::Sender<ChainEvent>,
+    pub network: Network,
+    pub metrics: Metrics,
+    pub transactions: Mutex<TxTable>,
+    pub queue_capacity: usize,
+    pub body_bytes_max: usize,
+    /// Turns true when the node shuts down; long-lived responses (event streams) end then.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Runs `read` against the replica on the consensus task and returns its result.
+    pub async fn read<T: Send + 'static>(&self, read: impl FnOnce(&NodeReplica) -> T + Send + 'static) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Read(Box::new(move |replica| {
+            let _ = reply.send(read(replica));
+        }));
+        self.commands.send(command).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks every transaction signature a message carries, with a cache of its own, and returns
+/// what verified. Bad signatures are left for the replica to judge.
+pub fn preverify(message: &Message) -> VerifiedSignatures {
+    let mut cache = KeyCache::new();
+    let mut check_block = |transactions: &[SignedTransaction]| {
+        let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
+        let _ = verify_transaction_signatures(&mut cache, transactions, &hashes);
+    };
+    match message {
+        Message::Proposal(proposal) => check_block(&proposal.block.transactions),
+        Message::BlockSyncResponse { blocks } => {
+            for block in blocks {
+                check_block(&block.block.transactions);
+            }
+        }
+        Message::Transactions(transactions) => preverify_transactions(&mut cache, transactions),
+        _ => {}
+    }
+    cache.take_verified()
+}
+
+/// One batch for all; when it fails, one batch per transaction, so the good ones still count.
+pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) {
+    let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
+    if verify_transaction_signatures(cache, transactions, &hashes).is_ok() {
+        return;
+    }
+    for (transaction, hash) in transactions.iter().zip(&hashes) {
+        let messages = SigningMessages::for_payload_hash(&hash.payload);
+        let items: Vec<SignedMessage> = messages.items(transaction).collect();
+        let _ = verify_batch(cache, &items);
+    }
+}
+
+fn carries_signatures(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Proposal(_) | Message::BlockSyncResponse { .. } | Message::Transactions(_)
+    )
+}
+
+/// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
+/// the order they arrived.
+pub async fn verifier(mut inbound: mpsc::Receiver<(PublicKey, Message)>, out: mpsc::Sender<Prepared>) {
+    while let Some((from, message)) = inbound.recv().await {
+        let prepared = if carries_signatures(&message) {
+            match tokio::task::spawn_blocking(move || {
+                let verified = preverify(&message);
+                (message, verified)
+            })
+            .await
+            {
+                Ok((message, verified)) => Prepared {
+                    from,
+                    message,
+                    verified,
+                },
+                Err(_) => continue,
+            }
+        } else {
+            Prepared {
+                from,
+                message,
+                verified: VerifiedSignatures::default(),
+            }
+        };
+        if out.send(prepared).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::ProxyTail => "proxy_tail",
+        Role::ValidatingPeer => "validating_peer",
+        Role::Observer => "set_b",
+        Role::Outsider => "outsider",
+    }
+}
+
+/// Takes the replica's status for the snapshot.
+pub fn status_of(replica: &NodeReplica) -> Status {
+    let core = replica.core();
+    let wsv = replica.wsv();
+    Status {
+        chain: wsv.chain().to_string(),
+        public_key: replica.key().to_hex(),
+        height: wsv.height(),
+        head_hash: wsv.head_hash().to_hex(),
+        view: core.view(),
+        role: role_name(core.topology().role(&replica.key(), core.view())).to_string(),
+        queue_len: replica.queue_len(),
+        validators: core.topology().len(),
+    }
+}
+
+/// The consensus task's state.
+pub struct Driver {
+    replica: NodeReplica,
+    network: Network,
+    shared: Arc<Shared>,
+    status: watch::Sender<Status>,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    timer_sequence: u64,
+    /// Messages the replica sent to itself.
+    loopback: VecDeque<Message>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("replica", &self.replica).finish()
+    }
+}
+
+impl Driver {
+    pub fn new(replica: NodeReplica, network: Network, shared: Arc<Shared>, status: watch::Sender<Status>) -> Driver {
+        Driver {
+            replica,
+            network,
+            shared,
+            status,
+            timers: BinaryHeap::new(),
+            timer_sequence: 0,
+            loopback: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut consensus: mpsc::Receiver<Prepared>,
+        mut others: mpsc::Receiver<Prepared>,
+        mut stop: watch::Receiver<bool>,
+    ) -> NodeReplica {
+        let out = self.replica.start(now_ms());
+        self.after_step(out);
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                Some(command) = commands.recv() => self.command(command),
+                Some(prepared) = consensus.recv() => self.message(prepared),
+                Some(prepared) = others.recv() => self.message(prepared),
+                () = sleep => self.fire_timers(),
+            }
+        }
+        self.replica
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Submit {
+                transactions,
+                verified,
+                reply,
+            } => {
+                self.replica.absorb_verified(verified);
+                let (results, out) = tokio::task::block_in_place(|| self.replica.submit(now_ms(), transactions));
+                let _ = reply.send(results);
+                self.after_step(out);
+            }
+            Command::Read(read) => read(&self.replica),
+        }
+    }
+
+    fn message(&mut self, prepared: Prepared) {
+        self.replica.absorb_verified(prepared.verified);
+        let is_proposal = matches!(prepared.message, Message::Proposal(_));
+        let started = Instant::now();
+        let out = tokio::task::block_in_place(|| self.replica.on_message(now_ms(), prepared.from, prepared.message));
+        if is_proposal {
+            self.shared.metrics.proposal_step.record(started.elapsed());
+        }
+        self.after_step(out);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let out = tokio::task::block_in_place(|| self.replica.on_timer(now_ms(), timer));
+            self.after_step(out);
+        }
+    }
+
+    /// Sends, schedules, publishes events and the status snapshot.
+    fn after_step(&mut self, out: Vec<Outbound>) {
+        let me = self.replica.key();
+        let mut pending: VecDeque<Outbound> = out.into();
+        loop {
+            while let Some(item) = pending.pop_front() {
+                match item {
+                    Outbound::Send { to, message } if to == me => self.loopback.push_back(message),
+                    Outbound::Send { to, message } => self.network.send(&to, &message),
+                    Outbound::Broadcast { message } => self.network.broadcast(&message),
+                    Outbound::Timer { timer, after_ms } => {
+                        self.timer_sequence += 1;
+                        let at = Instant::now() + Duration::from_millis(after_ms);
+                        self.timers.push(Reverse((at, self.timer_sequence, timer)));
+                    }
+                }
+            }
+            let Some(message) = self.loopback.pop_front() else {
+                break;
+            };
+            pending.extend(self.replica.on_message(now_ms(), me, message));
+        }
+        self.publish_events();
+        self.status.send_if_modified(|status| {
+            let fresh = status_of(&self.replica);
+            let changed = *status != fresh;
+            *status = fresh;
+            changed
+        });
+    }
+
+    fn publish_events(&mut self) {
+        for event in self.replica.take_events() {
+            match event {
+                ReplicaEvent::Committed {
+                    height,
+                    hash,
+                    transactions,
+                    tx_hashes,
+                    rejections,
+                } => self.on_commit(height, hash, transactions, tx_hashes, rejections),
+                ReplicaEvent::ViewChanged { height, view } => {
+                    Metrics::add(&self.shared.metrics.view_changes, 1);
+                    tracing::info!(height, view, "view change");
+                    let _ = self.shared.events.send(ChainEvent::ViewChange { height, view });
+                }
+            }
+        }
+    }
+
+    fn on_commit(
+        &mut self,
+        height: u64,
+        hash: kasane_model::Hash,
+        transactions: Vec<(kasane_model::Hash, bool)>,
+        tx_hashes: Vec<kasane_model::Hash>,
+        rejections: Vec<(kasane_model::Hash, String)>,
+    ) {
+        let metrics = &self.shared.metrics;
+        Metrics::add(&metrics.commits, 1);
+        let rejected = rejections.len();
+        Metrics::add(&metrics.transactions_rejected, rejected as u64);
+        Metrics::add(&metrics.transactions_committed, (transactions.len() - rejected) as u64);
+        tracing::debug!(height, %hash, transactions = transactions.len(), rejected, "committed");
+        let mut reasons = rejections.into_iter().peekable();
+        let subscribed = self.shared.events.receiver_count() > 0;
+        let _ = self.shared.events.send(ChainEvent::Block {
+            height,
+            hash: hash.to_hex(),
+            transactions: transactions.len(),
+            rejected,
+        });
+        let Ok(mut table) = self.shared.transactions.lock() else {
+            return;
+        };
+        for ((payload, committed), tx_hash) in transactions.into_iter().zip(tx_hashes) {
+            let reason = if committed {
+                None
+            } else {
+                match reasons.peek() {
+                    Some((rejected, _)) if *rejected == payload => reasons.next().map(|(_, reason)| reason),
+                    _ => Some("rejected".to_string()),
+                }
+            };
+            let state = match &reason {
+                None => TxState::Committed { height },
+                Some(reason) => TxState::Rejected {
+                    reason: reason.clone(),
+                    height: Some(height),
+                },
+            };
+            if let Some(latency) = table.in_block(payload, tx_hash, state) {
+                if committed {
+                    metrics.commit_latency.record(latency);
+                }
+            }
+            if subscribed {
+                let _ = self.shared.events.send(ChainEvent::Transaction {
+                    hash: tx_hash.to_hex(),
+                    payload_hash: payload.to_hex(),
+                    height,
+                    committed,
+                    reason,
+                });
+            }
+        }
+    }
+}
