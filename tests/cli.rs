@@ -136,3 +136,77 @@ fn verify_of_a_missing_directory_is_a_clear_error() {
     assert_eq!(verify.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&verify.stderr).contains("is not a directory"));
 }
+
+#[test]
+fn genesis_spreads_nodes_over_hosts_with_fixed_ports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("cluster");
+    let out_text = out.to_str().expect("utf-8 path");
+    let refused = kasane(&[
+        "genesis",
+        "--validators",
+        "3",
+        "--out",
+        out_text,
+        "--hosts",
+        "10.0.0.1,10.0.0.2",
+    ]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "--hosts without --base-port must be refused"
+    );
+    let output = kasane(&[
+        "genesis",
+        "--validators",
+        "3",
+        "--observers",
+        "1",
+        "--out",
+        out_text,
+        "--hosts",
+        "10.0.0.1,10.0.0.2",
+        "--base-port",
+        "20000",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("node-1/config.toml")).expect("config")).expect("toml");
+    assert_eq!(config["p2p"]["listen"].as_str(), Some("0.0.0.0:20003"));
+    assert_eq!(config["api"]["listen"].as_str(), Some("0.0.0.0:20004"));
+    assert_eq!(config["api"]["admin_listen"].as_str(), Some("127.0.0.1:20005"));
+    let peers: Vec<&str> = config["p2p"]["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|peer| peer["address"].as_str().expect("address"))
+        .collect();
+    assert_eq!(
+        peers,
+        ["10.0.0.1:20000", "10.0.0.2:20003", "10.0.0.1:20006", "10.0.0.2:20009"]
+    );
+    // The secret key file is the owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("node-1/config.toml"))
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = kasane(&[
+        "genesis",
+        "--validators",
+        "3",
+        "--out",
+        out_text,
+        "--base-port",
+        "20000",
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing cluster is not overwritten without --force"
+    );
+}

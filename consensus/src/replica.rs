@@ -17,6 +17,10 @@ use crate::message::{Message, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
 use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
 
+/// Most block bytes in one block-sync response: half a message, so framing never pushes a
+/// response past the message limit.
+pub const SYNC_RESPONSE_BYTES_MAX: usize = crate::message::MESSAGE_BYTES_MAX / 2;
+
 /// How far ahead of the replica's clock a block's timestamp may be.
 pub const BLOCK_FUTURE_MS_MAX: u64 = 10_000;
 
@@ -342,9 +346,27 @@ impl<B: Backend + Sync> Replica<B> {
         out
     }
 
+    /// Up to `count` blocks from `from_height`, stopping before the response would pass
+    /// [`SYNC_RESPONSE_BYTES_MAX`] (one block always goes, and a block fits a message by itself),
+    /// so a response never exceeds the size a peer accepts.
     fn read_blocks(&self, from_height: u64, count: u64) -> Result<Vec<CommittedBlock>, KuraError> {
-        let last = (from_height + count - 1).min(self.kura.height());
-        (from_height..=last).map(|height| self.kura.read(height)).collect()
+        let last = (from_height + count.max(1) - 1).min(self.kura.height());
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        for height in from_height..=last {
+            let encoded = self.kura.read_encoded(height)?;
+            bytes += encoded.len();
+            if !blocks.is_empty() && bytes > SYNC_RESPONSE_BYTES_MAX {
+                break;
+            }
+            blocks.push(
+                kasane_model::codec::decode(&encoded).map_err(|error| KuraError::Corrupt {
+                    height,
+                    reason: error.to_string(),
+                })?,
+            );
+        }
+        Ok(blocks)
     }
 
     /// Everything a validator checks of a block before voting (R5): header against the head,

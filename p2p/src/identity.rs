@@ -112,8 +112,8 @@ pub fn certificate_key(certificate: &[u8]) -> Option<PublicKey> {
     Some(PublicKey(key.try_into().ok()?))
 }
 
-/// Who may connect: the cluster's validators and observers. Shared by every verifier of a node,
-/// so a membership change applies to the next handshake.
+/// Who may connect: the cluster's validators and observers, fixed when the network starts
+/// (membership changes on the ledger are not wired to the transport yet).
 #[derive(Debug, Clone, Default)]
 pub struct Membership(Arc<RwLock<BTreeSet<PublicKey>>>);
 

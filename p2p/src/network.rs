@@ -136,6 +136,7 @@ struct Counters {
     dropped_fault: AtomicU64,
     dropped_unsent: AtomicU64,
     malformed: AtomicU64,
+    oversized: AtomicU64,
     handshakes_refused: AtomicU64,
     connects: AtomicU64,
 }
@@ -156,6 +157,8 @@ pub struct NetworkStats {
     pub dropped_unsent: u64,
     /// Frames or streams refused as malformed or oversized.
     pub malformed: u64,
+    /// Messages of our own not sent because they were over the frame limit.
+    pub oversized: u64,
     /// Incoming connections refused (unknown key, bad certificate, wrong protocol).
     pub handshakes_refused: u64,
     /// Outgoing connections established, reconnections included.
@@ -298,18 +301,38 @@ impl Network {
     /// Queues `message` for one peer. Unknown peers and the node itself are ignored.
     pub fn send(&self, to: &PublicKey, message: &Message) {
         if let Some(link) = self.shared.links.get(to) {
-            let frame = Bytes::from(codec::encode(message));
-            self.enqueue(to, link, Class::of(message), frame);
+            if let Some(frame) = self.frame(message) {
+                self.enqueue(to, link, Class::of(message), frame);
+            }
         }
     }
 
     /// Queues `message` for every peer, encoding it once.
     pub fn broadcast(&self, message: &Message) {
         let class = Class::of(message);
-        let frame = Bytes::from(codec::encode(message));
+        let Some(frame) = self.frame(message) else {
+            return;
+        };
         for (to, link) in &self.shared.links {
             self.enqueue(to, link, class, frame.clone());
         }
+    }
+
+    /// The encoding of a message, or None (logged and counted) when it is over the frame limit:
+    /// a peer would refuse it as malformed and drop the whole connection.
+    fn frame(&self, message: &Message) -> Option<Bytes> {
+        let frame = codec::encode(message);
+        if frame.len() > FRAME_BYTES_MAX {
+            self.shared.counters.oversized.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                kind = message.kind(),
+                bytes = frame.len(),
+                limit = FRAME_BYTES_MAX,
+                "message over the frame limit: not sent"
+            );
+            return None;
+        }
+        Some(Bytes::from(frame))
     }
 
     fn enqueue(&self, to: &PublicKey, link: &PeerLink, class: Class, frame: Bytes) {
@@ -364,6 +387,7 @@ impl Network {
             dropped_fault: load(&counters.dropped_fault),
             dropped_unsent: load(&counters.dropped_unsent),
             malformed: load(&counters.malformed),
+            oversized: load(&counters.oversized),
             handshakes_refused: load(&counters.handshakes_refused),
             connects: load(&counters.connects),
         }

@@ -57,8 +57,16 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Whether a process runs. A child of this process that exited is reaped here (a zombie would
+/// otherwise look alive to a signal probe until the parent exits).
 fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => true,
+        Ok(_) => false,
+        // Not our child: ask the kernel whether it exists.
+        Err(_) => kill(Pid::from_raw(pid), None).is_ok(),
+    }
 }
 
 /// The last lines of a node's log, for error messages.
@@ -99,9 +107,7 @@ pub fn up(dir: &Path, timeout: Duration) -> anyhow::Result<Manifest> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if std::env::var_os("KASANE_LOG").is_none() {
-            command.env("KASANE_LOG", "info");
-        }
+
         #[cfg(unix)]
         {
             // Its own process group: a Ctrl-C meant for the shell does not reach the cluster.

@@ -149,6 +149,20 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
         );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if args.force {
+        // A new genesis makes old stores and lock records of another chain: remove them.
+        for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+            let path = entry?.path();
+            let is_node = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("node-"));
+            if is_node && path.join("data").is_dir() {
+                std::fs::remove_dir_all(path.join("data"))
+                    .with_context(|| format!("removing {}", path.join("data").display()))?;
+            }
+        }
+    }
     let nodes = args.validators + args.observers;
     let keys: Vec<KeyPair> = (0..nodes).map(|_| KeyPair::generate()).collect();
     let validators: Vec<_> = keys[..args.validators].iter().map(KeyPair::public_key).collect();
@@ -239,12 +253,22 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
 
 /// Writes a file that holds a secret, readable by its owner only.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // An existing file keeps its mode on open; restrict it before writing the secret.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", path.display()))?;
+        }
     }
-    Ok(())
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

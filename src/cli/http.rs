@@ -91,7 +91,7 @@ impl ApiClient {
     }
 }
 
-/// A single-threaded runtime for the short client commands.
+/// A small async runtime for the client commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

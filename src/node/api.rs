@@ -92,6 +92,14 @@ fn parse_height(text: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a block height")))
 }
 
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.body_bytes_max;
     Router::new()
@@ -107,6 +115,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shared)
 }
@@ -116,6 +125,7 @@ pub fn admin_router(shared: Arc<Shared>) -> Router {
         .route("/admin/faults", get(get_faults).put(put_faults))
         .route("/admin/network", get(network_stats))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(shared)
 }

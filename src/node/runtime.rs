@@ -261,7 +261,7 @@ impl Driver {
                 let _ = reply.send(results);
                 self.after_step(out);
             }
-            Command::Read(read) => read(&self.replica),
+            Command::Read(read) => tokio::task::block_in_place(|| read(&self.replica)),
         }
     }
 

@@ -76,9 +76,15 @@ impl TxTable {
         }
     }
 
-    /// A transaction this node admitted.
+    /// A transaction this node admitted. It replaces an earlier admission refusal (say, a full
+    /// queue) but nothing that happened in a block.
     pub fn queued(&mut self, payload: Hash, tx_hash: Hash, now: Instant) {
-        if !self.entries.contains_key(&payload) {
+        if let Some(entry) = self.entries.get_mut(&payload) {
+            if matches!(entry.state, TxState::Rejected { height: None, .. }) {
+                entry.state = TxState::Queued;
+                entry.submitted = Some(now);
+            }
+        } else {
             self.insert(
                 payload,
                 tx_hash,
