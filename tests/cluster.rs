@@ -582,6 +582,16 @@ async fn hostile_input_gets_errors_and_the_cluster_keeps_working() {
         .await
         .expect("put");
     assert_eq!(bad.status().as_u16(), 400);
+    let delay = r#"{"peers": {"*": {"delay_ms": 5}}}"#;
+    let set = client
+        .put(format!("http://{admin}/admin/faults"))
+        .body(delay)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(set.status().as_u16(), 200);
+    let (_, rules) = get(&format!("http://{admin}/admin/faults")).await;
+    assert_eq!(rules["peers"]["*"]["delay_ms"], 5, "{rules}");
 
     // After all that the cluster still commits, and every node agrees.
     let good = transfer(&chain, 7, 8, 1, 3, now_ms());
