@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kasane_kura::{init, Backend, Kura, KuraConfig, KuraError};
 use kasane_model::block::{tx_merkle_root, BlockHeader};
-use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage, VerifiedSignatures};
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
 use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
@@ -138,10 +138,11 @@ impl<B: Backend + Sync> Replica<B> {
         }
     }
 
-    /// Signatures the host verified off the consensus thread: the checks in `submit`,
-    /// `on_message` and block validation find them done.
-    pub fn absorb_verified(&mut self, verified: VerifiedSignatures) {
-        self.cache.absorb(verified);
+    /// A handle on the replica's key and signature cache. The host verifies signatures off the
+    /// consensus thread with it, and the checks in `submit`, `on_message` and block validation
+    /// then find them done.
+    pub fn key_cache(&self) -> KeyCache {
+        self.cache.clone()
     }
 
     /// Whether a transaction with this payload hash waits in the queue.

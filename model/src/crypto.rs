@@ -12,7 +12,8 @@
 //! one-by-one check; honest signers never produce one. docs/PROTOCOL.md (consensus issue) decides
 //! whether block validity needs a deterministic rule such as ZIP-215.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::{CryptoRngCore, OsRng};
@@ -190,12 +191,55 @@ pub const VERIFIED_ENTRIES_MAX: usize = 1 << 20;
 
 /// Remembers decompressed verifying keys (and refusals) by their bytes, and which signatures
 /// already verified, so a node checks each signature once: a transaction verified at admission
-/// is not verified again when its block is validated.
-#[derive(Debug, Default)]
+/// or on gossip is not verified again when its block is validated.
+///
+/// A `KeyCache` is a handle: clones share one memory, behind locks taken once per batch, so the
+/// threads of a node that verify in parallel (the API's, the network's, the consensus task's)
+/// see each other's work. Each memory is bounded in two generations: when the current one is
+/// full it becomes the previous one and the one before is forgotten.
+#[derive(Debug, Default, Clone)]
 pub struct KeyCache {
-    keys: HashMap<PublicKey, Result<VerifyingKey, SignatureError>>,
+    inner: Arc<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    keys: Mutex<Generations<PublicKey, Result<VerifyingKey, SignatureError>>>,
     /// blake2b-256 of (key, signature, message) of every signature that verified.
-    verified: HashSet<[u8; 32]>,
+    verified: Mutex<Generations<[u8; 32], ()>>,
+}
+
+/// A map bounded by forgetting the older half of its entries at a time.
+#[derive(Debug)]
+struct Generations<K, V> {
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+}
+
+impl<K, V> Default for Generations<K, V> {
+    fn default() -> Self {
+        Generations {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Generations<K, V> {
+    fn get(&self, key: &K) -> Option<&V> {
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    fn insert(&mut self, key: K, value: V, limit: usize) {
+        if self.current.len() >= (limit / 2).max(1) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 /// The identity of one signature check: key, signature and the message's bytes, length-framed.
@@ -204,69 +248,56 @@ fn check_digest(key: &PublicKey, message: &[u8], signature: &Signature) -> [u8; 
     crate::hash::Hash::of_parts(&[b"kasane:verified:v1", &key.0, &signature.0, &length, message]).0
 }
 
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is a cache: if a thread panicked while holding it, its contents are still sound.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl KeyCache {
     pub fn new() -> KeyCache {
         KeyCache::default()
     }
 
     pub fn get(&mut self, key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
-        if let Some(found) = self.keys.get(key) {
+        if let Some(found) = locked(&self.inner.keys).get(key) {
             return found.clone();
         }
-        if self.keys.len() >= KEY_CACHE_ENTRIES_MAX {
-            self.keys.clear();
-        }
         let decoded = key.to_verifying_key();
-        self.keys.insert(*key, decoded.clone());
+        locked(&self.inner.keys).insert(*key, decoded.clone(), KEY_CACHE_ENTRIES_MAX);
         decoded
     }
 
+    /// Keys remembered.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        locked(&self.inner.keys).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Signatures remembered as verified.
+    pub fn verified_len(&self) -> usize {
+        locked(&self.inner.verified).len()
     }
 
     fn is_verified(&self, digest: &[u8; 32]) -> bool {
-        self.verified.contains(digest)
+        locked(&self.inner.verified).get(digest).is_some()
+    }
+
+    /// Which of `digests` are not yet known as verified, by index.
+    fn unverified(&self, digests: &[[u8; 32]]) -> Vec<usize> {
+        let verified = locked(&self.inner.verified);
+        (0..digests.len())
+            .filter(|index| verified.get(&digests[*index]).is_none())
+            .collect()
     }
 
     fn remember_verified(&mut self, digests: impl IntoIterator<Item = [u8; 32]>) {
+        let mut verified = locked(&self.inner.verified);
         for digest in digests {
-            if self.verified.len() >= VERIFIED_ENTRIES_MAX {
-                self.verified.clear();
-            }
-            self.verified.insert(digest);
+            verified.insert(digest, (), VERIFIED_ENTRIES_MAX);
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Hands over every signature this cache verified, emptying its memory of them. A node
-    /// verifies on worker threads with caches of their own and passes the result to the cache
-    /// of its consensus task with [`KeyCache::absorb`].
-    pub fn take_verified(&mut self) -> VerifiedSignatures {
-        VerifiedSignatures(self.verified.drain().collect())
-    }
-
-    /// Remembers signatures another cache verified.
-    pub fn absorb(&mut self, verified: VerifiedSignatures) {
-        self.remember_verified(verified.0);
-    }
-}
-
-/// Signatures verified by one [`KeyCache`], on their way to another. Only a cache makes one, so
-/// holding one means the checks were done.
-#[derive(Debug, Default)]
-pub struct VerifiedSignatures(Vec<[u8; 32]>);
-
-impl VerifiedSignatures {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -309,9 +340,7 @@ pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result
         .iter()
         .map(|item| check_digest(item.key, item.message, item.signature))
         .collect();
-    let pending: Vec<usize> = (0..items.len())
-        .filter(|index| !cache.is_verified(&digests[*index]))
-        .collect();
+    let pending = cache.unverified(&digests);
     if pending.is_empty() {
         return Ok(());
     }
@@ -349,19 +378,24 @@ mod tests {
     }
 
     #[test]
-    fn verified_signatures_move_between_caches() {
+    fn clones_share_what_verified_and_memory_is_bounded() {
         let pairs = keys(1);
-        let signature = pairs[0].sign(b"moved");
+        let signature = pairs[0].sign(b"shared");
         let mut worker = KeyCache::new();
-        assert!(verify_one(&mut worker, &pairs[0].public_key(), b"moved", &signature).is_ok());
-        let verified = worker.take_verified();
-        assert_eq!(verified.len(), 1);
-        let mut main = KeyCache::new();
-        let digest = check_digest(&pairs[0].public_key(), b"moved", &signature);
+        let main = worker.clone();
+        let digest = check_digest(&pairs[0].public_key(), b"shared", &signature);
         assert!(!main.is_verified(&digest));
-        main.absorb(verified);
+        assert!(verify_one(&mut worker, &pairs[0].public_key(), b"shared", &signature).is_ok());
         assert!(main.is_verified(&digest));
-        assert!(!worker.is_verified(&digest));
+        assert!(!KeyCache::new().is_verified(&digest));
+
+        let mut generations = Generations::default();
+        for value in 0..10u32 {
+            generations.insert(value, (), 4);
+        }
+        assert!(generations.len() <= 4);
+        assert!(generations.get(&9).is_some() && generations.get(&8).is_some());
+        assert!(generations.get(&0).is_none());
     }
 
     #[test]

@@ -15,7 +15,6 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
 use kasane_model::codec::{self, Versioned};
-use kasane_model::crypto::KeyCache;
 use kasane_model::hash::Blake2bMerkle;
 use kasane_model::ids::{AccountId, DomainId};
 use kasane_model::{merkle, CommittedBlock, Hash, SignedTransaction};
@@ -214,22 +213,18 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
         ));
     }
     // Hashing and signature checks run on the blocking pool, not on the consensus task.
-    let (transactions, hashes, verified) = tokio::task::spawn_blocking(move || {
+    let mut cache = shared.key_cache.clone();
+    let (transactions, hashes) = tokio::task::spawn_blocking(move || {
         let hashes: Vec<_> = transactions.iter().map(SignedTransaction::hashes).collect();
-        let mut cache = KeyCache::new();
         preverify_transactions(&mut cache, &transactions);
-        (transactions, hashes, cache.take_verified())
+        (transactions, hashes)
     })
     .await
     .map_err(|_| ApiError::unavailable())?;
     let (reply, answer) = oneshot::channel();
     shared
         .commands
-        .send(Command::Submit {
-            transactions,
-            verified,
-            reply,
-        })
+        .send(Command::Submit { transactions, reply })
         .await
         .map_err(|_| ApiError::unavailable())?;
     let outcomes = answer.await.map_err(|_| ApiError::unavailable())?;

@@ -122,6 +122,7 @@ pub async fn run(
     network_config.faults = config.faults.clone();
     let (network, inbound) = Network::start(&key, network_config).context("starting the p2p network")?;
 
+    let cache = replica.key_cache();
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (status_tx, status_rx) = watch::channel(status_of(&replica));
@@ -136,13 +137,14 @@ pub async fn run(
         queue_capacity: config.api.queue_capacity,
         body_bytes_max: config.api.body_bytes_max,
         stop: stop_rx.clone(),
+        key_cache: cache.clone(),
     });
 
     let (consensus_tx, consensus_rx) = mpsc::channel(1024);
     let (others_tx, others_rx) = mpsc::channel(1024);
-    tokio::spawn(runtime::verifier(inbound.consensus, consensus_tx));
-    tokio::spawn(runtime::verifier(inbound.sync, others_tx.clone()));
-    tokio::spawn(runtime::verifier(inbound.gossip, others_tx));
+    tokio::spawn(runtime::verifier(inbound.consensus, consensus_tx, cache.clone()));
+    tokio::spawn(runtime::verifier(inbound.sync, others_tx.clone(), cache.clone()));
+    tokio::spawn(runtime::verifier(inbound.gossip, others_tx, cache.clone()));
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

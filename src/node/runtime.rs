@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
-use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage, VerifiedSignatures};
+use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
 use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{PublicKey, SignedTransaction};
 use kasane_p2p::Network;
@@ -34,7 +34,6 @@ pub type ReadFn = Box<dyn FnOnce(&NodeReplica) + Send>;
 pub enum Command {
     Submit {
         transactions: Vec<SignedTransaction>,
-        verified: VerifiedSignatures,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
     Read(ReadFn),
@@ -49,12 +48,12 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// A peer message whose transaction signatures were checked on the blocking pool.
+/// A peer message whose transaction signatures were checked on the blocking pool (into the
+/// replica's shared cache).
 #[derive(Debug)]
 pub struct Prepared {
     pub from: PublicKey,
     pub message: Message,
-    pub verified: VerifiedSignatures,
 }
 
 /// What the consensus task shares with the API.
@@ -70,6 +69,8 @@ pub struct Shared {
     pub body_bytes_max: usize,
     /// Turns true when the node shuts down; long-lived responses (event streams) end then.
     pub stop: watch::Receiver<bool>,
+    /// The replica's key and signature cache, for checks off the consensus task.
+    pub key_cache: KeyCache,
 }
 
 impl Shared {
@@ -91,13 +92,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks every transaction signature a message carries, with a cache of its own, and returns
-/// what verified. Bad signatures are left for the replica to judge.
-pub fn preverify(message: &Message) -> VerifiedSignatures {
-    let mut cache = KeyCache::new();
+/// Checks every transaction signature a message carries into `cache` (the replica's, shared),
+/// skipping what it already verified. Bad signatures are left for the replica to judge.
+pub fn preverify(cache: &mut KeyCache, message: &Message) {
     let mut check_block = |transactions: &[SignedTransaction]| {
         let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
-        let _ = verify_transaction_signatures(&mut cache, transactions, &hashes);
+        let _ = verify_transaction_signatures(cache, transactions, &hashes);
     };
     match message {
         Message::Proposal(proposal) => check_block(&proposal.block.transactions),
@@ -106,10 +106,9 @@ pub fn preverify(message: &Message) -> VerifiedSignatures {
                 check_block(&block.block.transactions);
             }
         }
-        Message::Transactions(transactions) => preverify_transactions(&mut cache, transactions),
+        Message::Transactions(transactions) => preverify_transactions(cache, transactions),
         _ => {}
     }
-    cache.take_verified()
 }
 
 /// One batch for all; when it fails, one batch per transaction, so the good ones still count.
@@ -134,28 +133,21 @@ fn carries_signatures(message: &Message) -> bool {
 
 /// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
 /// the order they arrived.
-pub async fn verifier(mut inbound: mpsc::Receiver<(PublicKey, Message)>, out: mpsc::Sender<Prepared>) {
+pub async fn verifier(mut inbound: mpsc::Receiver<(PublicKey, Message)>, out: mpsc::Sender<Prepared>, cache: KeyCache) {
     while let Some((from, message)) = inbound.recv().await {
         let prepared = if carries_signatures(&message) {
+            let mut cache = cache.clone();
             match tokio::task::spawn_blocking(move || {
-                let verified = preverify(&message);
-                (message, verified)
+                preverify(&mut cache, &message);
+                message
             })
             .await
             {
-                Ok((message, verified)) => Prepared {
-                    from,
-                    message,
-                    verified,
-                },
+                Ok(message) => Prepared { from, message },
                 Err(_) => continue,
             }
         } else {
-            Prepared {
-                from,
-                message,
-                verified: VerifiedSignatures::default(),
-            }
+            Prepared { from, message }
         };
         if out.send(prepared).await.is_err() {
             return;
@@ -251,12 +243,7 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Submit {
-                transactions,
-                verified,
-                reply,
-            } => {
-                self.replica.absorb_verified(verified);
+            Command::Submit { transactions, reply } => {
                 let (results, out) = tokio::task::block_in_place(|| self.replica.submit(now_ms(), transactions));
                 let _ = reply.send(results);
                 self.after_step(out);
@@ -266,7 +253,6 @@ impl Driver {
     }
 
     fn message(&mut self, prepared: Prepared) {
-        self.replica.absorb_verified(prepared.verified);
         let is_proposal = matches!(prepared.message, Message::Proposal(_));
         let started = Instant::now();
         let out = tokio::task::block_in_place(|| self.replica.on_message(now_ms(), prepared.from, prepared.message));
