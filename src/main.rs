@@ -33,6 +33,8 @@ enum Command {
     Client(cli::client::ClientArgs),
     /// Sends signed transfers at an open-loop rate and checks each accepted one committed once.
     Load(cli::load::LoadArgs),
+    /// Measures a fresh local cluster's throughput and latency under an offered load.
+    Bench(cli::bench::BenchArgs),
     /// Runs seeds of the deterministic simulator and checks every invariant.
     Sim(cli::sim::SimArgs),
     /// Block store tools: demo, generate, inspect, verify.
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Down(args) => cli::cluster::run_down(args),
         Command::Client(args) => cli::client::run_client(args),
         Command::Load(args) => cli::load::run_load(args),
+        Command::Bench(args) => cli::bench::run_bench(args),
         Command::Kura(command) => cli::kura::run(command),
         Command::Sim(args) => cli::sim::run_sim(args),
     };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kasane_model::ids::{AccountId, AssetId};
-use kasane_model::instruction::Instruction;
+use kasane_model::instruction::{Instruction, MetadataTarget, METADATA_VALUE_BYTES_MAX};
 use kasane_model::transaction::{ChainId, TTL_MS_MAX};
 use kasane_model::{CommittedBlock, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
 use kasane_wsv::genesis::GenesisBuilder;
@@ -49,16 +49,38 @@ pub fn transfer(
     nonce: u32,
     created_at_ms: u64,
 ) -> SignedTransaction {
+    padded_transfer(chain, from, to, amount, nonce, created_at_ms, 0)
+}
+
+/// A transfer followed, when `padding` > 0, by a metadata write of `padding` bytes (at most
+/// [`METADATA_VALUE_BYTES_MAX`]) on the sender's account, to make larger transactions.
+pub fn padded_transfer(
+    chain: &ChainId,
+    from: usize,
+    to: usize,
+    amount: u128,
+    nonce: u32,
+    created_at_ms: u64,
+    padding: usize,
+) -> SignedTransaction {
     let (source, key) = test_account(from);
     let (destination, _) = test_account(to);
+    let mut instructions = vec![Instruction::Transfer {
+        source: coin_of(&source),
+        destination,
+        amount,
+    }];
+    if padding > 0 {
+        instructions.push(Instruction::SetKeyValue {
+            target: MetadataTarget::Account(source.clone()),
+            key: "padding".parse().expect("constant names are valid"),
+            value: "p".repeat(padding.min(METADATA_VALUE_BYTES_MAX)),
+        });
+    }
     let payload = TransactionPayload {
         chain: chain.clone(),
-        creator: source.clone(),
-        instructions: vec![Instruction::Transfer {
-            source: coin_of(&source),
-            destination,
-            amount,
-        }],
+        creator: source,
+        instructions,
         created_at_ms,
         ttl_ms: TTL_MS_MAX,
         nonce,

@@ -10,6 +10,7 @@ use kasane_model::block::{tx_merkle_root, BlockHeader};
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
 use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
+use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
 use crate::io::{Config, Effect, Input, LockRecord, Timer};
@@ -65,6 +66,24 @@ pub enum ReplicaError {
     Init(#[from] init::InitError),
 }
 
+/// A validated block's transaction hashes and, when it was executed against the current state,
+/// its execution.
+struct Validated {
+    hashes: Vec<TransactionHashes>,
+    executed: Option<ExecutedBlock>,
+}
+
+/// Hashes a host computed (off the consensus thread) for the transactions a message carries.
+#[derive(Debug, Clone, Default)]
+pub enum PreparedHashes {
+    #[default]
+    None,
+    /// For a `Transactions` message, in order.
+    Transactions(Vec<TransactionHashes>),
+    /// For a proposal or a block-sync response: per block hash, in block order.
+    Blocks(Vec<(Hash, Vec<TransactionHashes>)>),
+}
+
 /// One validator: consensus, store, state, queue.
 pub struct Replica<B: Backend + Sync> {
     key: KeyPair,
@@ -73,8 +92,11 @@ pub struct Replica<B: Backend + Sync> {
     wsv: Wsv,
     queue: TransactionQueue,
     cache: KeyCache,
-    /// Transaction hashes of blocks validated at the current height, by block hash.
-    validated: BTreeMap<Hash, Vec<TransactionHashes>>,
+    /// Blocks validated at the current height, by block hash: their transaction hashes and
+    /// execution, so that committing one applies the writes already computed.
+    validated: BTreeMap<Hash, Validated>,
+    /// Transaction hashes the host computed for the blocks of the message being handled.
+    known_hashes: BTreeMap<Hash, Vec<TransactionHashes>>,
     lock_store: Box<dyn LockStore>,
     events: Vec<ReplicaEvent>,
 }
@@ -133,6 +155,7 @@ impl<B: Backend + Sync> Replica<B> {
             queue: TransactionQueue::new(queue_capacity),
             cache: KeyCache::new(),
             validated: BTreeMap::new(),
+            known_hashes: BTreeMap::new(),
             lock_store,
             events: Vec::new(),
         }
@@ -182,13 +205,34 @@ impl<B: Backend + Sync> Replica<B> {
 
     /// A message from an authenticated peer.
     pub fn on_message(&mut self, now_ms: u64, from: PublicKey, message: Message) -> Vec<Outbound> {
+        self.on_prepared(now_ms, from, message, PreparedHashes::None)
+    }
+
+    /// A message from an authenticated peer, with the hashes of the transactions it carries as
+    /// the host computed them from this very message (so they cannot belong to another one).
+    pub fn on_prepared(
+        &mut self,
+        now_ms: u64,
+        from: PublicKey,
+        message: Message,
+        hashes: PreparedHashes,
+    ) -> Vec<Outbound> {
         if let Message::Transactions(transactions) = message {
+            let hashes = match hashes {
+                PreparedHashes::Transactions(hashes) if hashes.len() == transactions.len() => Some(hashes),
+                _ => None,
+            };
             let mut out = Vec::new();
-            self.admit(now_ms, transactions, false, &mut out);
+            self.admit(now_ms, transactions, hashes, false, &mut out);
             return out;
         }
+        if let PreparedHashes::Blocks(blocks) = hashes {
+            self.known_hashes.extend(blocks);
+        }
         let effects = self.core.step(Input::Message { from, message });
-        self.run(now_ms, effects)
+        let out = self.run(now_ms, effects);
+        self.known_hashes.clear();
+        out
     }
 
     pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
@@ -218,7 +262,21 @@ impl<B: Backend + Sync> Replica<B> {
         transactions: Vec<SignedTransaction>,
     ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
         let mut out = Vec::new();
-        let results = self.admit(now_ms, transactions, true, &mut out);
+        let results = self.admit(now_ms, transactions, None, true, &mut out);
+        (results, out)
+    }
+
+    /// [`Replica::submit`] with the transactions' hashes computed by the host from these very
+    /// transactions.
+    pub fn submit_hashed(
+        &mut self,
+        now_ms: u64,
+        transactions: Vec<SignedTransaction>,
+        hashes: Vec<TransactionHashes>,
+    ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
+        let hashes = (hashes.len() == transactions.len()).then_some(hashes);
+        let mut out = Vec::new();
+        let results = self.admit(now_ms, transactions, hashes, true, &mut out);
         (results, out)
     }
 
@@ -228,14 +286,19 @@ impl<B: Backend + Sync> Replica<B> {
         &mut self,
         now_ms: u64,
         transactions: Vec<SignedTransaction>,
+        hashes: Option<Vec<TransactionHashes>>,
         gossip: bool,
         out: &mut Vec<Outbound>,
     ) -> Vec<Result<(), String>> {
         let transactions: Vec<SignedTransaction> = transactions.into_iter().take(GOSSIP_TRANSACTIONS_MAX).collect();
+        let mut known = hashes.map(Vec::into_iter);
         let mut results = Vec::with_capacity(transactions.len());
         let mut accepted = Vec::new();
         for transaction in transactions {
-            let hashes = transaction.hashes();
+            let hashes = known
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or_else(|| transaction.hashes());
             let result = self.check_transaction(now_ms, &transaction, &hashes).and_then(|()| {
                 self.queue
                     .push(transaction.clone(), hashes)
@@ -386,7 +449,10 @@ impl<B: Backend + Sync> Replica<B> {
         {
             return false;
         }
-        let hashes: Vec<TransactionHashes> = block.transactions.iter().map(SignedTransaction::hashes).collect();
+        let hashes: Vec<TransactionHashes> = match self.known_hashes.remove(&block.hash()) {
+            Some(hashes) if hashes.len() == block.transactions.len() => hashes,
+            _ => block.transactions.iter().map(SignedTransaction::hashes).collect(),
+        };
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
             return false;
@@ -399,7 +465,7 @@ impl<B: Backend + Sync> Replica<B> {
             .execute(header.height, header.timestamp_ms, &block.transactions, &hashes)
         {
             Ok(executed) if executed.state_commitment == header.state_commitment => {
-                self.remember_validated(block.hash(), hashes);
+                self.remember_validated(block.hash(), hashes, executed);
                 true
             }
             _ => false,
@@ -434,17 +500,23 @@ impl<B: Backend + Sync> Replica<B> {
             view_change_proof,
         };
         let block = Block { header, transactions };
-        self.remember_validated(block.hash(), hashes);
+        self.remember_validated(block.hash(), hashes, executed);
         Some(block)
     }
 
     /// Keeps a validated block's transaction hashes for its commit, bounded like the core's
     /// blocks per height (a stalled height sees at most one new block per view).
-    fn remember_validated(&mut self, hash: Hash, hashes: Vec<TransactionHashes>) {
+    fn remember_validated(&mut self, hash: Hash, hashes: Vec<TransactionHashes>, executed: ExecutedBlock) {
         if self.validated.len() >= BLOCKS_PER_HEIGHT_MAX {
             self.validated.pop_first();
         }
-        self.validated.insert(hash, hashes);
+        self.validated.insert(
+            hash,
+            Validated {
+                hashes,
+                executed: Some(executed),
+            },
+        );
     }
 
     /// R10: durable in Kura first, then applied to the world state.
@@ -456,17 +528,24 @@ impl<B: Backend + Sync> Replica<B> {
         if !self.validated.contains_key(&hash) && !self.validate(now_ms, &committed.block) {
             return failed;
         }
-        let Some(hashes) = self.validated.get(&hash).cloned() else {
+        let Some(Validated { hashes, executed }) = self.validated.remove(&hash) else {
             return failed;
         };
         if self.kura.append(&committed).is_err() {
+            // Keep what was validated: the core may try to commit this block again.
+            self.validated.insert(hash, Validated { hashes, executed });
             return failed;
         }
-        let applied = match self.wsv.apply_block(&committed.block, &hashes) {
-            Ok(applied) => applied,
-            // The block is in Kura but does not apply: a broken invariant of our own code, since
-            // it was validated against this very state.
-            Err(error) => panic!("a validated block failed to apply at height {height}: {error}"),
+        // Validation executed the block against this very state (the validated blocks are
+        // dropped at every commit), so its writes are applied as they are.
+        let applied = match executed {
+            Some(executed) if executed.height == height => self.wsv.commit(executed, hash),
+            _ => match self.wsv.apply_block(&committed.block, &hashes) {
+                Ok(applied) => applied,
+                // The block is in Kura but does not apply: a broken invariant of our own code,
+                // since it was validated against this very state.
+                Err(error) => panic!("a validated block failed to apply at height {height}: {error}"),
+            },
         };
         let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
         self.queue.remove_payloads(&payloads);

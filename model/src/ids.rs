@@ -15,9 +15,32 @@ pub const NAME_BYTES_MAX: usize = 64;
 
 /// A non-empty name of at most [`NAME_BYTES_MAX`] bytes, without whitespace, `@` or `#`.
 /// Shared (`Arc`) because the same names are cloned into many keys of the state.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(Arc<str>);
+
+// Written by hand (not through String) so that encoding a name allocates nothing and decoding
+// allocates once: names are in every transaction, and both are on the hot path.
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        struct NameVisitor;
+        impl serde::de::Visitor<'_> for NameVisitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Name, E> {
+                Name::new(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

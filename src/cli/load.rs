@@ -107,11 +107,11 @@ pub struct LoadReport {
 }
 
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Transaction hash -> (times seen in blocks, when first seen, outcome known and committed).
-    blocks: HashMap<Hash, (u32, Instant, Option<bool>)>,
-    height: u64,
-    blocks_read: u64,
+    pub(crate) blocks: HashMap<Hash, (u32, Instant, Option<bool>)>,
+    pub(crate) height: u64,
+    pub(crate) blocks_read: u64,
 }
 
 #[derive(Default)]
@@ -152,7 +152,7 @@ fn node_urls(args: &LoadArgs) -> anyhow::Result<(Vec<String>, usize)> {
 }
 
 /// Follows the chain on `client`, recording every transaction of every new block.
-async fn follow(client: ApiClient, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+pub(crate) async fn follow(client: ApiClient, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
     loop {
         if stop.load(Ordering::Relaxed) {
             return;

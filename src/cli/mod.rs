@@ -1,5 +1,6 @@
 //! Subcommands of the `kasane` binary.
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod demo;

@@ -215,8 +215,7 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
     // Hashing and signature checks run on the blocking pool, not on the consensus task.
     let mut cache = shared.key_cache.clone();
     let (transactions, hashes) = tokio::task::spawn_blocking(move || {
-        let hashes: Vec<_> = transactions.iter().map(SignedTransaction::hashes).collect();
-        preverify_transactions(&mut cache, &transactions);
+        let hashes = preverify_transactions(&mut cache, &transactions);
         (transactions, hashes)
     })
     .await
@@ -224,7 +223,11 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
     let (reply, answer) = oneshot::channel();
     shared
         .commands
-        .send(Command::Submit { transactions, reply })
+        .send(Command::Submit {
+            transactions,
+            hashes: hashes.clone(),
+            reply,
+        })
         .await
         .map_err(|_| ApiError::unavailable())?;
     let outcomes = answer.await.map_err(|_| ApiError::unavailable())?;
@@ -305,15 +308,34 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     Json(value).into_response()
 }
 
-/// The JSON form of a committed block.
-pub fn block_json(committed: &CommittedBlock) -> Value {
+/// The (transaction hash, payload hash) of each transaction of a block: from the node's memory
+/// of recent commits when it has the block, else computed.
+fn block_hashes(shared: &Shared, committed: &CommittedBlock) -> Vec<(Hash, Hash)> {
+    let hash = committed.block.hash();
+    let remembered = shared.recent_blocks.lock().ok().and_then(|recent| {
+        recent
+            .get(&committed.block.header.height)
+            .filter(|block| block.hash == hash && block.transactions.len() == committed.block.transactions.len())
+            .map(|block| block.transactions.clone())
+    });
+    remembered.unwrap_or_else(|| {
+        committed
+            .block
+            .transactions
+            .iter()
+            .map(|transaction| {
+                let hashes = transaction.hashes();
+                (hashes.transaction, hashes.payload)
+            })
+            .collect()
+    })
+}
+
+/// The JSON form of a committed block, given its transactions' hashes.
+pub fn block_json(committed: &CommittedBlock, hashes: &[(Hash, Hash)]) -> Value {
     let block = &committed.block;
     let header = &block.header;
-    let tx_hashes: Vec<String> = block
-        .transactions
-        .iter()
-        .map(|transaction| transaction.hashes().transaction.to_hex())
-        .collect();
+    let tx_hashes: Vec<String> = hashes.iter().map(|(transaction, _)| transaction.to_hex()).collect();
     let certificate = &committed.certificate;
     json!({
         "height": header.height,
@@ -360,16 +382,15 @@ async fn block(State(shared): State<Arc<Shared>>, Path(height): Path<String>) ->
     let committed = read_block(&shared, height).await?;
     let worker = shared.clone();
     let value = tokio::task::spawn_blocking(move || {
-        let mut value = block_json(&committed);
+        let hashes = block_hashes(&worker, &committed);
+        let mut value = block_json(&committed, &hashes);
         // Each transaction's outcome, as far as this node remembers it (it does for every block
         // it committed since it started, within the table's bound): "committed", "rejected:
         // <reason>", or null when unknown.
         let outcomes: Vec<Value> = match worker.transactions.lock() {
-            Ok(table) => committed
-                .block
-                .transactions
+            Ok(table) => hashes
                 .iter()
-                .map(|transaction| match table.get(&transaction.hashes().payload) {
+                .map(|(_, payload)| match table.get(payload) {
                     Some((_, TxState::Committed { height: at })) if at == height => json!("committed"),
                     Some((_, TxState::Committed { .. })) => json!("rejected: committed at another height"),
                     Some((
@@ -400,11 +421,9 @@ async fn proof(State(shared): State<Arc<Shared>>, Path((height, tx_hash)): Path<
     let height = parse_height(&height)?;
     let tx_hash = parse_hash(&tx_hash)?;
     let committed = read_block(&shared, height).await?;
-    let hashes: Vec<Hash> = committed
-        .block
-        .transactions
-        .iter()
-        .map(|transaction| transaction.hashes().transaction)
+    let hashes: Vec<Hash> = block_hashes(&shared, &committed)
+        .into_iter()
+        .map(|(transaction, _)| transaction)
         .collect();
     let index = hashes
         .iter()

@@ -138,6 +138,7 @@ pub async fn run(
         body_bytes_max: config.api.body_bytes_max,
         stop: stop_rx.clone(),
         key_cache: cache.clone(),
+        recent_blocks: Mutex::new(std::collections::BTreeMap::new()),
     });
 
     let (consensus_tx, consensus_rx) = mpsc::channel(1024);

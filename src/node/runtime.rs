@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent};
+use kasane_consensus::replica::{Outbound, PreparedHashes, Replica, ReplicaEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
@@ -34,6 +34,8 @@ pub type ReadFn = Box<dyn FnOnce(&NodeReplica) + Send>;
 pub enum Command {
     Submit {
         transactions: Vec<SignedTransaction>,
+        /// Their hashes, in order.
+        hashes: Vec<TransactionHashes>,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
     Read(ReadFn),
@@ -54,6 +56,8 @@ impl std::fmt::Debug for Command {
 pub struct Prepared {
     pub from: PublicKey,
     pub message: Message,
+    /// The hashes of the transactions the message carries, computed with the checks.
+    pub hashes: PreparedHashes,
 }
 
 /// What the consensus task shares with the API.
@@ -71,6 +75,9 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// The replica's key and signature cache, for checks off the consensus task.
     pub key_cache: KeyCache,
+    /// (transaction hash, payload hash) of each transaction of recently committed blocks, by
+    /// height, so block reads need not hash every transaction again.
+    pub recent_blocks: Mutex<std::collections::BTreeMap<u64, RecentBlock>>,
 }
 
 impl Shared {
@@ -85,6 +92,16 @@ impl Shared {
     }
 }
 
+/// Blocks whose transaction hashes are kept for the API.
+pub const RECENT_BLOCKS: usize = 1024;
+
+/// A committed block's hash and its transactions' (transaction hash, payload hash).
+#[derive(Debug, Clone)]
+pub struct RecentBlock {
+    pub hash: kasane_model::Hash,
+    pub transactions: Vec<(kasane_model::Hash, kasane_model::Hash)>,
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -94,34 +111,37 @@ pub fn now_ms() -> u64 {
 
 /// Checks every transaction signature a message carries into `cache` (the replica's, shared),
 /// skipping what it already verified. Bad signatures are left for the replica to judge.
-pub fn preverify(cache: &mut KeyCache, message: &Message) {
-    let mut check_block = |transactions: &[SignedTransaction]| {
-        let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
-        let _ = verify_transaction_signatures(cache, transactions, &hashes);
+pub fn preverify(cache: &mut KeyCache, message: &Message) -> PreparedHashes {
+    let mut check_block = |block: &kasane_model::Block| {
+        let hashes: Vec<TransactionHashes> = block.transactions.iter().map(SignedTransaction::hashes).collect();
+        let _ = verify_transaction_signatures(cache, &block.transactions, &hashes);
+        (block.hash(), hashes)
     };
     match message {
-        Message::Proposal(proposal) => check_block(&proposal.block.transactions),
+        Message::Proposal(proposal) => PreparedHashes::Blocks(vec![check_block(&proposal.block)]),
         Message::BlockSyncResponse { blocks } => {
-            for block in blocks {
-                check_block(&block.block.transactions);
-            }
+            PreparedHashes::Blocks(blocks.iter().map(|block| check_block(&block.block)).collect())
         }
-        Message::Transactions(transactions) => preverify_transactions(cache, transactions),
-        _ => {}
+        Message::Transactions(transactions) => {
+            PreparedHashes::Transactions(preverify_transactions(cache, transactions))
+        }
+        _ => PreparedHashes::None,
     }
 }
 
-/// One batch for all; when it fails, one batch per transaction, so the good ones still count.
-pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) {
+/// Hashes the transactions and checks their signatures: one batch for all; when it fails, one
+/// batch per transaction, so the good ones still count.
+pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
     let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
     if verify_transaction_signatures(cache, transactions, &hashes).is_ok() {
-        return;
+        return hashes;
     }
     for (transaction, hash) in transactions.iter().zip(&hashes) {
         let messages = SigningMessages::for_payload_hash(&hash.payload);
         let items: Vec<SignedMessage> = messages.items(transaction).collect();
         let _ = verify_batch(cache, &items);
     }
+    hashes
 }
 
 fn carries_signatures(message: &Message) -> bool {
@@ -138,16 +158,20 @@ pub async fn verifier(mut inbound: mpsc::Receiver<(PublicKey, Message)>, out: mp
         let prepared = if carries_signatures(&message) {
             let mut cache = cache.clone();
             match tokio::task::spawn_blocking(move || {
-                preverify(&mut cache, &message);
-                message
+                let hashes = preverify(&mut cache, &message);
+                (message, hashes)
             })
             .await
             {
-                Ok(message) => Prepared { from, message },
+                Ok((message, hashes)) => Prepared { from, message, hashes },
                 Err(_) => continue,
             }
         } else {
-            Prepared { from, message }
+            Prepared {
+                from,
+                message,
+                hashes: PreparedHashes::None,
+            }
         };
         if out.send(prepared).await.is_err() {
             return;
@@ -243,8 +267,13 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Submit { transactions, reply } => {
-                let (results, out) = tokio::task::block_in_place(|| self.replica.submit(now_ms(), transactions));
+            Command::Submit {
+                transactions,
+                hashes,
+                reply,
+            } => {
+                let (results, out) =
+                    tokio::task::block_in_place(|| self.replica.submit_hashed(now_ms(), transactions, hashes));
                 let _ = reply.send(results);
                 self.after_step(out);
             }
@@ -255,7 +284,10 @@ impl Driver {
     fn message(&mut self, prepared: Prepared) {
         let is_proposal = matches!(prepared.message, Message::Proposal(_));
         let started = Instant::now();
-        let out = tokio::task::block_in_place(|| self.replica.on_message(now_ms(), prepared.from, prepared.message));
+        let out = tokio::task::block_in_place(|| {
+            self.replica
+                .on_prepared(now_ms(), prepared.from, prepared.message, prepared.hashes)
+        });
         if is_proposal {
             self.shared.metrics.proposal_step.record(started.elapsed());
         }
@@ -346,6 +378,22 @@ impl Driver {
             transactions: transactions.len(),
             rejected,
         });
+        if let Ok(mut recent) = self.shared.recent_blocks.lock() {
+            recent.insert(
+                height,
+                RecentBlock {
+                    hash,
+                    transactions: tx_hashes
+                        .iter()
+                        .zip(&transactions)
+                        .map(|(tx_hash, (payload, _))| (*tx_hash, *payload))
+                        .collect(),
+                },
+            );
+            while recent.len() > RECENT_BLOCKS {
+                recent.pop_first();
+            }
+        }
         let Ok(mut table) = self.shared.transactions.lock() else {
             return;
         };

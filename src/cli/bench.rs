@@ -1,0 +1,930 @@
+//! `kasane bench`: throughput and latency of a fresh local cluster, measured from committed
+//! blocks.
+//!
+//! 1. Writes a cluster (genesis with funded test accounts) into a temporary directory.
+//! 2. Signs the whole workload before the clock starts, in batches ready to send.
+//! 3. Starts the nodes, offers the batches at the target rate (open loop, round-robin over the
+//!    nodes), and follows the chain on the first node, noting when each transaction appears.
+//! 4. Waits for what was accepted, checks that the nodes agree on the head and that every
+//!    accepted transaction committed exactly once, and reports: committed tps (whole run and
+//!    steady state), latency percentiles from an HDR histogram, blocks, view changes, per-node
+//!    CPU and peak RSS; as text, JSON and an SVG of tps and latency over time.
+//!
+//! `--sweep` repeats this over a grid of offered rate x block size x block time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use kasane_model::transaction::ChainId;
+use kasane_model::{codec, Hash, SignedTransaction};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::cluster::{down, up};
+use super::genesis::{write_cluster, GenesisArgs};
+use super::http::ApiClient;
+use super::load::{follow, Seen};
+use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
+use crate::node::runtime::now_ms;
+use crate::testnet::padded_transfer;
+
+/// Requests in flight before batches are counted as not sent (the generator never waits).
+const IN_FLIGHT_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Validator processes.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Offered transactions per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds of offered load.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Approximate bytes per transaction; transfers are padded with a metadata write. Default:
+    /// plain transfers.
+    #[arg(long)]
+    pub tx_size: Option<usize>,
+    #[arg(long, default_value_t = 5_000)]
+    pub block_txs_max: usize,
+    #[arg(long, default_value_t = 100)]
+    pub block_time_ms: u64,
+    #[arg(long, default_value_t = 1_000)]
+    pub commit_timeout_ms: u64,
+    /// Funded test accounts the transfers move between.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: usize,
+    /// Milliseconds between batches.
+    #[arg(long, default_value_t = 10)]
+    pub batch_ms: u64,
+    /// Seconds to wait after the load for accepted transactions to commit.
+    #[arg(long, default_value_t = 30)]
+    pub wait_secs: u64,
+    /// Kura fsync policy of the nodes.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+    /// Keep the cluster here instead of a temporary directory (it is stopped either way).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Run a grid over offered rate x block size x block time instead of one run.
+    #[arg(long)]
+    pub sweep: bool,
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000,40000")]
+    pub sweep_rates: Vec<u64>,
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    pub sweep_block_txs: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "50,200")]
+    pub sweep_block_ms: Vec<u64>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latencies {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeUsage {
+    pub name: String,
+    /// CPU seconds (user + system) used during the measured run.
+    pub cpu_s: f64,
+    /// Cores used on average over the run.
+    pub cores: f64,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub committed: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub nodes: usize,
+    pub offered_tps: u64,
+    pub duration_s: u64,
+    pub tx_bytes: usize,
+    pub block_txs_max: usize,
+    pub block_time_ms: u64,
+    pub fsync: String,
+    pub machine: Value,
+    /// Transactions sent to a node.
+    pub submitted: u64,
+    pub accepted: u64,
+    /// Refused at admission (queue full included), each with a reason.
+    pub rejected: u64,
+    pub rejection_reasons: HashMap<String, u64>,
+    /// Generated but not sent: too many requests in flight, or the request failed.
+    pub not_sent: u64,
+    /// Accepted and committed exactly once.
+    pub committed: u64,
+    pub rejected_in_block: u64,
+    pub duplicates: u64,
+    pub missing: u64,
+    /// Committed transactions per second from the first send to the last commit.
+    pub committed_tps: f64,
+    /// Committed per second over the steady window (from 20% of the load to its end).
+    pub steady_tps: f64,
+    /// Submission to commit, milliseconds.
+    pub latency_ms: Option<Latencies>,
+    pub blocks: u64,
+    pub blocks_per_s: f64,
+    pub tx_per_block: f64,
+    pub view_changes: u64,
+    pub heads_agree: bool,
+    pub per_node: Vec<NodeUsage>,
+    pub timeline: Vec<Second>,
+    pub ok: bool,
+}
+
+/// One batch, ready to send.
+struct Batch {
+    body: Bytes,
+    hashes: Vec<Hash>,
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    json!({
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        "cpu": cpu,
+        "os": std::env::consts::OS,
+    })
+}
+
+/// Signs `total` transfers on every core and packs them into batches of `per_batch`.
+fn presign(chain: &ChainId, total: u64, per_batch: usize, accounts: usize, padding: usize, quiet: bool) -> Vec<Batch> {
+    let created_at_ms = now_ms();
+    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let batches = (total as usize).div_ceil(per_batch);
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    let mut out: Vec<Option<Batch>> = (0..batches).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let chunks: Vec<&mut [Option<Batch>]> = out.chunks_mut(batches.div_ceil(threads).max(1)).collect();
+        let mut first = 0usize;
+        for chunk in chunks {
+            let start = first;
+            first += chunk.len();
+            let done = &done;
+            scope.spawn(move || {
+                for (offset, slot) in chunk.iter_mut().enumerate() {
+                    let batch = start + offset;
+                    let from = batch * per_batch;
+                    let to = ((batch + 1) * per_batch).min(total as usize);
+                    let transactions: Vec<SignedTransaction> = (from..to)
+                        .map(|index| {
+                            let sender = index % accounts;
+                            padded_transfer(
+                                chain,
+                                sender,
+                                (sender + 1) % accounts,
+                                1,
+                                index as u32,
+                                created_at_ms,
+                                padding,
+                            )
+                        })
+                        .collect();
+                    let hashes = transactions
+                        .iter()
+                        .map(|transaction| transaction.hashes().transaction)
+                        .collect();
+                    let body = Bytes::from(codec::encode(&TransactionBatch(transactions)));
+                    *slot = Some(Batch { body, hashes });
+                    done.fetch_add((to - from) as u64, Ordering::Relaxed);
+                }
+            });
+        }
+        if !quiet {
+            let mut last = Instant::now();
+            while done.load(Ordering::Relaxed) < total {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= Duration::from_secs(2) {
+                    last = Instant::now();
+                    eprintln!("bench: signed {} of {total}", done.load(Ordering::Relaxed));
+                }
+            }
+        }
+    });
+    if !quiet {
+        eprintln!(
+            "bench: signed {total} transactions in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// (utime + stime in seconds, peak RSS in MiB) of a process, from /proc.
+fn process_usage(pid: i32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let peak_kib: f64 = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+    Some((ticks / 100.0, peak_kib / 1024.0))
+}
+
+fn node_pids(dir: &Path, names: &[String]) -> Vec<i32> {
+    names
+        .iter()
+        .map(|name| {
+            std::fs::read_to_string(dir.join(name).join("node.pid"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Admission {
+    accepted: HashMap<Hash, Instant>,
+    reasons: HashMap<String, u64>,
+}
+
+/// One measured run on a fresh cluster.
+pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let temporary = tempfile::tempdir().context("creating a temporary directory")?;
+    let dir = args.dir.clone().unwrap_or_else(|| temporary.path().join("cluster"));
+    let genesis = GenesisArgs {
+        validators: args.nodes,
+        observers: 0,
+        out: dir.clone(),
+        hosts: Vec::new(),
+        base_port: None,
+        accounts: args.accounts,
+        chain: crate::testnet::DEFAULT_CHAIN.to_string(),
+        block_time_ms: Some(args.block_time_ms),
+        commit_timeout_ms: Some(args.commit_timeout_ms),
+        block_txs_max: Some(args.block_txs_max),
+        fsync: args.fsync.clone(),
+        force: true,
+    };
+    let manifest = write_cluster(&genesis)?;
+    let chain = manifest.chain_id()?;
+    let per_batch = ((args.rate * args.batch_ms.max(1)) / 1000).max(1) as usize;
+    let total = args.rate * args.duration;
+    // A plain transfer is about 190 bytes encoded; pad up to the asked size.
+    let plain = codec::encode(&padded_transfer(&chain, 0, 1, 1, 0, now_ms(), 0)).len();
+    let padding = args.tx_size.map_or(0, |size| size.saturating_sub(plain + 40));
+    let tx_bytes = codec::encode(&padded_transfer(&chain, 0, 1, 1, 0, now_ms(), padding)).len();
+    if !args.quiet {
+        eprintln!(
+            "bench: {} nodes, {} tx/s for {} s ({total} transactions of {tx_bytes} bytes, batches of {per_batch}), blocks of up to {} every {} ms",
+            args.nodes, args.rate, args.duration, args.block_txs_max, args.block_time_ms
+        );
+    }
+    let batches = presign(&chain, total, per_batch, args.accounts, padding, args.quiet);
+    let manifest = match up(&dir, Duration::from_secs(60)) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            let _ = down(&dir, Duration::from_secs(5));
+            return Err(error);
+        }
+    };
+    let names: Vec<String> = manifest.nodes.iter().map(|node| node.name.clone()).collect();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(measure(args, &dir, &manifest.api_urls(), &names, batches, tx_bytes));
+    let _ = down(&dir, Duration::from_secs(10));
+    result
+}
+
+async fn measure(
+    args: &BenchArgs,
+    dir: &Path,
+    urls: &[String],
+    names: &[String],
+    batches: Vec<Batch>,
+    tx_bytes: usize,
+) -> anyhow::Result<BenchReport> {
+    let clients: Vec<ApiClient> = urls
+        .iter()
+        .map(|url| ApiClient::new(url))
+        .collect::<anyhow::Result<_>>()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("HTTP client")?;
+    let start_height = clients[0].status().await?["height"].as_u64().unwrap_or(0);
+    let seen = Arc::new(Mutex::new(Seen {
+        height: start_height,
+        ..Seen::default()
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = tokio::spawn(follow(clients[0].clone(), seen.clone(), stop.clone()));
+    let pids = node_pids(dir, names);
+    let usage_before: Vec<Option<(f64, f64)>> = pids.iter().map(|pid| process_usage(*pid)).collect();
+
+    let admission = Arc::new(Mutex::new(Admission::default()));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let submitted = Arc::new(AtomicU64::new(0));
+    let not_sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = Duration::from_millis(args.batch_ms.max(1));
+    let mut last_progress = Instant::now();
+    let mut next_node = 0usize;
+    for (index, batch) in batches.into_iter().enumerate() {
+        let due = started + interval * index as u32;
+        tokio::time::sleep_until(due.into()).await;
+        if in_flight.load(Ordering::Relaxed) as usize >= IN_FLIGHT_MAX {
+            not_sent.fetch_add(batch.hashes.len() as u64, Ordering::Relaxed);
+            continue;
+        }
+        let url = format!("{}/v1/transactions", urls[next_node % urls.len()]);
+        next_node += 1;
+        let (http, task_admission, task_in_flight, submitted, not_sent) = (
+            http.clone(),
+            admission.clone(),
+            in_flight.clone(),
+            submitted.clone(),
+            not_sent.clone(),
+        );
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let (admission, in_flight) = (task_admission, task_in_flight);
+            let sent_at = Instant::now();
+            let count = batch.hashes.len() as u64;
+            let response = http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+                .body(batch.body)
+                .send()
+                .await;
+            let outcome = match response {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.text().await {
+                        Ok(text) => Ok((status, text)),
+                        Err(error) => Err(error.to_string()),
+                    }
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let Ok(mut admission) = admission.lock() else {
+                return;
+            };
+            match outcome {
+                Ok((status, text)) if status.is_success() => {
+                    submitted.fetch_add(count, Ordering::Relaxed);
+                    match serde_json::from_str::<SubmitResponse>(&text) {
+                        Ok(response) => {
+                            for (hash, result) in batch.hashes.iter().zip(&response.results) {
+                                if result.accepted {
+                                    admission.accepted.insert(*hash, sent_at);
+                                } else {
+                                    *admission
+                                        .reasons
+                                        .entry(result.error.clone().unwrap_or_default())
+                                        .or_default() += 1;
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            *admission
+                                .reasons
+                                .entry(format!("unreadable answer: {error}"))
+                                .or_default() += count;
+                        }
+                    }
+                }
+                Ok((status, text)) => {
+                    submitted.fetch_add(count, Ordering::Relaxed);
+                    let reason = if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                        "queue full (503)".to_string()
+                    } else {
+                        format!("{status}: {}", text.chars().take(120).collect::<String>())
+                    };
+                    *admission.reasons.entry(reason).or_default() += count;
+                }
+                Err(_) => {
+                    not_sent.fetch_add(count, Ordering::Relaxed);
+                }
+            }
+        });
+        if !args.quiet && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let (height, committed) = seen
+                .lock()
+                .map(|seen| (seen.height, seen.blocks.len()))
+                .unwrap_or_default();
+            let accepted = admission.lock().map(|admission| admission.accepted.len()).unwrap_or(0);
+            eprintln!(
+                "bench: {:>3.0}s offered {} accepted {accepted} in blocks {committed} height {height} in flight {}",
+                started.elapsed().as_secs_f64(),
+                (index + 1) * batch_len_hint(args),
+                in_flight.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let drain = Instant::now() + Duration::from_secs(30);
+    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    loop {
+        let missing = {
+            let admission = admission.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            admission
+                .accepted
+                .keys()
+                .filter(|hash| !seen.blocks.contains_key(*hash))
+                .count()
+        };
+        if missing == 0 || Instant::now() > deadline {
+            break;
+        }
+        if !args.quiet {
+            eprintln!("bench: waiting for {missing} accepted transactions to commit");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let usage_after: Vec<Option<(f64, f64)>> = pids.iter().map(|pid| process_usage(*pid)).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = follower.await;
+
+    // Heads and view changes, every node.
+    let mut heads = Vec::new();
+    let mut view_changes;
+    let agree_deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        heads.clear();
+        view_changes = 0;
+        for client in &clients {
+            let status = client.status().await.unwrap_or(Value::Null);
+            view_changes += status["view_changes"].as_u64().unwrap_or(0);
+            heads.push((status["height"].clone(), status["head_hash"].clone()));
+        }
+        if heads.iter().all(|head| *head == heads[0]) || Instant::now() > agree_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let heads_agree = heads.iter().all(|head| *head == heads[0] && !head.1.is_null());
+
+    let admission = admission.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("histogram")?;
+    let seconds = args.duration as usize + args.wait_secs as usize + 2;
+    let mut per_second: Vec<(u64, Histogram<u64>)> = (0..seconds)
+        .map(|_| Histogram::new_with_bounds(1, 3_600_000_000, 2).map(|histogram| (0, histogram)))
+        .collect::<Result<_, _>>()
+        .context("histogram")?;
+    let (mut committed, mut rejected_in_block, mut duplicates, mut missing) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_commit = started;
+    for (hash, sent_at) in &admission.accepted {
+        match seen.blocks.get(hash) {
+            None => missing += 1,
+            Some((count, _, _)) if *count > 1 => duplicates += 1,
+            Some((_, _, Some(false))) => rejected_in_block += 1,
+            Some((_, when, _)) => {
+                committed += 1;
+                last_commit = last_commit.max(*when);
+                let micros = when.saturating_duration_since(*sent_at).as_micros().max(1) as u64;
+                let _ = histogram.record(micros);
+                let second = when.saturating_duration_since(started).as_secs() as usize;
+                if let Some((count, bucket)) = per_second.get_mut(second) {
+                    *count += 1;
+                    let _ = bucket.record(micros);
+                }
+            }
+        }
+    }
+    let span = last_commit.saturating_duration_since(started).as_secs_f64();
+    let steady_from = (args.duration as usize / 5).max(1);
+    let steady_to = (args.duration as usize).max(steady_from + 1);
+    let steady: u64 = per_second
+        .get(steady_from..steady_to.min(per_second.len()))
+        .map(|window| window.iter().map(|(count, _)| count).sum())
+        .unwrap_or(0);
+    let steady_tps = steady as f64 / (steady_to - steady_from) as f64;
+    let last_second = per_second.iter().rposition(|(count, _)| *count > 0).unwrap_or(0);
+    let timeline = per_second[..=last_second]
+        .iter()
+        .enumerate()
+        .map(|(second, (count, bucket))| Second {
+            t: second as u64,
+            committed: *count,
+            p50_ms: (!bucket.is_empty()).then(|| bucket.value_at_quantile(0.5) as f64 / 1000.0),
+            p99_ms: (!bucket.is_empty()).then(|| bucket.value_at_quantile(0.99) as f64 / 1000.0),
+        })
+        .collect();
+    let per_node = names
+        .iter()
+        .zip(usage_before.iter().zip(&usage_after))
+        .map(|(name, (before, after))| {
+            let (cpu_before, _) = before.unwrap_or((0.0, 0.0));
+            let (cpu_after, peak) = after.unwrap_or((cpu_before, 0.0));
+            NodeUsage {
+                name: name.clone(),
+                cpu_s: cpu_after - cpu_before,
+                cores: (cpu_after - cpu_before) / wall.max(1e-9),
+                peak_rss_mb: peak,
+            }
+        })
+        .collect();
+    let blocks = seen.blocks_read;
+    let rejected: u64 = admission.reasons.values().sum();
+    let accepted = admission.accepted.len() as u64;
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let _ = load_seconds;
+    Ok(BenchReport {
+        nodes: args.nodes,
+        offered_tps: args.rate,
+        duration_s: args.duration,
+        tx_bytes,
+        block_txs_max: args.block_txs_max,
+        block_time_ms: args.block_time_ms,
+        fsync: args.fsync.clone(),
+        machine: machine(),
+        submitted: submitted.load(Ordering::Relaxed),
+        accepted,
+        rejected,
+        rejection_reasons: admission.reasons.clone(),
+        not_sent: not_sent.load(Ordering::Relaxed),
+        committed,
+        rejected_in_block,
+        duplicates,
+        missing,
+        committed_tps: if span > 0.0 { committed as f64 / span } else { 0.0 },
+        steady_tps,
+        latency_ms: (!histogram.is_empty()).then(|| Latencies {
+            p50: ms(0.5),
+            p95: ms(0.95),
+            p99: ms(0.99),
+            max: histogram.max() as f64 / 1000.0,
+        }),
+        blocks,
+        blocks_per_s: if span > 0.0 { blocks as f64 / span } else { 0.0 },
+        tx_per_block: if blocks > 0 {
+            committed as f64 / blocks as f64
+        } else {
+            0.0
+        },
+        view_changes,
+        heads_agree,
+        per_node,
+        timeline,
+        ok: heads_agree && accepted > 0 && duplicates == 0 && missing == 0 && rejected_in_block == 0,
+    })
+}
+
+fn batch_len_hint(args: &BenchArgs) -> usize {
+    ((args.rate * args.batch_ms.max(1)) / 1000).max(1) as usize
+}
+
+pub fn print_report(report: &BenchReport) {
+    println!(
+        "bench: {} nodes, offered {} tx/s for {} s, {}-byte transactions, blocks of up to {} every {} ms, fsync {}",
+        report.nodes,
+        report.offered_tps,
+        report.duration_s,
+        report.tx_bytes,
+        report.block_txs_max,
+        report.block_time_ms,
+        report.fsync
+    );
+    println!(
+        "bench: submitted {} accepted {} rejected {} not-sent {}",
+        report.submitted, report.accepted, report.rejected, report.not_sent
+    );
+    for (reason, count) in &report.rejection_reasons {
+        println!("bench:   rejected {count}: {reason}");
+    }
+    println!(
+        "bench: committed {} exactly once; rejected in block {}, duplicates {}, missing {}",
+        report.committed, report.rejected_in_block, report.duplicates, report.missing
+    );
+    println!(
+        "bench: committed tps {:.0} (whole run), {:.0} (steady, from 20% of the load)",
+        report.committed_tps, report.steady_tps
+    );
+    if let Some(latency) = &report.latency_ms {
+        println!(
+            "bench: latency submit->commit p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms",
+            latency.p50, latency.p95, latency.p99, latency.max
+        );
+    }
+    println!(
+        "bench: {} blocks, {:.1} blocks/s, {:.0} tx/block, {} view changes, heads agree: {}",
+        report.blocks, report.blocks_per_s, report.tx_per_block, report.view_changes, report.heads_agree
+    );
+    for node in &report.per_node {
+        println!(
+            "bench:   {} cpu {:.1} s ({:.2} cores) peak rss {:.0} MiB",
+            node.name, node.cpu_s, node.cores, node.peak_rss_mb
+        );
+    }
+    println!("bench: {}", if report.ok { "ok" } else { "FAILED" });
+}
+
+/// An SVG polyline of (x, y) points scaled into a box.
+fn polyline(points: &[(f64, f64)], box_: (f64, f64, f64, f64), max: (f64, f64), style: &str) -> String {
+    let (left, top, width, height) = box_;
+    let path: Vec<String> = points
+        .iter()
+        .map(|(x, y)| {
+            format!(
+                "{:.1},{:.1}",
+                left + x / max.0.max(1e-9) * width,
+                top + height - y / max.1.max(1e-9) * height
+            )
+        })
+        .collect();
+    format!("<polyline fill=\"none\" {style} points=\"{}\"/>", path.join(" "))
+}
+
+fn panel(
+    title: &str,
+    box_: (f64, f64, f64, f64),
+    x_label: &str,
+    max: (f64, f64),
+    series: &[(&str, &str, Vec<(f64, f64)>)],
+) -> String {
+    let (left, top, width, height) = box_;
+    let mut svg = format!(
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{width}\" height=\"{height}\" fill=\"none\" stroke=\"#999\"/>\
+         <text x=\"{left}\" y=\"{}\" font-size=\"14\">{title}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">0</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0} {x_label}</text>",
+        top - 8.0,
+        left - 4.0,
+        top + 10.0,
+        max.1,
+        left - 4.0,
+        top + height,
+        left + width,
+        top + height + 14.0,
+        max.0,
+    );
+    for (index, (name, color, points)) in series.iter().enumerate() {
+        svg.push_str(&polyline(
+            points,
+            box_,
+            max,
+            &format!("stroke=\"{color}\" stroke-width=\"1.5\""),
+        ));
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{color}\">{name}</text>",
+            left + 8.0 + 150.0 * index as f64,
+            top + 14.0
+        ));
+    }
+    svg
+}
+
+fn svg_document(body: &str, height: f64) -> String {
+    format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"{height}\" font-family=\"sans-serif\">{body}</svg>\n")
+}
+
+pub fn report_svg(report: &BenchReport) -> String {
+    let seconds = report.timeline.len().max(1) as f64;
+    let tps: Vec<(f64, f64)> = report
+        .timeline
+        .iter()
+        .map(|second| (second.t as f64, second.committed as f64))
+        .collect();
+    let offered: Vec<(f64, f64)> = vec![
+        (0.0, report.offered_tps as f64),
+        (report.duration_s as f64, report.offered_tps as f64),
+    ];
+    let max_tps = tps
+        .iter()
+        .map(|point| point.1)
+        .fold(report.offered_tps as f64, f64::max)
+        * 1.1;
+    let p50: Vec<(f64, f64)> = report
+        .timeline
+        .iter()
+        .filter_map(|second| second.p50_ms.map(|value| (second.t as f64, value)))
+        .collect();
+    let p99: Vec<(f64, f64)> = report
+        .timeline
+        .iter()
+        .filter_map(|second| second.p99_ms.map(|value| (second.t as f64, value)))
+        .collect();
+    let max_ms = p99.iter().map(|point| point.1).fold(1.0, f64::max) * 1.1;
+    let mut body = panel(
+        &format!(
+            "committed tps per second ({} nodes, offered {} tx/s)",
+            report.nodes, report.offered_tps
+        ),
+        (70.0, 40.0, 800.0, 200.0),
+        "s",
+        (seconds, max_tps),
+        &[("committed", "#1f77b4", tps), ("offered", "#999999", offered)],
+    );
+    body.push_str(&panel(
+        "latency submit->commit per second (ms)",
+        (70.0, 300.0, 800.0, 200.0),
+        "s",
+        (seconds, max_ms),
+        &[("p50", "#2ca02c", p50), ("p99", "#d62728", p99)],
+    ));
+    svg_document(&body, 540.0)
+}
+
+fn sweep_svg(reports: &[BenchReport]) -> String {
+    let colors = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
+    let mut groups: Vec<((usize, u64), Vec<&BenchReport>)> = Vec::new();
+    for report in reports {
+        let key = (report.block_txs_max, report.block_time_ms);
+        match groups.iter_mut().find(|(group, _)| *group == key) {
+            Some((_, members)) => members.push(report),
+            None => groups.push((key, vec![report])),
+        }
+    }
+    let max_offered = reports
+        .iter()
+        .map(|report| report.offered_tps as f64)
+        .fold(1.0, f64::max)
+        * 1.05;
+    let max_tps = reports
+        .iter()
+        .map(|report| report.steady_tps)
+        .fold(max_offered, f64::max)
+        * 1.05;
+    let max_ms = reports
+        .iter()
+        .filter_map(|report| report.latency_ms.as_ref().map(|latency| latency.p99))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let series = |value: &dyn Fn(&BenchReport) -> f64| -> Vec<(String, &'static str, Vec<(f64, f64)>)> {
+        groups
+            .iter()
+            .enumerate()
+            .map(|(index, ((txs, ms), members))| {
+                (
+                    format!("{txs} tx/{ms} ms"),
+                    colors[index % colors.len()],
+                    members
+                        .iter()
+                        .map(|report| (report.offered_tps as f64, value(report)))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let throughput = series(&|report| report.steady_tps);
+    let latency = series(&|report| report.latency_ms.as_ref().map_or(0.0, |latency| latency.p99));
+    fn borrowed<'a>(
+        series: &'a [(String, &'static str, Vec<(f64, f64)>)],
+    ) -> Vec<(&'a str, &'static str, Vec<(f64, f64)>)> {
+        series
+            .iter()
+            .map(|(name, color, points)| (name.as_str(), *color, points.clone()))
+            .collect()
+    }
+    let mut body = panel(
+        "steady committed tps vs offered tps (block size / block time)",
+        (70.0, 40.0, 800.0, 200.0),
+        "offered tx/s",
+        (max_offered, max_tps),
+        &borrowed(&throughput),
+    );
+    body.push_str(&panel(
+        "p99 latency (ms) vs offered tps",
+        (70.0, 300.0, 800.0, 200.0),
+        "offered tx/s",
+        (max_offered, max_ms),
+        &borrowed(&latency),
+    ));
+    svg_document(&body, 540.0)
+}
+
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.nodes == 0 || args.rate == 0 || args.duration == 0 {
+        bail!("--nodes, --rate and --duration must be positive");
+    }
+    if args.accounts < 2 {
+        bail!("--accounts must be at least 2");
+    }
+    if !args.sweep {
+        let report = run_once(&args)?;
+        print_report(&report);
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.svg {
+            std::fs::write(path, report_svg(&report)).with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(if report.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let mut reports = Vec::new();
+    for &block_txs_max in &args.sweep_block_txs {
+        for &block_time_ms in &args.sweep_block_ms {
+            for &rate in &args.sweep_rates {
+                let run = BenchArgs {
+                    rate,
+                    block_txs_max,
+                    block_time_ms,
+                    sweep: false,
+                    quiet: true,
+                    dir: None,
+                    ..args.clone()
+                };
+                eprintln!("bench: sweep: {rate} tx/s, blocks of {block_txs_max}, every {block_time_ms} ms");
+                let report = run_once(&run)?;
+                eprintln!(
+                    "bench: sweep:   steady {:.0} tps, p99 {:.0} ms, rejected {}, ok {}",
+                    report.steady_tps,
+                    report.latency_ms.as_ref().map_or(0.0, |latency| latency.p99),
+                    report.rejected,
+                    report.ok
+                );
+                reports.push(report);
+            }
+        }
+    }
+    println!("| block txs | block ms | offered tps | steady tps | whole-run tps | p50 ms | p99 ms | rejected | view changes | ok |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for report in &reports {
+        let (p50, p99) = report
+            .latency_ms
+            .as_ref()
+            .map_or((0.0, 0.0), |latency| (latency.p50, latency.p99));
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
+            report.block_txs_max,
+            report.block_time_ms,
+            report.offered_tps,
+            report.steady_tps,
+            report.committed_tps,
+            p50,
+            p99,
+            report.rejected,
+            report.view_changes,
+            report.ok
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, sweep_svg(&reports)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if reports.iter().all(|report| report.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
