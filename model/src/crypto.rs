@@ -276,6 +276,12 @@ impl KeyCache {
         self.len() == 0
     }
 
+    /// Forgets which signatures verified, keeping the decompressed keys (for benchmarks that
+    /// measure verification with a warm key cache).
+    pub fn forget_verified(&self) {
+        *locked(&self.inner.verified) = Generations::default();
+    }
+
     /// Signatures remembered as verified.
     pub fn verified_len(&self) -> usize {
         locked(&self.inner.verified).len()

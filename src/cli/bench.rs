@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// Seconds to wait after the load for accepted transactions to commit.
     #[arg(long, default_value_t = 30)]
     pub wait_secs: u64,
+    /// Transactions a node queues before it answers 503 (default: four blocks' worth, so an
+    /// overloaded cluster refuses the excess at once instead of queueing seconds of it).
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
     /// Kura fsync policy of the nodes.
     #[arg(long, default_value = "always")]
     pub fsync: String,
@@ -299,6 +303,7 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         commit_timeout_ms: Some(args.commit_timeout_ms),
         block_txs_max: Some(args.block_txs_max),
         fsync: args.fsync.clone(),
+        queue_capacity: args.queue_capacity.unwrap_or(4 * args.block_txs_max),
         force: true,
     };
     let manifest = write_cluster(&genesis)?;
@@ -684,13 +689,22 @@ fn polyline(points: &[(f64, f64)], box_: (f64, f64, f64, f64), max: (f64, f64), 
     format!("<polyline fill=\"none\" {style} points=\"{}\"/>", path.join(" "))
 }
 
-fn panel(
-    title: &str,
-    box_: (f64, f64, f64, f64),
-    x_label: &str,
-    max: (f64, f64),
-    series: &[(&str, &str, Vec<(f64, f64)>)],
-) -> String {
+/// One line of a chart.
+struct Series {
+    name: String,
+    color: &'static str,
+    points: Vec<(f64, f64)>,
+}
+
+fn series(name: impl Into<String>, color: &'static str, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.into(),
+        color,
+        points,
+    }
+}
+
+fn panel(title: &str, box_: (f64, f64, f64, f64), x_label: &str, max: (f64, f64), lines: &[Series]) -> String {
     let (left, top, width, height) = box_;
     let mut svg = format!(
         "<rect x=\"{left}\" y=\"{top}\" width=\"{width}\" height=\"{height}\" fill=\"none\" stroke=\"#999\"/>\
@@ -708,7 +722,7 @@ fn panel(
         top + height + 14.0,
         max.0,
     );
-    for (index, (name, color, points)) in series.iter().enumerate() {
+    for (index, Series { name, color, points }) in lines.iter().enumerate() {
         svg.push_str(&polyline(
             points,
             box_,
@@ -763,14 +777,17 @@ pub fn report_svg(report: &BenchReport) -> String {
         (70.0, 40.0, 800.0, 200.0),
         "s",
         (seconds, max_tps),
-        &[("committed", "#1f77b4", tps), ("offered", "#999999", offered)],
+        &[
+            series("committed", "#1f77b4", tps),
+            series("offered", "#999999", offered),
+        ],
     );
     body.push_str(&panel(
         "latency submit->commit per second (ms)",
         (70.0, 300.0, 800.0, 200.0),
         "s",
         (seconds, max_ms),
-        &[("p50", "#2ca02c", p50), ("p99", "#d62728", p99)],
+        &[series("p50", "#2ca02c", p50), series("p99", "#d62728", p99)],
     ));
     svg_document(&body, 540.0)
 }
@@ -802,12 +819,12 @@ fn sweep_svg(reports: &[BenchReport]) -> String {
         .filter_map(|report| report.latency_ms.as_ref().map(|latency| latency.p99))
         .fold(1.0, f64::max)
         * 1.1;
-    let series = |value: &dyn Fn(&BenchReport) -> f64| -> Vec<(String, &'static str, Vec<(f64, f64)>)> {
+    let lines = |value: &dyn Fn(&BenchReport) -> f64| -> Vec<Series> {
         groups
             .iter()
             .enumerate()
             .map(|(index, ((txs, ms), members))| {
-                (
+                series(
                     format!("{txs} tx/{ms} ms"),
                     colors[index % colors.len()],
                     members
@@ -818,29 +835,21 @@ fn sweep_svg(reports: &[BenchReport]) -> String {
             })
             .collect()
     };
-    let throughput = series(&|report| report.steady_tps);
-    let latency = series(&|report| report.latency_ms.as_ref().map_or(0.0, |latency| latency.p99));
-    fn borrowed<'a>(
-        series: &'a [(String, &'static str, Vec<(f64, f64)>)],
-    ) -> Vec<(&'a str, &'static str, Vec<(f64, f64)>)> {
-        series
-            .iter()
-            .map(|(name, color, points)| (name.as_str(), *color, points.clone()))
-            .collect()
-    }
+    let throughput = lines(&|report| report.steady_tps);
+    let latency = lines(&|report| report.latency_ms.as_ref().map_or(0.0, |latency| latency.p99));
     let mut body = panel(
         "steady committed tps vs offered tps (block size / block time)",
         (70.0, 40.0, 800.0, 200.0),
         "offered tx/s",
         (max_offered, max_tps),
-        &borrowed(&throughput),
+        &throughput,
     );
     body.push_str(&panel(
         "p99 latency (ms) vs offered tps",
         (70.0, 300.0, 800.0, 200.0),
         "offered tx/s",
         (max_offered, max_ms),
-        &borrowed(&latency),
+        &latency,
     ));
     svg_document(&body, 540.0)
 }

@@ -53,6 +53,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         commit_timeout_ms: None,
         block_txs_max: None,
         fsync: "always".to_string(),
+        queue_capacity: 65_536,
         force: args.dir.is_some(),
     };
     write_cluster(&genesis)?;

@@ -58,6 +58,9 @@ pub struct GenesisArgs {
     pub commit_timeout_ms: Option<u64>,
     #[arg(long)]
     pub block_txs_max: Option<usize>,
+    /// Transactions a node queues before answering 503 (admission control).
+    #[arg(long, default_value_t = 65_536)]
+    pub queue_capacity: usize,
     /// Kura fsync policy: always, never or every:N.
     #[arg(long, default_value = "always")]
     pub fsync: String,
@@ -133,6 +136,7 @@ pub fn run_genesis(args: GenesisArgs) -> anyhow::Result<ExitCode> {
 pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
     ensure!(args.validators >= 1, "--validators must be at least 1");
     ensure!(args.accounts >= 2, "--accounts must be at least 2");
+    ensure!(args.queue_capacity > 0, "--queue-capacity must be positive");
     let chain = args
         .chain
         .parse()
@@ -221,7 +225,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
                 listen: SocketAddr::new(listen_ip, api_port),
                 admin_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin_port),
                 body_bytes_max: 8 << 20,
-                queue_capacity: 65_536,
+                queue_capacity: args.queue_capacity,
             },
             consensus: consensus.clone(),
             kura: KuraSection {
