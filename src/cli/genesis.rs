@@ -182,10 +182,13 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
             count => args.hosts[index % count],
         }
     };
-    let listen_ip = if args.hosts.is_empty() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    // Spread over hosts, a node listens on every interface of its address family.
+    let listen_ip = |index: usize| -> IpAddr {
+        match (args.hosts.is_empty(), host_of(index)) {
+            (true, _) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (false, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (false, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
     };
     let peers: Vec<PeerEntry> = keys
         .iter()
@@ -218,11 +221,11 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
                 genesis: PathBuf::from("../genesis.block"),
             },
             p2p: P2pSection {
-                listen: SocketAddr::new(listen_ip, p2p_port),
+                listen: SocketAddr::new(listen_ip(index), p2p_port),
                 peers: peers.clone(),
             },
             api: ApiSection {
-                listen: SocketAddr::new(listen_ip, api_port),
+                listen: SocketAddr::new(listen_ip(index), api_port),
                 admin_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin_port),
                 body_bytes_max: 8 << 20,
                 queue_capacity: args.queue_capacity,
