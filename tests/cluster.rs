@@ -72,6 +72,10 @@ fn genesis(dir: &Path, extra: &[&str]) -> Manifest {
 }
 
 fn spawn_node(config: &Path, log: &Path) -> Child {
+    spawn_node_with(config, log, &[])
+}
+
+fn spawn_node_with(config: &Path, log: &Path, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -81,6 +85,7 @@ fn spawn_node(config: &Path, log: &Path) -> Child {
         .arg("node")
         .arg("--config")
         .arg(config)
+        .args(extra)
         .env("KASANE_LOG", "info,quinn=warn,rustls=warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
@@ -111,8 +116,12 @@ impl Cluster {
     }
 
     fn start(&mut self, index: usize) {
+        self.start_with(index, &[]);
+    }
+
+    fn start_with(&mut self, index: usize, extra: &[&str]) {
         let dir = self.node_dir(index);
-        self.children[index] = Some(spawn_node(&dir.join("config.toml"), &dir.join("node.log")));
+        self.children[index] = Some(spawn_node_with(&dir.join("config.toml"), &dir.join("node.log"), extra));
     }
 
     /// kill -9.
@@ -374,7 +383,8 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
         .expect("height");
     cluster.kill(3);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.start(3);
+    // Back with a strict init: every block it kept is verified and re-executed on the way up.
+    cluster.start_with(3, &["--init", "strict"]);
     // Every block node 3 acknowledged before the kill is still there when it answers again.
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
@@ -397,6 +407,7 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
     assert!(height > before);
     let log = std::fs::read_to_string(cluster.node_dir(3).join("node.log")).expect("log");
     assert_eq!(log.matches("node started").count(), 2, "node 3 started twice");
+    assert!(log.contains("mode=Strict"), "the restart did not use strict init");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
