@@ -18,7 +18,7 @@ use kasane_consensus::replica::{Outbound, PreparedHashes, Replica, ReplicaEvent}
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
-use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
+use kasane_model::transaction::{SigningMessages, TransactionHashes};
 use kasane_model::{PublicKey, SignedTransaction};
 use kasane_p2p::Network;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -109,38 +109,91 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks every transaction signature a message carries into `cache` (the replica's, shared),
-/// skipping what it already verified. Bad signatures are left for the replica to judge.
-pub fn preverify(cache: &mut KeyCache, message: &Message) -> PreparedHashes {
-    let mut check_block = |block: &kasane_model::Block| {
-        let hashes: Vec<TransactionHashes> = block.transactions.iter().map(SignedTransaction::hashes).collect();
-        let _ = verify_transaction_signatures(cache, &block.transactions, &hashes);
-        (block.hash(), hashes)
-    };
+/// Most transactions whose signatures a verifier stage checks in one batch: batches amortise
+/// (docs/BENCHMARKS.md), so a stage drains what is waiting, up to this, before checking.
+const VERIFY_BATCH_TRANSACTIONS: usize = 4096;
+
+/// The transaction lists a message carries: a proposal's block, each block of a sync response,
+/// a gossip batch.
+fn transaction_lists(message: &Message) -> Vec<&[SignedTransaction]> {
     match message {
-        Message::Proposal(proposal) => PreparedHashes::Blocks(vec![check_block(&proposal.block)]),
-        Message::BlockSyncResponse { blocks } => {
-            PreparedHashes::Blocks(blocks.iter().map(|block| check_block(&block.block)).collect())
+        Message::Proposal(proposal) => vec![&proposal.block.transactions],
+        Message::BlockSyncResponse { blocks } => blocks.iter().map(|block| &block.block.transactions[..]).collect(),
+        Message::Transactions(transactions) => vec![transactions],
+        _ => Vec::new(),
+    }
+}
+
+fn hash_all(transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
+    transactions.iter().map(SignedTransaction::hashes).collect()
+}
+
+/// The hashes of the transactions a message carries, in the form the replica takes them.
+pub fn hash_message(message: &Message) -> PreparedHashes {
+    match message {
+        Message::Proposal(proposal) => {
+            PreparedHashes::Blocks(vec![(proposal.block.hash(), hash_all(&proposal.block.transactions))])
         }
-        Message::Transactions(transactions) => {
-            PreparedHashes::Transactions(preverify_transactions(cache, transactions))
-        }
+        Message::BlockSyncResponse { blocks } => PreparedHashes::Blocks(
+            blocks
+                .iter()
+                .map(|block| (block.block.hash(), hash_all(&block.block.transactions)))
+                .collect(),
+        ),
+        Message::Transactions(transactions) => PreparedHashes::Transactions(hash_all(transactions)),
         _ => PreparedHashes::None,
     }
 }
 
-/// Hashes the transactions and checks their signatures: one batch for all; when it fails, one
-/// batch per transaction, so the good ones still count.
-pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
-    let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
-    if verify_transaction_signatures(cache, transactions, &hashes).is_ok() {
-        return hashes;
+fn hash_lists(hashes: &PreparedHashes) -> Vec<&[TransactionHashes]> {
+    match hashes {
+        PreparedHashes::None => Vec::new(),
+        PreparedHashes::Transactions(hashes) => vec![hashes],
+        PreparedHashes::Blocks(blocks) => blocks.iter().map(|(_, hashes)| &hashes[..]).collect(),
     }
-    for (transaction, hash) in transactions.iter().zip(&hashes) {
-        let messages = SigningMessages::for_payload_hash(&hash.payload);
+}
+
+/// Checks the signatures of `transactions` (with their hashes) into `cache`, skipping what it
+/// already verified: one batch for all; when it fails, one batch per transaction, so the good
+/// ones still count. Bad signatures are left for the replica to judge.
+fn verify_signatures<'a>(
+    cache: &mut KeyCache,
+    transactions: impl Iterator<Item = (&'a SignedTransaction, &'a TransactionHashes)>,
+) {
+    let signing: Vec<(&SignedTransaction, SigningMessages)> = transactions
+        .map(|(transaction, hashes)| (transaction, SigningMessages::for_payload_hash(&hashes.payload)))
+        .collect();
+    let items: Vec<SignedMessage> = signing
+        .iter()
+        .flat_map(|(transaction, messages)| messages.items(transaction))
+        .collect();
+    if verify_batch(cache, &items).is_ok() {
+        return;
+    }
+    for (transaction, messages) in &signing {
         let items: Vec<SignedMessage> = messages.items(transaction).collect();
         let _ = verify_batch(cache, &items);
     }
+}
+
+/// Hashes the transactions of several messages and checks all their signatures in one batch
+/// into `cache` (the replica's, shared).
+pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHashes> {
+    let hashes: Vec<PreparedHashes> = messages.iter().map(hash_message).collect();
+    let pairs = messages.iter().zip(&hashes).flat_map(|(message, hashes)| {
+        transaction_lists(message)
+            .into_iter()
+            .zip(hash_lists(hashes))
+            .flat_map(|(transactions, hashes)| transactions.iter().zip(hashes))
+    });
+    verify_signatures(cache, pairs);
+    hashes
+}
+
+/// Hashes client transactions and checks their signatures (see [`verify_signatures`]).
+pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
+    let hashes = hash_all(transactions);
+    verify_signatures(cache, transactions.iter().zip(&hashes));
     hashes
 }
 
@@ -151,30 +204,46 @@ fn carries_signatures(message: &Message) -> bool {
     )
 }
 
+fn transaction_count(message: &Message) -> usize {
+    transaction_lists(message).iter().map(|list| list.len()).sum()
+}
+
 /// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
-/// the order they arrived.
+/// the order they arrived. It takes what is waiting (up to [`VERIFY_BATCH_TRANSACTIONS`]) and
+/// checks it in one batch on the blocking pool.
 pub async fn verifier(mut inbound: mpsc::Receiver<(PublicKey, Message)>, out: mpsc::Sender<Prepared>, cache: KeyCache) {
-    while let Some((from, message)) = inbound.recv().await {
-        let prepared = if carries_signatures(&message) {
+    while let Some(first) = inbound.recv().await {
+        let mut transactions = transaction_count(&first.1);
+        let mut group = vec![first];
+        while transactions < VERIFY_BATCH_TRANSACTIONS {
+            match inbound.try_recv() {
+                Ok(next) => {
+                    transactions += transaction_count(&next.1);
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (senders, messages): (Vec<PublicKey>, Vec<Message>) = group.into_iter().unzip();
+        let (messages, hashes) = if messages.iter().any(carries_signatures) {
             let mut cache = cache.clone();
             match tokio::task::spawn_blocking(move || {
-                let hashes = preverify(&mut cache, &message);
-                (message, hashes)
+                let hashes = preverify(&mut cache, &messages);
+                (messages, hashes)
             })
             .await
             {
-                Ok((message, hashes)) => Prepared { from, message, hashes },
+                Ok(done) => done,
                 Err(_) => continue,
             }
         } else {
-            Prepared {
-                from,
-                message,
-                hashes: PreparedHashes::None,
-            }
+            let none = messages.iter().map(|_| PreparedHashes::None).collect();
+            (messages, none)
         };
-        if out.send(prepared).await.is_err() {
-            return;
+        for ((from, message), hashes) in senders.into_iter().zip(messages).zip(hashes) {
+            if out.send(Prepared { from, message, hashes }).await.is_err() {
+                return;
+            }
         }
     }
 }
