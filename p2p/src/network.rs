@@ -92,8 +92,10 @@ pub struct NetworkConfig {
     pub members: Vec<PublicKey>,
     /// Frames queued per peer and class before the overload policy applies.
     pub queue_frames: [usize; 3],
-    /// Messages received and not yet taken by the node, per class.
-    pub inbound_frames: usize,
+    /// Messages received and not yet taken by the node, per class. Kept short for gossip: a
+    /// node that cannot keep up should push back on its peers (who then drop gossip, counted)
+    /// rather than hold seconds of transactions it has not checked yet.
+    pub inbound_frames: [usize; 3],
     pub faults: FaultRules,
 }
 
@@ -103,8 +105,8 @@ impl NetworkConfig {
             listen,
             peers,
             members,
-            queue_frames: [4096, 256, 1024],
-            inbound_frames: 4096,
+            queue_frames: [4096, 256, 256],
+            inbound_frames: [4096, 64, 64],
             faults: FaultRules::default(),
         }
     }
@@ -273,9 +275,9 @@ impl Network {
             endpoint,
             shutdown,
         });
-        let (consensus_tx, consensus) = mpsc::channel(config.inbound_frames);
-        let (sync_tx, sync) = mpsc::channel(config.inbound_frames);
-        let (gossip_tx, gossip) = mpsc::channel(config.inbound_frames);
+        let (consensus_tx, consensus) = mpsc::channel(config.inbound_frames[0]);
+        let (sync_tx, sync) = mpsc::channel(config.inbound_frames[1]);
+        let (gossip_tx, gossip) = mpsc::channel(config.inbound_frames[2]);
         tokio::spawn(accept_loop(shared.clone(), [consensus_tx, sync_tx, gossip_tx]));
         for (peer, client_config, queues, connected) in dialers {
             tokio::spawn(dial_loop(shared.clone(), peer, client_config, queues, connected));

@@ -58,7 +58,10 @@ pub struct BenchArgs {
     pub block_txs_max: usize,
     #[arg(long, default_value_t = 100)]
     pub block_time_ms: u64,
-    #[arg(long, default_value_t = 1_000)]
+    /// Base commit timeout. Twice the node default: with blocks of thousands of transactions,
+    /// four nodes on two cores can take over a second per round under overload, and a view
+    /// change then costs a round for nothing (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 2_000)]
     pub commit_timeout_ms: u64,
     /// Funded test accounts the transfers move between.
     #[arg(long, default_value_t = 1_000)]

@@ -111,7 +111,7 @@ pub fn now_ms() -> u64 {
 
 /// Most transactions whose signatures a verifier stage checks in one batch: batches amortise
 /// (docs/BENCHMARKS.md), so a stage drains what is waiting, up to this, before checking.
-const VERIFY_BATCH_TRANSACTIONS: usize = 4096;
+const VERIFY_BATCH_TRANSACTIONS: usize = 1024;
 
 /// The transaction lists a message carries: a proposal's block, each block of a sync response,
 /// a gossip batch.
