@@ -151,6 +151,53 @@ fn node_urls(args: &LoadArgs) -> anyhow::Result<(Vec<String>, usize)> {
     Ok((urls, accounts))
 }
 
+/// Accepted transactions classified against the blocks a follower saw.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// In exactly one block, and committed there.
+    pub(crate) committed: u64,
+    pub(crate) rejected_in_block: u64,
+    /// In one block, outcome unknown to the followed node.
+    pub(crate) unknown: u64,
+    /// In more than one block.
+    pub(crate) duplicates: u64,
+    /// In no block.
+    pub(crate) missing: u64,
+    /// When the last committed one was seen.
+    pub(crate) last_commit: Option<Instant>,
+}
+
+impl Seen {
+    /// How many of `accepted` no block seen so far holds.
+    pub(crate) fn missing<'a>(&self, accepted: impl Iterator<Item = &'a Hash>) -> usize {
+        accepted.filter(|hash| !self.blocks.contains_key(*hash)).count()
+    }
+
+    /// Classifies accepted transactions (hash -> when sent); `on_commit(sent, seen)` is called
+    /// for each one committed exactly once.
+    pub(crate) fn tally(
+        &self,
+        accepted: &HashMap<Hash, Instant>,
+        mut on_commit: impl FnMut(Instant, Instant),
+    ) -> Tally {
+        let mut tally = Tally::default();
+        for (hash, sent) in accepted {
+            match self.blocks.get(hash) {
+                None => tally.missing += 1,
+                Some((count, _, _)) if *count > 1 => tally.duplicates += 1,
+                Some((_, _, None)) => tally.unknown += 1,
+                Some((_, _, Some(false))) => tally.rejected_in_block += 1,
+                Some((_, when, Some(true))) => {
+                    tally.committed += 1;
+                    tally.last_commit = tally.last_commit.max(Some(*when));
+                    on_commit(*sent, *when);
+                }
+            }
+        }
+        tally
+    }
+}
+
 /// Follows the chain on `client`, recording every transaction of every new block.
 pub(crate) async fn follow(client: ApiClient, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
     loop {
@@ -325,11 +372,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         let (missing, height) = {
             let sent = sent.lock().map_err(|_| anyhow::anyhow!("load state poisoned"))?;
             let seen = seen.lock().map_err(|_| anyhow::anyhow!("load state poisoned"))?;
-            let missing = sent
-                .accepted
-                .keys()
-                .filter(|hash| !seen.blocks.contains_key(*hash))
-                .count();
+            let missing = seen.missing(sent.accepted.keys());
             (missing, seen.height)
         };
         if missing == 0 || Instant::now() > wait_deadline {
@@ -349,21 +392,18 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let sent = sent.lock().map_err(|_| anyhow::anyhow!("load state poisoned"))?;
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("load state poisoned"))?;
     let mut histogram = Histogram::<u64>::new(3).context("histogram")?;
-    let (mut committed, mut rejected_in_block, mut unknown, mut duplicates, mut missing) = (0, 0, 0, 0, 0);
-    let mut last_commit = started;
-    for (hash, at) in &sent.accepted {
-        match seen.blocks.get(hash) {
-            None => missing += 1,
-            Some((count, _, _)) if *count > 1 => duplicates += 1,
-            Some((_, _, None)) => unknown += 1,
-            Some((_, _, Some(false))) => rejected_in_block += 1,
-            Some((_, when, Some(true))) => {
-                committed += 1;
-                last_commit = last_commit.max(*when);
-                let _ = histogram.record(when.saturating_duration_since(*at).as_micros().max(1) as u64);
-            }
-        }
-    }
+    let tally = seen.tally(&sent.accepted, |at, when| {
+        let _ = histogram.record(when.saturating_duration_since(at).as_micros().max(1) as u64);
+    });
+    let Tally {
+        committed,
+        rejected_in_block,
+        unknown,
+        duplicates,
+        missing,
+        ..
+    } = tally;
+    let last_commit = tally.last_commit.unwrap_or(started);
     let latency = (!histogram.is_empty()).then(|| LatencyReport {
         p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
         p90_ms: histogram.value_at_quantile(0.9) as f64 / 1000.0,
