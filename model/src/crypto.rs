@@ -186,8 +186,12 @@ pub enum SignatureError {
 /// Most keys a [`KeyCache`] holds before it starts over; keeps memory bounded on hostile input.
 pub const KEY_CACHE_ENTRIES_MAX: usize = 1 << 20;
 
-/// Most verified signatures a [`KeyCache`] remembers before it starts over.
-pub const VERIFIED_ENTRIES_MAX: usize = 1 << 20;
+/// Most verified signatures a [`KeyCache`] remembers before it starts over (about 90 MiB at
+/// most: an entry keeps the signature, the key and the message, or a digest of a long message).
+pub const VERIFIED_ENTRIES_MAX: usize = 1 << 19;
+
+/// Messages up to this many bytes are remembered as they are; longer ones by their digest.
+const SHORT_MESSAGE_BYTES_MAX: usize = 72;
 
 /// Remembers decompressed verifying keys (and refusals) by their bytes, and which signatures
 /// already verified, so a node checks each signature once: a transaction verified at admission
@@ -205,8 +209,61 @@ pub struct KeyCache {
 #[derive(Debug, Default)]
 struct CacheInner {
     keys: Mutex<Generations<PublicKey, Result<VerifyingKey, SignatureError>>>,
-    /// blake2b-256 of (key, signature, message) of every signature that verified.
-    verified: Mutex<Generations<[u8; 32], ()>>,
+    /// Every signature that verified, by its bytes, with the key and message it verified for.
+    /// A lookup compares key and message exactly, so no hashing is needed to find a hit.
+    verified: Mutex<Generations<[u8; 64], Checked>>,
+}
+
+/// The key and message one signature verified for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checked {
+    key: PublicKey,
+    message: MessageKey,
+}
+
+/// A message as the verified-signature memory keeps it: short messages (every message kasane
+/// signs) as they are, longer ones as a blake2b digest. The two never compare equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKey {
+    Short {
+        len: u8,
+        bytes: [u8; SHORT_MESSAGE_BYTES_MAX],
+    },
+    Long([u8; 32]),
+}
+
+impl MessageKey {
+    fn of(message: &[u8]) -> MessageKey {
+        if message.len() <= SHORT_MESSAGE_BYTES_MAX {
+            let mut bytes = [0u8; SHORT_MESSAGE_BYTES_MAX];
+            bytes[..message.len()].copy_from_slice(message);
+            MessageKey::Short {
+                len: message.len() as u8,
+                bytes,
+            }
+        } else {
+            MessageKey::Long(crate::hash::Hash::of_parts(&[b"kasane:verified:v2", message]).0)
+        }
+    }
+}
+
+/// The identity of one signature check: which signature, and the key and message it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Check {
+    signature: [u8; 64],
+    checked: Checked,
+}
+
+impl Check {
+    fn of(key: &PublicKey, message: &[u8], signature: &Signature) -> Check {
+        Check {
+            signature: signature.0,
+            checked: Checked {
+                key: *key,
+                message: MessageKey::of(message),
+            },
+        }
+    }
 }
 
 /// A map bounded by forgetting the older half of its entries at a time.
@@ -240,12 +297,6 @@ impl<K: std::hash::Hash + Eq, V> Generations<K, V> {
     fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }
-}
-
-/// The identity of one signature check: key, signature and the message's bytes, length-framed.
-fn check_digest(key: &PublicKey, message: &[u8], signature: &Signature) -> [u8; 32] {
-    let length = (message.len() as u64).to_le_bytes();
-    crate::hash::Hash::of_parts(&[b"kasane:verified:v1", &key.0, &signature.0, &length, message]).0
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -287,22 +338,22 @@ impl KeyCache {
         locked(&self.inner.verified).len()
     }
 
-    fn is_verified(&self, digest: &[u8; 32]) -> bool {
-        locked(&self.inner.verified).get(digest).is_some()
+    fn is_verified(&self, check: &Check) -> bool {
+        locked(&self.inner.verified).get(&check.signature) == Some(&check.checked)
     }
 
-    /// Which of `digests` are not yet known as verified, by index.
-    fn unverified(&self, digests: &[[u8; 32]]) -> Vec<usize> {
+    /// Which of `checks` are not yet known as verified, by index.
+    fn unverified(&self, checks: &[Check]) -> Vec<usize> {
         let verified = locked(&self.inner.verified);
-        (0..digests.len())
-            .filter(|index| verified.get(&digests[*index]).is_none())
+        (0..checks.len())
+            .filter(|index| verified.get(&checks[*index].signature) != Some(&checks[*index].checked))
             .collect()
     }
 
-    fn remember_verified(&mut self, digests: impl IntoIterator<Item = [u8; 32]>) {
+    fn remember_verified<'a>(&mut self, checks: impl IntoIterator<Item = &'a Check>) {
         let mut verified = locked(&self.inner.verified);
-        for digest in digests {
-            verified.insert(digest, (), VERIFIED_ENTRIES_MAX);
+        for check in checks {
+            verified.insert(check.signature, check.checked, VERIFIED_ENTRIES_MAX);
         }
     }
 }
@@ -314,8 +365,8 @@ pub fn verify_one(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), SignatureError> {
-    let digest = check_digest(key, message, signature);
-    if cache.is_verified(&digest) {
+    let check = Check::of(key, message, signature);
+    if cache.is_verified(&check) {
         return Ok(());
     }
     let verifying = cache.get(key)?;
@@ -323,7 +374,7 @@ pub fn verify_one(
     verifying
         .verify_strict(message, &signature_value)
         .map_err(|_| SignatureError::Invalid { index: 0, key: *key })?;
-    cache.remember_verified([digest]);
+    cache.remember_verified([&check]);
     Ok(())
 }
 
@@ -342,11 +393,11 @@ pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result
         return Ok(());
     }
     // Signatures this cache already verified are skipped; the rest are checked together.
-    let digests: Vec<[u8; 32]> = items
+    let checks: Vec<Check> = items
         .iter()
-        .map(|item| check_digest(item.key, item.message, item.signature))
+        .map(|item| Check::of(item.key, item.message, item.signature))
         .collect();
-    let pending = cache.unverified(&digests);
+    let pending = cache.unverified(&checks);
     if pending.is_empty() {
         return Ok(());
     }
@@ -369,7 +420,7 @@ pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result
         // met a torsion component that one-by-one strict checks allow. Treat it as valid, as
         // the strict rules do.
     }
-    cache.remember_verified(pending.iter().map(|index| digests[*index]));
+    cache.remember_verified(pending.iter().map(|index| &checks[*index]));
     Ok(())
 }
 
@@ -385,15 +436,25 @@ mod tests {
 
     #[test]
     fn clones_share_what_verified_and_memory_is_bounded() {
-        let pairs = keys(1);
+        let pairs = keys(2);
         let signature = pairs[0].sign(b"shared");
         let mut worker = KeyCache::new();
         let main = worker.clone();
-        let digest = check_digest(&pairs[0].public_key(), b"shared", &signature);
-        assert!(!main.is_verified(&digest));
+        let check = Check::of(&pairs[0].public_key(), b"shared", &signature);
+        assert!(!main.is_verified(&check));
         assert!(verify_one(&mut worker, &pairs[0].public_key(), b"shared", &signature).is_ok());
-        assert!(main.is_verified(&digest));
-        assert!(!KeyCache::new().is_verified(&digest));
+        assert!(main.is_verified(&check));
+        assert!(!KeyCache::new().is_verified(&check));
+        // The same signature bytes presented with another message or key are not a hit.
+        assert!(!main.is_verified(&Check::of(&pairs[0].public_key(), b"sharee", &signature)));
+        assert!(!main.is_verified(&Check::of(&pairs[1].public_key(), b"shared", &signature)));
+        let long = vec![7u8; SHORT_MESSAGE_BYTES_MAX + 1];
+        let long_signature = pairs[0].sign(&long);
+        assert!(verify_one(&mut worker, &pairs[0].public_key(), &long, &long_signature).is_ok());
+        assert!(main.is_verified(&Check::of(&pairs[0].public_key(), &long, &long_signature)));
+        let mut other = long.clone();
+        other[SHORT_MESSAGE_BYTES_MAX] = 8;
+        assert!(!main.is_verified(&Check::of(&pairs[0].public_key(), &other, &long_signature)));
 
         let mut generations = Generations::default();
         for value in 0..10u32 {
