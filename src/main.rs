@@ -37,6 +37,8 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Runs seeds of the deterministic simulator and checks every invariant.
     Sim(cli::sim::SimArgs),
+    /// Fault injection on a real local cluster: load, a timeline of perturbations, checks.
+    Testnet(cli::testnet::TestnetArgs),
     /// Block store tools: demo, generate, inspect, verify.
     #[command(subcommand)]
     Kura(cli::kura::KuraCommand),
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => cli::bench::run_bench(args),
         Command::Kura(command) => cli::kura::run(command),
         Command::Sim(args) => cli::sim::run_sim(args),
+        Command::Testnet(args) => cli::testnet::run(args),
     };
     match result {
         Ok(code) => code,

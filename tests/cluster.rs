@@ -367,6 +367,7 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
             cluster.manifest.nodes[1].api.clone(),
         ],
         dir: None,
+        follow: Vec::new(),
         rate: 150,
         duration: 8,
         accounts: Some(100),

@@ -367,7 +367,7 @@ async fn measure(
         ..Seen::default()
     }));
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = tokio::spawn(follow(clients[0].clone(), seen.clone(), stop.clone()));
+    let follower = tokio::spawn(follow(vec![clients[0].clone()], seen.clone(), stop.clone()));
     let pids = node_pids(dir, names);
     let usage_before: Vec<Option<(f64, f64)>> = pids.iter().map(|pid| process_usage(*pid)).collect();
 

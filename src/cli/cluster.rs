@@ -11,7 +11,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::http::{runtime, ApiClient};
+use crate::node::byzantine::ByzantineMode;
 use crate::node::config::{InitMode, NodeConfig};
+use crate::node::NodeOptions;
 use crate::testnet::Manifest;
 
 #[derive(Debug, Args)]
@@ -25,6 +27,10 @@ pub struct NodeArgs {
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Break the protocol on purpose, for fault-injection experiments: silent, equivocate,
+    /// invalid-block or withhold-commit:<victim node index>. Never on a real network.
+    #[arg(long, value_name = "BEHAVIOUR")]
+    pub unsafe_byzantine: Option<ByzantineMode>,
 }
 
 pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -35,7 +41,11 @@ pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         builder.worker_threads(threads.max(1));
     }
     let runtime = builder.enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(crate::node::run(config, init, crate::node::shutdown_signal()))?;
+    let options = NodeOptions {
+        init,
+        byzantine: args.unsafe_byzantine,
+    };
+    runtime.block_on(crate::node::run(config, options, crate::node::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -70,7 +80,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// The last lines of a node's log, for error messages.
-fn log_tail(path: &Path, lines: usize) -> String {
+pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -92,33 +102,44 @@ pub fn up(dir: &Path, timeout: Duration) -> anyhow::Result<Manifest> {
                 );
             }
         }
-        let node_dir = dir.join(&node.dir);
-        let log_path = node_dir.join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut command = Command::new(&exe);
-        command
-            .arg("node")
-            .arg("--config")
-            .arg(node_dir.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-
-        #[cfg(unix)]
-        {
-            // Its own process group: a Ctrl-C meant for the shell does not reach the cluster.
-            use std::os::unix::process::CommandExt;
-            command.process_group(0);
-        }
-        let child = command.spawn().with_context(|| format!("starting {}", node.name))?;
+        let child = spawn_node(&exe, dir, node, &[])?;
         std::fs::write(&pid_path, child.id().to_string()).with_context(|| format!("writing {}", pid_path.display()))?;
     }
     wait_healthy(dir, &manifest, timeout)?;
     Ok(manifest)
+}
+
+/// Starts `kasane node` for one node of the cluster in `dir`, in the background, logging to
+/// its directory's node.log (appended), with `extra` arguments after `--config`.
+pub fn spawn_node(
+    exe: &Path,
+    dir: &Path,
+    node: &crate::testnet::ManifestNode,
+    extra: &[String],
+) -> anyhow::Result<std::process::Child> {
+    let node_dir = dir.join(&node.dir);
+    let log_path = node_dir.join("node.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("node")
+        .arg("--config")
+        .arg(node_dir.join("config.toml"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        // Its own process group: a Ctrl-C meant for the shell does not reach the cluster.
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    command.spawn().with_context(|| format!("starting {}", node.name))
 }
 
 /// Waits until every node answers /v1/status and sees all its peers.

@@ -87,6 +87,7 @@ fn exercise(args: &DemoArgs, dir: &std::path::Path, urls: &[String]) -> anyhow::
     let load_args = LoadArgs {
         node: urls.to_vec(),
         dir: Some(dir.to_path_buf()),
+        follow: Vec::new(),
         rate: args.rate,
         duration: args.duration,
         accounts: None,

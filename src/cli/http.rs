@@ -24,8 +24,13 @@ pub enum Submitted {
 
 impl ApiClient {
     pub fn new(base: &str) -> anyhow::Result<ApiClient> {
+        ApiClient::with_timeout(base, Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout` (for probing nodes that may be stopped).
+    pub fn with_timeout(base: &str, timeout: Duration) -> anyhow::Result<ApiClient> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .pool_max_idle_per_host(64)
             .build()
             .context("building the HTTP client")?;
@@ -57,6 +62,28 @@ impl ApiClient {
             bail!("GET {url}: {status}: {text}");
         }
         serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))
+    }
+
+    /// PUT a JSON document; a non-2xx answer is an error carrying the node's message.
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body)?)
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("PUT {url}: reading the body"))?;
+        if !status.is_success() {
+            bail!("PUT {url}: {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("PUT {url}: the body is not JSON"))
     }
 
     pub async fn status(&self) -> anyhow::Result<Value> {

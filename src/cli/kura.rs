@@ -157,14 +157,23 @@ pub fn init_report_json(report: &InitReport) -> serde_json::Value {
     })
 }
 
-fn verify(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+/// What `kura verify` found in one store.
+#[derive(Debug, Clone)]
+pub enum StoreCheck {
+    Sound { height: u64, head_hash: String, report: serde_json::Value },
+    Bad { height: u64, reason: String },
+}
+
+/// Checks every block of the store in `dir` (read-only), strictly or not.
+pub fn verify_store(dir: &Path, strict: bool, progress: bool) -> anyhow::Result<StoreCheck> {
     let (kura, report) = match open_existing(dir, true) {
         Ok(opened) => opened,
         Err(error) => {
             if let Some(KuraError::Corrupt { height, reason }) = error.downcast_ref::<KuraError>() {
-                println!("first bad height: {height}");
-                println!("reason: {reason}");
-                return Ok(ExitCode::from(1));
+                return Ok(StoreCheck::Bad {
+                    height: *height,
+                    reason: reason.to_string(),
+                });
             }
             return Err(error);
         }
@@ -178,8 +187,12 @@ fn verify(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             cut.reason
         );
     }
-    let mut progress = ProgressLine::new(if strict { "strict verify" } else { "verify" });
-    let mut on_progress = |done: u64, total: u64| progress.update(done, total);
+    let mut line = ProgressLine::new(if strict { "strict verify" } else { "verify" });
+    let mut on_progress = |done: u64, total: u64| {
+        if progress {
+            line.update(done, total)
+        }
+    };
     let result = if strict {
         strict_init(&kura, PluginRegistry::builtin(), Some(&mut on_progress))
     } else {
@@ -191,16 +204,32 @@ fn verify(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
             out["head_hash"] = json!(wsv.head_hash().to_hex());
             out["state_commitment"] = json!(wsv.state_commitment().to_hex());
             out["verdict"] = json!("sound");
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(ExitCode::SUCCESS)
+            Ok(StoreCheck::Sound {
+                height: wsv.height(),
+                head_hash: wsv.head_hash().to_hex(),
+                report: out,
+            })
         }
         Err(error) => match error.bad_height() {
-            Some(height) => {
-                println!("first bad height: {height}");
-                println!("reason: {error}");
-                Ok(ExitCode::from(1))
-            }
+            Some(height) => Ok(StoreCheck::Bad {
+                height,
+                reason: error.to_string(),
+            }),
             None => Err(error.into()),
         },
+    }
+}
+
+fn verify(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+    match verify_store(dir, strict, true)? {
+        StoreCheck::Sound { report, .. } => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCheck::Bad { height, reason } => {
+            println!("first bad height: {height}");
+            println!("reason: {reason}");
+            Ok(ExitCode::from(1))
+        }
     }
 }

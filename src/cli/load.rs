@@ -35,6 +35,10 @@ pub struct LoadArgs {
     /// A cluster directory: its nodes' URLs and account count.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// API base URLs to read committed blocks from, in order of preference (default: the
+    /// first --node). The follower moves to the next one when one stops answering.
+    #[arg(long, value_delimiter = ',')]
+    pub follow: Vec<String>,
     /// Transactions per second.
     #[arg(long, default_value_t = 500)]
     pub rate: u64,
@@ -198,19 +202,26 @@ impl Seen {
     }
 }
 
-/// Follows the chain on `client`, recording every transaction of every new block.
-pub(crate) async fn follow(client: ApiClient, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+/// Follows the chain, recording every transaction of every new block. It reads from the first
+/// of `clients` that answers, and moves to the next when one stops answering. A block whose
+/// outcomes the node does not know (it replayed the block from its store at start) is read
+/// again from the others.
+pub(crate) async fn follow(clients: Vec<ApiClient>, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    let mut current = 0usize;
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
         }
         let next = seen.lock().map(|seen| seen.height + 1).unwrap_or(u64::MAX);
-        let height = match client.status().await {
+        let height = match clients[current].status().await {
             Ok(status) => status["height"].as_u64().unwrap_or(0),
-            Err(_) => 0,
+            Err(_) => {
+                current = (current + 1) % clients.len();
+                0
+            }
         };
         for at in next..=height {
-            let Ok(block) = client.get_json(&format!("/v1/blocks/{at}")).await else {
+            let Some(block) = read_block(&clients, current, at).await else {
                 break;
             };
             let now = Instant::now();
@@ -236,6 +247,27 @@ pub(crate) async fn follow(client: ApiClient, seen: Arc<Mutex<Seen>>, stop: Arc<
     }
 }
 
+/// Block `height` from `clients[first]`, or from the others when that one does not have it or
+/// does not know every outcome in it; the first answer when none knows them all.
+async fn read_block(clients: &[ApiClient], first: usize, height: u64) -> Option<serde_json::Value> {
+    let mut fallback = None;
+    for offset in 0..clients.len() {
+        let client = &clients[(first + offset) % clients.len()];
+        let Ok(block) = client.get_json(&format!("/v1/blocks/{height}")).await else {
+            continue;
+        };
+        let transactions = block["tx_hashes"].as_array().map_or(0, Vec::len);
+        let known = block["outcomes"]
+            .as_array()
+            .map_or(0, |outcomes| outcomes.iter().filter(|outcome| outcome.is_string()).count());
+        if known == transactions {
+            return Some(block);
+        }
+        fallback.get_or_insert(block);
+    }
+    fallback
+}
+
 pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let (urls, accounts) = node_urls(args)?;
     let clients: Vec<ApiClient> = urls
@@ -255,7 +287,15 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         ..Seen::default()
     }));
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = tokio::spawn(follow(clients[0].clone(), seen.clone(), stop.clone()));
+    let followed = if args.follow.is_empty() {
+        vec![clients[0].clone()]
+    } else {
+        args.follow
+            .iter()
+            .map(|url| ApiClient::new(url))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let follower = tokio::spawn(follow(followed, seen.clone(), stop.clone()));
     let sent = Arc::new(Mutex::new(Sent::default()));
     let counters = Arc::new(Counters::default());
     let in_flight = Arc::new(AtomicU64::new(0));

@@ -10,6 +10,7 @@ pub mod kura;
 pub mod load;
 pub mod sim;
 pub mod store_demo;
+pub mod testnet;
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

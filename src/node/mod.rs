@@ -8,6 +8,7 @@
 //! policy, so a kill -9 loses nothing acknowledged either.
 
 pub mod api;
+pub mod byzantine;
 pub mod config;
 pub mod lock_file;
 pub mod runtime;
@@ -26,6 +27,7 @@ use kasane_p2p::{Network, NetworkConfig};
 use kasane_wsv::PluginRegistry;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use byzantine::{ByzantineMode, Saboteur};
 use config::{InitMode, NodeConfig};
 use lock_file::FileLockStore;
 use runtime::{status_of, Driver, Shared};
@@ -42,7 +44,8 @@ pub fn read_genesis(path: &std::path::Path) -> anyhow::Result<CommittedBlock> {
 }
 
 /// Opens the store, writing genesis into an empty one, and replays it into the world state.
-fn open_replica(config: &NodeConfig, init: InitMode) -> anyhow::Result<Replica<FileBackend>> {
+fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Replica<FileBackend>> {
+    let init = options.init;
     let key = config.key()?;
     let genesis = read_genesis(&config.node.genesis)?;
     std::fs::create_dir_all(&config.node.data_dir)
@@ -97,9 +100,11 @@ fn open_replica(config: &NodeConfig, init: InitMode) -> anyhow::Result<Replica<F
         "world state ready"
     );
     let lock_store = FileLockStore::open(&config.node.data_dir.join("consensus.lock"))?;
+    let mut consensus = config.consensus.to_config();
+    consensus.byzantine_skip_own_commit = options.byzantine.is_some_and(ByzantineMode::skips_own_commit);
     Ok(Replica::from_parts(
         key,
-        config.consensus.to_config(),
+        consensus,
         kura,
         wsv,
         Box::new(lock_store),
@@ -107,14 +112,25 @@ fn open_replica(config: &NodeConfig, init: InitMode) -> anyhow::Result<Replica<F
     ))
 }
 
+/// How to start a node, beyond its config file.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeOptions {
+    pub init: InitMode,
+    /// Misbehave on purpose (fault-injection experiments only).
+    pub byzantine: Option<ByzantineMode>,
+}
+
 /// Runs a node until `shutdown` resolves.
 pub async fn run(
     config: NodeConfig,
-    init: InitMode,
+    options: NodeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let key = config.key()?;
-    let replica = tokio::task::block_in_place(|| open_replica(&config, init))?;
+    if let Some(mode) = options.byzantine {
+        tracing::warn!(%mode, "this node is Byzantine on purpose (--unsafe-byzantine): it breaks the protocol");
+    }
+    let replica = tokio::task::block_in_place(|| open_replica(&config, &options))?;
     let peers = config.peers()?;
     let mut members: Vec<_> = replica.wsv().validators().into_iter().collect();
     members.extend(peers.iter().map(|peer| peer.key));
@@ -162,7 +178,17 @@ pub async fn run(
         "node started"
     );
 
-    let driver = Driver::new(replica, network.clone(), shared.clone(), status_tx);
+    let mut driver = Driver::new(replica, network.clone(), shared.clone(), status_tx);
+    if let Some(mode) = options.byzantine {
+        let nodes = config
+            .p2p
+            .peers
+            .iter()
+            .map(|peer| kasane_model::PublicKey::from_hex(&peer.key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| anyhow::anyhow!("a peer key in the config: {error}"))?;
+        driver.set_saboteur(Saboteur::new(mode, key.clone(), nodes));
+    }
     let consensus_task = tokio::spawn(driver.run(commands_rx, consensus_rx, others_rx, stop_rx.clone()));
 
     let stopped = |mut receiver: watch::Receiver<bool>| async move {

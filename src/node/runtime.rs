@@ -23,6 +23,7 @@ use kasane_model::{PublicKey, SignedTransaction};
 use kasane_p2p::Network;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::byzantine::Saboteur;
 use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
 
 pub type NodeReplica = Replica<FileBackend>;
@@ -284,6 +285,8 @@ pub struct Driver {
     timer_sequence: u64,
     /// Messages the replica sent to itself.
     loopback: VecDeque<Message>,
+    /// Rewrites what leaves a node that is Byzantine on purpose.
+    saboteur: Option<Saboteur>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -302,7 +305,13 @@ impl Driver {
             timers: BinaryHeap::new(),
             timer_sequence: 0,
             loopback: VecDeque::new(),
+            saboteur: None,
         }
+    }
+
+    /// Makes this node misbehave (fault-injection experiments only).
+    pub fn set_saboteur(&mut self, saboteur: Saboteur) {
+        self.saboteur = Some(saboteur);
     }
 
     /// Runs until `stop` turns true.
@@ -383,8 +392,14 @@ impl Driver {
             while let Some(item) = pending.pop_front() {
                 match item {
                     Outbound::Send { to, message } if to == me => self.loopback.push_back(message),
-                    Outbound::Send { to, message } => self.network.send(&to, &message),
-                    Outbound::Broadcast { message } => self.network.broadcast(&message),
+                    Outbound::Send { to, message } => match &mut self.saboteur {
+                        Some(saboteur) => saboteur.send(&self.network, &to, &message),
+                        None => self.network.send(&to, &message),
+                    },
+                    Outbound::Broadcast { message } => match &mut self.saboteur {
+                        Some(saboteur) => saboteur.broadcast(&self.network, &message),
+                        None => self.network.broadcast(&message),
+                    },
                     Outbound::Timer { timer, after_ms } => {
                         self.timer_sequence += 1;
                         let at = Instant::now() + Duration::from_millis(after_ms);
