@@ -29,6 +29,12 @@ pub struct Config {
     /// and never fetch blocks by sync, so the replica stays at the height and can take part in a
     /// conflicting view change (the withholding attack). Always false for an honest replica.
     pub byzantine_skip_own_commit: bool,
+    /// A block committed on its commit certificate without having been validated here (block
+    /// sync, or a certificate that outran its proposal) is checked for its chain, Merkle root
+    /// and state commitment, but its transaction signatures are not verified again: the
+    /// certificate's signers include f + 1 honest validators that verified them (R19,
+    /// docs/PROTOCOL.md section 8). False: such blocks re-verify every signature.
+    pub certified_blocks_skip_signatures: bool,
 }
 
 impl Default for Config {
@@ -42,6 +48,7 @@ impl Default for Config {
             sync_timeout_ms: 2_000,
             locking: true,
             byzantine_skip_own_commit: false,
+            certified_blocks_skip_signatures: true,
         }
     }
 }

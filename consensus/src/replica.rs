@@ -369,7 +369,7 @@ impl<B: Backend + Sync> Replica<B> {
                     None
                 }
                 Effect::ValidateBlock { block } => {
-                    let valid = self.validate(now_ms, &block);
+                    let valid = self.validate(now_ms, &block, true);
                     Some(Input::BlockValidated {
                         height: block.header.height,
                         hash: block.hash(),
@@ -435,7 +435,10 @@ impl<B: Backend + Sync> Replica<B> {
 
     /// Everything a validator checks of a block before voting (R5): header against the head,
     /// Merkle root, every signature, execution and the claimed state commitment.
-    fn validate(&mut self, now_ms: u64, block: &Block) -> bool {
+    /// Checks `block` against the committed state: header, Merkle root, (when
+    /// `check_signatures`) every transaction signature, and the state commitment after
+    /// execution.
+    fn validate(&mut self, now_ms: u64, block: &Block, check_signatures: bool) -> bool {
         let header = &block.header;
         if self.wsv.check_header(header).is_err() || header.timestamp_ms > now_ms.saturating_add(BLOCK_FUTURE_MS_MAX) {
             return false;
@@ -457,7 +460,7 @@ impl<B: Backend + Sync> Replica<B> {
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
             return false;
         }
-        if verify_transaction_signatures(&mut self.cache, &block.transactions, &hashes).is_err() {
+        if check_signatures && verify_transaction_signatures(&mut self.cache, &block.transactions, &hashes).is_err() {
             return false;
         }
         match self
@@ -524,8 +527,11 @@ impl<B: Backend + Sync> Replica<B> {
         let height = committed.block.header.height;
         let hash = committed.block.hash();
         let failed = Input::CommitFailed { height, hash };
-        // Blocks that arrive by block sync were not validated on this replica yet.
-        if !self.validated.contains_key(&hash) && !self.validate(now_ms, &committed.block) {
+        // Blocks that arrive by block sync were not validated on this replica yet. The core
+        // checked their commit certificate; whether their signatures are checked again is the
+        // certified-block rule (R19).
+        let check_signatures = !self.core.config().certified_blocks_skip_signatures;
+        if !self.validated.contains_key(&hash) && !self.validate(now_ms, &committed.block, check_signatures) {
             return failed;
         }
         let Some(Validated { hashes, executed }) = self.validated.remove(&hash) else {

@@ -233,5 +233,6 @@ pub fn sim_consensus_config() -> Config {
         sync_timeout_ms: 1_000,
         locking: true,
         byzantine_skip_own_commit: false,
+        certified_blocks_skip_signatures: true,
     }
 }

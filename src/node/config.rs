@@ -80,6 +80,9 @@ pub struct ConsensusSection {
     pub block_txs_max: usize,
     pub status_interval_ms: u64,
     pub sync_timeout_ms: u64,
+    /// Blocks committed on their certificate without local validation (block sync) skip the
+    /// signature re-check (docs/PROTOCOL.md, R19). False re-verifies every signature.
+    pub certified_blocks_skip_signatures: bool,
 }
 
 impl Default for ConsensusSection {
@@ -92,6 +95,7 @@ impl Default for ConsensusSection {
             block_txs_max: defaults.block_txs_max,
             status_interval_ms: defaults.status_interval_ms,
             sync_timeout_ms: defaults.sync_timeout_ms,
+            certified_blocks_skip_signatures: defaults.certified_blocks_skip_signatures,
         }
     }
 }
@@ -105,6 +109,7 @@ impl ConsensusSection {
             block_txs_max: self.block_txs_max,
             status_interval_ms: self.status_interval_ms,
             sync_timeout_ms: self.sync_timeout_ms,
+            certified_blocks_skip_signatures: self.certified_blocks_skip_signatures,
             ..ConsensusConfig::default()
         }
     }

@@ -114,12 +114,12 @@ pub fn now_ms() -> u64 {
 /// (docs/BENCHMARKS.md), so a stage drains what is waiting, up to this, before checking.
 const VERIFY_BATCH_TRANSACTIONS: usize = 1024;
 
-/// The transaction lists a message carries: a proposal's block, each block of a sync response,
-/// a gossip batch.
+/// The transaction lists of a message whose signatures a verifier stage checks: a proposal's
+/// block and a gossip batch. The blocks of a sync response come with commit certificates; the
+/// replica checks their signatures itself only when the certified-block rule is off (R19).
 fn transaction_lists(message: &Message) -> Vec<&[SignedTransaction]> {
     match message {
         Message::Proposal(proposal) => vec![&proposal.block.transactions],
-        Message::BlockSyncResponse { blocks } => blocks.iter().map(|block| &block.block.transactions[..]).collect(),
         Message::Transactions(transactions) => vec![transactions],
         _ => Vec::new(),
     }
@@ -270,6 +270,7 @@ pub fn status_of(replica: &NodeReplica) -> Status {
         head_hash: wsv.head_hash().to_hex(),
         view: core.view(),
         role: role_name(core.topology().role(&replica.key(), core.view())).to_string(),
+        leader: core.topology().leader(core.view()).to_hex(),
         queue_len: replica.queue_len(),
         validators: core.topology().len(),
     }

@@ -20,6 +20,8 @@ pub struct Status {
     pub view: u64,
     /// leader, proxy_tail, validating_peer, set_b or outsider, for the next height and view.
     pub role: String,
+    /// The leader of the next height and view as this node sees it (public key, hex).
+    pub leader: String,
     pub queue_len: usize,
     pub validators: usize,
 }

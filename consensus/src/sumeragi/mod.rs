@@ -174,6 +174,10 @@ impl Sumeragi {
         &self.topology
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// One line of state for traces and failure reports.
     pub fn summary(&self) -> String {
         format!(

@@ -72,6 +72,9 @@ struct NodeProcess {
     faults_dirty: bool,
     /// Times it was killed, restarted or wiped by the timeline.
     starts: u32,
+    /// View changes counted by its earlier processes, and by the current one so far.
+    view_changes_before: u64,
+    view_changes_now: u64,
 }
 
 impl NodeProcess {
@@ -89,7 +92,9 @@ impl NodeProcess {
 struct Probe {
     height: u64,
     head_hash: String,
-    role: String,
+    /// The next leader's key as the node sees it.
+    leader: String,
+    view_changes: u64,
 }
 
 /// A perturbation as it happened.
@@ -102,6 +107,9 @@ pub struct Record {
     /// Highest honest height when it started, and when it ended.
     pub height_before: u64,
     pub height_after: Option<u64>,
+    /// From its start until the cluster committed a block above `height_before` (for a killed
+    /// leader: how long the view change took).
+    pub first_commit_s: Option<f64>,
     /// From its end until the cluster committed a block above `height_after`.
     pub resumed_s: Option<f64>,
     /// From its end until every honest node it hit reached `height_after`.
@@ -135,6 +143,8 @@ pub struct TestnetReport {
     pub timeline: Vec<Record>,
     pub load: Option<LoadReport>,
     pub final_heights: BTreeMap<String, Option<u64>>,
+    /// View changes each node went through (summed over its restarts).
+    pub view_changes: BTreeMap<String, u64>,
     pub checks: Vec<Check>,
     pub seconds: f64,
     pub ok: bool,
@@ -262,6 +272,8 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
             paused: false,
             faults_dirty: false,
             starts: 0,
+            view_changes_before: 0,
+            view_changes_now: 0,
         });
     }
     let probes = vec![None; nodes.len()];
@@ -294,6 +306,7 @@ impl Runner {
     fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
         let child = spawn_node(&self.exe, &self.dir, &self.cluster.nodes[index], &self.nodes[index].args)?;
         let node = &mut self.nodes[index];
+        node.view_changes_before += std::mem::take(&mut node.view_changes_now);
         node.child = Some(child);
         node.paused = false;
         node.faults_dirty = true;
@@ -390,10 +403,16 @@ impl Runner {
             Some(Probe {
                 height: status["height"].as_u64()?,
                 head_hash: status["head_hash"].as_str()?.to_string(),
-                role: status["role"].as_str().unwrap_or("").to_string(),
+                leader: status["leader"].as_str().unwrap_or("").to_string(),
+                view_changes: status["view_changes"].as_u64().unwrap_or(0),
             })
         }))
         .await;
+        for (node, probe) in self.nodes.iter_mut().zip(&probes) {
+            if let Some(probe) = probe {
+                node.view_changes_now = node.view_changes_now.max(probe.view_changes);
+            }
+        }
         self.probes = probes;
     }
 
@@ -407,15 +426,19 @@ impl Runner {
             .unwrap_or(0)
     }
 
-    /// The honest node that leads the next round, as the highest honest nodes see it.
+    /// The node that leads the next round, as the honest nodes at the highest height see it
+    /// (it may itself be behind, or Byzantine).
     fn leader(&self) -> Option<usize> {
         let height = self.honest_height();
-        (0..self.nodes.len()).find(|&index| {
-            self.nodes[index].honest()
-                && self.probes[index]
-                    .as_ref()
-                    .is_some_and(|probe| probe.height == height && probe.role == "leader")
-        })
+        let key = self
+            .nodes
+            .iter()
+            .zip(&self.probes)
+            .filter(|(node, _)| node.honest())
+            .filter_map(|(_, probe)| probe.as_ref())
+            .find(|probe| probe.height == height && !probe.leader.is_empty())
+            .map(|probe| probe.leader.clone())?;
+        self.cluster.nodes.iter().position(|node| node.public_key == key)
     }
 
     /// Each node's fault rules under the active effects, sent to every node that answers.
@@ -500,6 +523,7 @@ impl Runner {
             ended_s: None,
             height_before: self.honest_height(),
             height_after: None,
+            first_commit_s: None,
             resumed_s: None,
             caught_up_s: None,
             recovery_s: None,
@@ -510,7 +534,7 @@ impl Runner {
         };
         if hit.is_empty() {
             record.what = format!("{} leader", step.kind.name());
-            record.error = Some("no honest node reported itself leader at the highest height".to_string());
+            record.error = Some("no honest node at the highest height named a leader".to_string());
             println!("testnet: {:>6.1}s {}: {}", record.at_s, record.what, record.error.as_deref().unwrap_or(""));
             self.records.push(record);
             return None;
@@ -588,6 +612,9 @@ impl Runner {
         let now = self.elapsed_s();
         let height = self.honest_height();
         for record in &mut self.records {
+            if record.first_commit_s.is_none() && height > record.height_before {
+                record.first_commit_s = Some(now - record.at_s);
+            }
             let (Some(ended), Some(after)) = (record.ended_s, record.height_after) else {
                 continue;
             };
@@ -884,6 +911,11 @@ impl Runner {
             timeline: self.records.clone(),
             load: load_report.ok(),
             final_heights,
+            view_changes: self
+                .nodes
+                .iter()
+                .map(|node| (node.name.clone(), node.view_changes_before + node.view_changes_now))
+                .collect(),
             checks,
             seconds: self.elapsed_s(),
             ok,
@@ -932,21 +964,23 @@ async fn joined(task: &mut tokio::task::JoinHandle<anyhow::Result<LoadReport>>) 
 fn print_report(report: &TestnetReport) {
     println!();
     println!(
-        "testnet {}: timeline (recovery = the later of: a new block committed, the nodes hit back at the height)",
+        "testnet {}: timeline (1st block: from the start to the next block; resumed: from the end to the next block; \
+         caught up: from the end until the nodes hit reach the height at the end; recovery: the later of the two)",
         report.name
     );
     println!(
-        "  {:>7}  {:<58} {:>7} {:>7} {:>8} {:>9} {:>9}  verdict",
-        "at s", "perturbation", "before", "after", "resumed", "caught up", "recovery"
+        "  {:>7}  {:<58} {:>7} {:>7} {:>9} {:>8} {:>9} {:>9}  verdict",
+        "at s", "perturbation", "before", "after", "1st block", "resumed", "caught up", "recovery"
     );
     let seconds = |value: Option<f64>| value.map_or("-".to_string(), |value| format!("{value:.2}"));
     for record in &report.timeline {
         println!(
-            "  {:>7.1}  {:<58} {:>7} {:>7} {:>8} {:>9} {:>9}  {}",
+            "  {:>7.1}  {:<58} {:>7} {:>7} {:>9} {:>8} {:>9} {:>9}  {}",
             record.at_s,
             record.what,
             record.height_before,
             record.height_after.map_or("-".to_string(), |height| height.to_string()),
+            seconds(record.first_commit_s),
             seconds(record.resumed_s),
             seconds(record.caught_up_s),
             seconds(record.recovery_s),
@@ -962,6 +996,18 @@ fn print_report(report: &TestnetReport) {
             load.accepted, load.committed, load.committed_per_second, load.start_height, load.end_height
         );
     }
+    let views: Vec<String> = report
+        .view_changes
+        .iter()
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    let heights: Vec<String> = report
+        .final_heights
+        .iter()
+        .map(|(name, height)| format!("{name}={}", height.map_or("?".to_string(), |height| height.to_string())))
+        .collect();
+    println!("testnet: final heights {}", heights.join(" "));
+    println!("testnet: view changes {}", views.join(" "));
     for check in &report.checks {
         println!(
             "testnet: [{}] {}: {}",
