@@ -118,7 +118,10 @@ fn signatures_of_synced_blocks_are_checked_only_with_the_rule_off() {
 fn a_synced_block_without_a_quorum_certificate_is_refused_either_way() {
     let (chain, genuine, _) = chains();
     let mut forged = genuine.clone();
-    forged.certificate.signatures.truncate(quorum(chain.validators.len()) - 1);
+    forged
+        .certificate
+        .signatures
+        .truncate(quorum(chain.validators.len()) - 1);
     assert_eq!(sync_one(&chain, &forged, true), 1);
     assert_eq!(sync_one(&chain, &forged, false), 1);
     // A block whose transactions were changed after certification no longer matches its

@@ -47,43 +47,18 @@ impl ApiClient {
     /// GET a JSON document; a non-2xx answer is an error carrying the node's message.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("GET {url}: reading the body"))?;
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))
+        json_answer("GET", &url, self.client.get(&url)).await
     }
 
     /// PUT a JSON document; a non-2xx answer is an error carrying the node's message.
     pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let request = self
             .client
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(body)?)
-            .send()
-            .await
-            .with_context(|| format!("PUT {url}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("PUT {url}: reading the body"))?;
-        if !status.is_success() {
-            bail!("PUT {url}: {status}: {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("PUT {url}: the body is not JSON"))
+            .body(serde_json::to_vec(body)?);
+        json_answer("PUT", &url, request).await
     }
 
     pub async fn status(&self) -> anyhow::Result<Value> {
@@ -116,6 +91,20 @@ impl ApiClient {
         let response = serde_json::from_str(&text).with_context(|| format!("POST {url}: unexpected answer {text}"))?;
         Ok(Submitted::Answered(response))
     }
+}
+
+/// Sends `request` and reads its JSON answer; a non-2xx answer is an error with the body.
+async fn json_answer(method: &str, url: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("{method} {url}: reading the body"))?;
+    if !status.is_success() {
+        bail!("{method} {url}: {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{method} {url}: the body is not JSON"))
 }
 
 /// A small async runtime for the client commands.

@@ -160,8 +160,15 @@ pub fn init_report_json(report: &InitReport) -> serde_json::Value {
 /// What `kura verify` found in one store.
 #[derive(Debug, Clone)]
 pub enum StoreCheck {
-    Sound { height: u64, head_hash: String, report: serde_json::Value },
-    Bad { height: u64, reason: String },
+    Sound {
+        height: u64,
+        head_hash: String,
+        report: serde_json::Value,
+    },
+    Bad {
+        height: u64,
+        reason: String,
+    },
 }
 
 /// Checks every block of the store in `dir` (read-only), strictly or not.

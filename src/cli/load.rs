@@ -24,8 +24,12 @@ use super::http::{ApiClient, Submitted};
 use crate::node::runtime::now_ms;
 use crate::testnet::{transfer, Manifest, DEFAULT_TEST_ACCOUNTS};
 
-/// Requests in flight before the generator counts batches as not sent (it never blocks).
+/// Requests in flight before the generator counts batches as not sent (it never blocks). Each
+/// node gets an equal share, so a node that stopped answering does not hold back the others: its
+/// batches go to the next node with room.
 const IN_FLIGHT_MAX: usize = 256;
+/// How long a node that failed a request gets no batches.
+const NODE_REST_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
@@ -257,9 +261,9 @@ async fn read_block(clients: &[ApiClient], first: usize, height: u64) -> Option<
             continue;
         };
         let transactions = block["tx_hashes"].as_array().map_or(0, Vec::len);
-        let known = block["outcomes"]
-            .as_array()
-            .map_or(0, |outcomes| outcomes.iter().filter(|outcome| outcome.is_string()).count());
+        let known = block["outcomes"].as_array().map_or(0, |outcomes| {
+            outcomes.iter().filter(|outcome| outcome.is_string()).count()
+        });
         if known == transactions {
             return Some(block);
         }
@@ -298,7 +302,9 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let follower = tokio::spawn(follow(followed, seen.clone(), stop.clone()));
     let sent = Arc::new(Mutex::new(Sent::default()));
     let counters = Arc::new(Counters::default());
-    let in_flight = Arc::new(AtomicU64::new(0));
+    let in_flight: Vec<Arc<AtomicU64>> = clients.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let per_node_in_flight = (IN_FLIGHT_MAX / clients.len()).max(8);
+    let resting_until: Vec<Arc<AtomicU64>> = clients.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
 
     // Nonces: a random base per run unless given, so separate runs never repeat a payload.
     let nonce_base = args.seed.unwrap_or_else(|| {
@@ -323,10 +329,19 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         let count = due - generated;
         let first = generated;
         generated = due;
-        if in_flight.load(Ordering::Relaxed) as usize >= IN_FLIGHT_MAX {
+        // The next node with room that has not failed a request in the last second.
+        let now = started.elapsed().as_millis() as u64;
+        let with_room = (0..clients.len())
+            .map(|offset| (next_client + offset) % clients.len())
+            .find(|&index| {
+                (in_flight[index].load(Ordering::Relaxed) as usize) < per_node_in_flight
+                    && resting_until[index].load(Ordering::Relaxed) <= now
+            });
+        let Some(target) = with_room else {
             counters.not_sent.fetch_add(count, Ordering::Relaxed);
             continue;
-        }
+        };
+        next_client = target + 1;
         let created_at_ms = now_ms();
         let chain = chain.clone();
         let transactions = tokio::task::spawn_blocking(move || {
@@ -347,10 +362,10 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         })
         .await
         .context("signing transfers")?;
-        let client = clients[next_client % clients.len()].clone();
-        next_client += 1;
-        let (sent, task_counters, task_in_flight) = (sent.clone(), counters.clone(), in_flight.clone());
-        in_flight.fetch_add(1, Ordering::Relaxed);
+        let client = clients[target].clone();
+        let (sent, task_counters, task_in_flight) = (sent.clone(), counters.clone(), in_flight[target].clone());
+        let resting = resting_until[target].clone();
+        task_in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let (counters, in_flight) = (task_counters, task_in_flight);
             let hashes: Vec<Hash> = transactions
@@ -382,6 +397,9 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
                     counters.queue_full.fetch_add(hashes.len() as u64, Ordering::Relaxed);
                 }
                 Err(error) => {
+                    // A node that failed a request (down, restarting) gets none for a second.
+                    let until = started.elapsed().as_millis() as u64 + NODE_REST_MS;
+                    resting.fetch_max(until, Ordering::Relaxed);
                     counters.not_sent.fetch_add(hashes.len() as u64, Ordering::Relaxed);
                     if sent.request_errors.len() < 5 {
                         sent.request_errors.push(format!("{error:#}"));
@@ -403,7 +421,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     }
     // Let the last requests finish, then wait for every accepted transaction to show up.
     let drain_deadline = Instant::now() + Duration::from_secs(30);
-    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
+    while in_flight.iter().any(|count| count.load(Ordering::Relaxed) > 0) && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wait_deadline = Instant::now() + Duration::from_secs(args.wait_secs);

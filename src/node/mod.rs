@@ -208,12 +208,20 @@ pub async fn run(
     let _ = tokio::time::timeout(grace, api).await;
     let _ = tokio::time::timeout(grace, admin).await;
     drop(shared);
-    match tokio::time::timeout(grace, consensus_task).await {
+    let mut consensus_task = consensus_task;
+    match tokio::time::timeout(grace, &mut consensus_task).await {
         Ok(Ok(replica)) => {
             tracing::info!(height = replica.wsv().height(), "consensus stopped");
         }
         Ok(Err(error)) => bail!("the consensus task failed: {error}"),
-        Err(_) => tracing::warn!("the consensus task did not stop in time"),
+        Err(_) => {
+            // It is inside a long step (a burst of synced blocks, each appended whole). Cancel it
+            // at its next await and wait for that, so it is never polled again while the runtime
+            // shuts down.
+            tracing::warn!("the consensus task did not stop in time; cancelling it after its current step");
+            consensus_task.abort();
+            let _ = consensus_task.await;
+        }
     }
     network.shutdown().await;
     Ok(())

@@ -291,8 +291,14 @@ impl Sumeragi {
                 return;
             }
             Message::BlockSyncRequest { from_height, count } => {
-                if from_height == 0 || from_height >= self.height {
+                if from_height == 0 {
                     self.drop_message(DropReason::Unexpected);
+                } else if from_height >= self.height {
+                    // Nothing to serve: say so, so the asker need not wait for its timeout.
+                    out.push(Effect::Send {
+                        to: from,
+                        message: Message::BlockSyncResponse { blocks: Vec::new() },
+                    });
                 } else {
                     let count = count.clamp(1, SYNC_BLOCKS_MAX);
                     out.push(Effect::ServeBlocks {

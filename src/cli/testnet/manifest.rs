@@ -179,7 +179,9 @@ impl Step {
 
 /// The node names of a cluster: validators first, as `kasane genesis` writes them.
 pub fn node_names(validators: usize, observers: usize) -> Vec<String> {
-    (0..validators + observers).map(|index| format!("node-{index}")).collect()
+    (0..validators + observers)
+        .map(|index| format!("node-{index}"))
+        .collect()
 }
 
 impl TestnetManifest {
@@ -193,7 +195,9 @@ impl TestnetManifest {
                 .map(|stem| stem.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "testnet".to_string());
         }
-        manifest.check().with_context(|| format!("checking {}", path.display()))?;
+        manifest
+            .check()
+            .with_context(|| format!("checking {}", path.display()))?;
         Ok(manifest)
     }
 
@@ -202,15 +206,12 @@ impl TestnetManifest {
     }
 
     fn index_of(&self, name: &str) -> anyhow::Result<usize> {
-        self.names()
-            .iter()
-            .position(|known| known == name)
-            .with_context(|| {
-                format!(
-                    "no node named {name:?}: this cluster has node-0 .. node-{}",
-                    self.validators + self.observers - 1
-                )
-            })
+        self.names().iter().position(|known| known == name).with_context(|| {
+            format!(
+                "no node named {name:?}: this cluster has node-0 .. node-{}",
+                self.validators + self.observers - 1
+            )
+        })
     }
 
     /// The Byzantine mode of each node that has one, by index.
@@ -219,7 +220,10 @@ impl TestnetManifest {
         for (name, spec) in &self.nodes {
             let index = self.index_of(name)?;
             let Some(behaviour) = &spec.byzantine else {
-                ensure!(spec.victim.is_none(), "{name}: victim is only for byzantine = \"withhold-commit\"");
+                ensure!(
+                    spec.victim.is_none(),
+                    "{name}: victim is only for byzantine = \"withhold-commit\""
+                );
                 continue;
             };
             let mode = if behaviour == "withhold-commit" {
@@ -231,8 +235,13 @@ impl TestnetManifest {
                     victim: self.index_of(victim)?,
                 }
             } else {
-                ensure!(spec.victim.is_none(), "{name}: victim is only for byzantine = \"withhold-commit\"");
-                behaviour.parse().map_err(|error: String| anyhow::anyhow!("{name}: {error}"))?
+                ensure!(
+                    spec.victim.is_none(),
+                    "{name}: victim is only for byzantine = \"withhold-commit\""
+                );
+                behaviour
+                    .parse()
+                    .map_err(|error: String| anyhow::anyhow!("{name}: {error}"))?
             };
             ensure!(index < self.validators, "{name}: only validators can be Byzantine");
             modes.insert(index, mode);
@@ -250,7 +259,10 @@ impl TestnetManifest {
     pub fn check(&self) -> anyhow::Result<()> {
         ensure!(self.validators >= 1, "validators must be at least 1");
         ensure!(self.accounts >= 2, "accounts must be at least 2");
-        ensure!(self.load.rate > 0 && self.load.duration_s > 0, "the load needs a rate and a duration");
+        ensure!(
+            self.load.rate > 0 && self.load.duration_s > 0,
+            "the load needs a rate and a duration"
+        );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
         for (name, spec) in &self.nodes {
             self.index_of(name)?;
@@ -319,7 +331,10 @@ impl TestnetManifest {
     fn target_of(&self, entry: &Perturbation) -> anyhow::Result<Target> {
         match entry.kind {
             Kind::Partition => {
-                ensure!(entry.node.is_none() && entry.nodes.is_empty(), "a partition takes groups only");
+                ensure!(
+                    entry.node.is_none() && entry.nodes.is_empty(),
+                    "a partition takes groups only"
+                );
                 ensure!(entry.groups.len() >= 2, "a partition needs at least two groups");
                 let mut seen = vec![false; self.validators + self.observers];
                 let mut groups = Vec::new();
@@ -337,7 +352,10 @@ impl TestnetManifest {
                 Ok(Target::Groups(groups))
             }
             Kind::Delay => {
-                ensure!(entry.node.is_none() && entry.groups.is_empty(), "a delay takes nodes only");
+                ensure!(
+                    entry.node.is_none() && entry.groups.is_empty(),
+                    "a delay takes nodes only"
+                );
                 let indices = if entry.nodes.is_empty() {
                     (0..self.validators + self.observers).collect()
                 } else {

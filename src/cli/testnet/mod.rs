@@ -13,8 +13,8 @@
 
 pub mod manifest;
 
-use std::collections::{BTreeMap, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
 use std::time::{Duration, Instant};
@@ -209,7 +209,11 @@ pub fn run(args: TestnetArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("testnet: report written to {}", path.display());
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> anyhow::Result<TestnetReport> {
@@ -304,7 +308,12 @@ impl Runner {
     }
 
     fn start_node(&mut self, index: usize) -> anyhow::Result<()> {
-        let child = spawn_node(&self.exe, &self.dir, &self.cluster.nodes[index], &self.nodes[index].args)?;
+        let child = spawn_node(
+            &self.exe,
+            &self.dir,
+            &self.cluster.nodes[index],
+            &self.nodes[index].args,
+        )?;
         let node = &mut self.nodes[index];
         node.view_changes_before += std::mem::take(&mut node.view_changes_now);
         node.child = Some(child);
@@ -357,8 +366,7 @@ impl Runner {
             if let Some(exit) = self.unexpected_exits.first() {
                 bail!("a node did not start: {exit}");
             }
-            let statuses =
-                futures_util::future::join_all(self.nodes.iter().map(|node| node.api.status())).await;
+            let statuses = futures_util::future::join_all(self.nodes.iter().map(|node| node.api.status())).await;
             let ready = statuses
                 .iter()
                 .filter(|status| {
@@ -371,7 +379,10 @@ impl Runner {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("only {ready} of {} nodes were up with all peers after {timeout:?}", self.nodes.len());
+                bail!(
+                    "only {ready} of {} nodes were up with all peers after {timeout:?}",
+                    self.nodes.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -493,15 +504,34 @@ impl Runner {
         };
         let leader = if step.target == Target::Leader { " (leader)" } else { "" };
         match (step.kind, &step.target) {
-            (Kind::Kill | Kind::Wipe, _) => format!("{} {}{leader}, down {:.1} s", step.kind.name(), names(hit), step.duration_s),
+            (Kind::Kill | Kind::Wipe, _) => format!(
+                "{} {}{leader}, down {:.1} s",
+                step.kind.name(),
+                names(hit),
+                step.duration_s
+            ),
             (Kind::Restart, _) => format!("restart {}{leader}", names(hit)),
             (Kind::Partition, Target::Groups(groups)) => format!(
                 "partition {} for {:.1} s",
-                groups.iter().map(|group| format!("[{}]", names(group))).collect::<Vec<_>>().join(" | "),
+                groups
+                    .iter()
+                    .map(|group| format!("[{}]", names(group)))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
                 step.duration_s
             ),
-            (Kind::Delay, _) => format!("delay {} ms into {} for {:.1} s", step.delay_ms, names(hit), step.duration_s),
-            _ => format!("{} {}{leader} for {:.1} s", step.kind.name(), names(hit), step.duration_s),
+            (Kind::Delay, _) => format!(
+                "delay {} ms into {} for {:.1} s",
+                step.delay_ms,
+                names(hit),
+                step.duration_s
+            ),
+            _ => format!(
+                "{} {}{leader} for {:.1} s",
+                step.kind.name(),
+                names(hit),
+                step.duration_s
+            ),
         }
     }
 
@@ -530,16 +560,28 @@ impl Runner {
             ok: false,
             error: None,
             targets: hit.clone(),
-            hit: hit.iter().copied().filter(|&index| self.nodes[index].honest()).collect(),
+            hit: hit
+                .iter()
+                .copied()
+                .filter(|&index| self.nodes[index].honest())
+                .collect(),
         };
         if hit.is_empty() {
             record.what = format!("{} leader", step.kind.name());
             record.error = Some("no honest node at the highest height named a leader".to_string());
-            println!("testnet: {:>6.1}s {}: {}", record.at_s, record.what, record.error.as_deref().unwrap_or(""));
+            println!(
+                "testnet: {:>6.1}s {}: {}",
+                record.at_s,
+                record.what,
+                record.error.as_deref().unwrap_or("")
+            );
             self.records.push(record);
             return None;
         }
-        println!("testnet: {:>6.1}s {} (height {})", record.at_s, record.what, record.height_before);
+        println!(
+            "testnet: {:>6.1}s {} (height {})",
+            record.at_s, record.what, record.height_before
+        );
         let slot = self.records.len();
         self.records.push(record);
         match step.kind {
@@ -667,12 +709,17 @@ impl Runner {
                 Target::Groups(_) => {}
             }
         }
-        let mut followed: Vec<usize> = (0..self.nodes.len()).filter(|&index| self.nodes[index].honest()).collect();
+        let mut followed: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| self.nodes[index].honest())
+            .collect();
         followed.sort_by_key(|&index| (touched[index], index));
         let load_args = LoadArgs {
             node: honest_urls,
             dir: None,
-            follow: followed.iter().map(|&index| self.cluster.nodes[index].api.clone()).collect(),
+            follow: followed
+                .iter()
+                .map(|&index| self.cluster.nodes[index].api.clone())
+                .collect(),
             rate: manifest.load.rate,
             duration: manifest.load.duration_s,
             accounts: Some(manifest.accounts),
@@ -739,7 +786,11 @@ impl Runner {
             }
             // Past the load, recoveries that have not come within three bounds are not coming.
             if let Some(done) = load_done_at {
-                let last_end = self.records.iter().filter_map(|record| record.ended_s).fold(0.0, f64::max);
+                let last_end = self
+                    .records
+                    .iter()
+                    .filter_map(|record| record.ended_s)
+                    .fold(0.0, f64::max);
                 if queue.is_empty() && self.elapsed_s() > done.max(last_end + 3.0 * bound) {
                     break;
                 }
@@ -775,7 +826,9 @@ impl Runner {
         self.apply_faults().await;
 
         let load_end = load_report.as_ref().map(|report| report.end_height).unwrap_or(0);
-        let converged = self.converge(load_end, Duration::from_secs(manifest.converge_timeout_s)).await;
+        let converged = self
+            .converge(load_end, Duration::from_secs(manifest.converge_timeout_s))
+            .await;
         checks.push(Check {
             name: "honest nodes agree on the head",
             ok: converged.is_ok(),
@@ -833,7 +886,11 @@ impl Runner {
                 )
             })
             .collect();
-        let worst = self.records.iter().filter_map(|record| record.recovery_s).fold(0.0, f64::max);
+        let worst = self
+            .records
+            .iter()
+            .filter_map(|record| record.recovery_s)
+            .fold(0.0, f64::max);
         checks.push(Check {
             name: "commits resume within the bound after each perturbation",
             ok: slow.is_empty(),
@@ -863,7 +920,10 @@ impl Runner {
             }
         }
         if !needed_kill.is_empty() {
-            problems.push(format!("{} did not stop within {STOP_GRACE:?} of SIGTERM", needed_kill.join(", ")));
+            problems.push(format!(
+                "{} did not stop within {STOP_GRACE:?} of SIGTERM",
+                needed_kill.join(", ")
+            ));
         }
         checks.push(Check {
             name: "no node exited by itself, panicked or hung on stop",
@@ -958,7 +1018,8 @@ impl Runner {
 }
 
 async fn joined(task: &mut tokio::task::JoinHandle<anyhow::Result<LoadReport>>) -> anyhow::Result<LoadReport> {
-    task.await.map_err(|error| anyhow::anyhow!("the load task failed: {error}"))?
+    task.await
+        .map_err(|error| anyhow::anyhow!("the load task failed: {error}"))?
 }
 
 fn print_report(report: &TestnetReport) {
