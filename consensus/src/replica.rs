@@ -73,15 +73,35 @@ struct Validated {
     executed: Option<ExecutedBlock>,
 }
 
-/// Hashes a host computed (off the consensus thread) for the transactions a message carries.
+/// What a host computed (off the consensus thread) for the transactions a message carries: their
+/// hashes and whether it verified their signatures into the replica's shared [`KeyCache`]. The
+/// host is the replica's own process, computing from this very message, so the replica takes
+/// both as done and skips its own cache lookups; a host that cannot vouch passes `false` (or
+/// [`PreparedHashes::None`]) and the replica checks for itself.
 #[derive(Debug, Clone, Default)]
 pub enum PreparedHashes {
     #[default]
     None,
     /// For a `Transactions` message, in order.
-    Transactions(Vec<TransactionHashes>),
-    /// For a proposal or a block-sync response: per block hash, in block order.
-    Blocks(Vec<(Hash, Vec<TransactionHashes>)>),
+    Transactions(Vec<PreparedTransaction>),
+    /// For a proposal or a block-sync response, in block order.
+    Blocks(Vec<PreparedBlock>),
+}
+
+/// One transaction's hashes, and whether every signature on it verified.
+#[derive(Debug, Clone)]
+pub struct PreparedTransaction {
+    pub hashes: TransactionHashes,
+    pub signatures_verified: bool,
+}
+
+/// A block's hash, its transactions' hashes in order, and whether every transaction signature
+/// in it verified.
+#[derive(Debug, Clone)]
+pub struct PreparedBlock {
+    pub hash: Hash,
+    pub transactions: Vec<TransactionHashes>,
+    pub signatures_verified: bool,
 }
 
 /// One validator: consensus, store, state, queue.
@@ -95,8 +115,8 @@ pub struct Replica<B: Backend + Sync> {
     /// Blocks validated at the current height, by block hash: their transaction hashes and
     /// execution, so that committing one applies the writes already computed.
     validated: BTreeMap<Hash, Validated>,
-    /// Transaction hashes the host computed for the blocks of the message being handled.
-    known_hashes: BTreeMap<Hash, Vec<TransactionHashes>>,
+    /// What the host computed for the blocks of the message being handled, by block hash.
+    known_hashes: BTreeMap<Hash, PreparedBlock>,
     lock_store: Box<dyn LockStore>,
     events: Vec<ReplicaEvent>,
 }
@@ -218,16 +238,17 @@ impl<B: Backend + Sync> Replica<B> {
         hashes: PreparedHashes,
     ) -> Vec<Outbound> {
         if let Message::Transactions(transactions) = message {
-            let hashes = match hashes {
-                PreparedHashes::Transactions(hashes) if hashes.len() == transactions.len() => Some(hashes),
+            let prepared = match hashes {
+                PreparedHashes::Transactions(prepared) => Some(prepared),
                 _ => None,
             };
             let mut out = Vec::new();
-            self.admit(now_ms, transactions, hashes, false, &mut out);
+            self.admit(now_ms, transactions, prepared, false, &mut out);
             return out;
         }
         if let PreparedHashes::Blocks(blocks) = hashes {
-            self.known_hashes.extend(blocks);
+            self.known_hashes
+                .extend(blocks.into_iter().map(|block| (block.hash, block)));
         }
         let effects = self.core.step(Input::Message { from, message });
         let out = self.run(now_ms, effects);
@@ -266,58 +287,69 @@ impl<B: Backend + Sync> Replica<B> {
         (results, out)
     }
 
-    /// [`Replica::submit`] with the transactions' hashes computed by the host from these very
-    /// transactions.
-    pub fn submit_hashed(
+    /// [`Replica::submit`] with what the host computed from these very transactions (see
+    /// [`PreparedHashes`]).
+    pub fn submit_prepared(
         &mut self,
         now_ms: u64,
         transactions: Vec<SignedTransaction>,
-        hashes: Vec<TransactionHashes>,
+        prepared: Vec<PreparedTransaction>,
     ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
-        let hashes = (hashes.len() == transactions.len()).then_some(hashes);
         let mut out = Vec::new();
-        let results = self.admit(now_ms, transactions, hashes, true, &mut out);
+        let results = self.admit(now_ms, transactions, Some(prepared), true, &mut out);
         (results, out)
     }
 
     /// Checks signatures (in one batch) and limits, queues what passes, and gossips it when it
-    /// came from a client.
+    /// came from a client. `prepared`, when the host gives it, must match `transactions` one for
+    /// one; otherwise it is ignored and everything is computed here.
     fn admit(
         &mut self,
         now_ms: u64,
         transactions: Vec<SignedTransaction>,
-        hashes: Option<Vec<TransactionHashes>>,
+        prepared: Option<Vec<PreparedTransaction>>,
         gossip: bool,
         out: &mut Vec<Outbound>,
     ) -> Vec<Result<(), String>> {
         let transactions: Vec<SignedTransaction> = transactions.into_iter().take(GOSSIP_TRANSACTIONS_MAX).collect();
-        let mut known = hashes.map(Vec::into_iter);
+        let mut known = prepared
+            .filter(|prepared| prepared.len() == transactions.len())
+            .map(Vec::into_iter);
         let mut results = Vec::with_capacity(transactions.len());
-        let mut accepted = Vec::new();
+        let mut accepted = 0usize;
+        // Only a client's transactions are gossiped on; the rest move into the queue uncloned.
+        let mut to_gossip = Vec::new();
         for transaction in transactions {
-            let hashes = known
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or_else(|| transaction.hashes());
-            let result = self.check_transaction(now_ms, &transaction, &hashes).and_then(|()| {
-                self.queue
-                    .push(transaction.clone(), hashes)
-                    .map_err(|error| match error {
-                        QueueError::Duplicate => "already queued".to_string(),
-                        other => other.to_string(),
-                    })
+            let PreparedTransaction {
+                hashes,
+                signatures_verified,
+            } = known.as_mut().and_then(Iterator::next).unwrap_or_else(|| PreparedTransaction {
+                hashes: transaction.hashes(),
+                signatures_verified: false,
             });
-            if result.is_ok() {
-                accepted.push(transaction);
-            }
-            results.push(result);
+            let result = self
+                .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
+                .and_then(|()| {
+                    let copy = gossip.then(|| transaction.clone());
+                    self.queue
+                        .push(transaction, hashes)
+                        .map(|()| copy)
+                        .map_err(|error| match error {
+                            QueueError::Duplicate => "already queued".to_string(),
+                            other => other.to_string(),
+                        })
+                });
+            results.push(result.map(|copy| {
+                accepted += 1;
+                to_gossip.extend(copy);
+            }));
         }
-        if gossip && !accepted.is_empty() {
+        if !to_gossip.is_empty() {
             out.push(Outbound::Broadcast {
-                message: Message::Transactions(accepted.clone()),
+                message: Message::Transactions(to_gossip),
             });
         }
-        if !accepted.is_empty() {
+        if accepted > 0 {
             let effects = self.core.step(Input::QueueLength(self.queue.len()));
             out.extend(self.run(now_ms, effects));
         }
@@ -329,12 +361,16 @@ impl<B: Backend + Sync> Replica<B> {
         now_ms: u64,
         transaction: &SignedTransaction,
         hashes: &TransactionHashes,
+        signatures_verified: bool,
     ) -> Result<(), String> {
         transaction
             .check_stateless(self.wsv.chain())
             .map_err(|error| error.to_string())?;
         if self.wsv.is_committed_payload(&hashes.payload, now_ms) {
             return Err("already committed".to_string());
+        }
+        if signatures_verified {
+            return Ok(());
         }
         let messages = SigningMessages::for_payload_hash(&hashes.payload);
         let items: Vec<SignedMessage> = messages.items(transaction).collect();
@@ -452,15 +488,20 @@ impl<B: Backend + Sync> Replica<B> {
         {
             return false;
         }
-        let hashes: Vec<TransactionHashes> = match self.known_hashes.remove(&block.hash()) {
-            Some(hashes) if hashes.len() == block.transactions.len() => hashes,
-            _ => block.transactions.iter().map(SignedTransaction::hashes).collect(),
+        let (hashes, signatures_verified) = match self.known_hashes.remove(&block.hash()) {
+            Some(known) if known.transactions.len() == block.transactions.len() => {
+                (known.transactions, known.signatures_verified)
+            }
+            _ => (block.transactions.iter().map(SignedTransaction::hashes).collect(), false),
         };
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
             return false;
         }
-        if check_signatures && verify_transaction_signatures(&mut self.cache, &block.transactions, &hashes).is_err() {
+        if check_signatures
+            && !signatures_verified
+            && verify_transaction_signatures(&mut self.cache, &block.transactions, &hashes).is_err()
+        {
             return false;
         }
         match self

@@ -266,18 +266,21 @@ impl Check {
     }
 }
 
-/// A map bounded by forgetting the older half of its entries at a time.
+/// A map bounded by forgetting the older half of its entries at a time. It hashes with ahash
+/// (keyed randomly per process, so a peer cannot aim collisions at it): every transaction
+/// signature is looked up here, and SipHash over a 64-byte key was a visible share of a node's
+/// CPU at high rates (docs/BENCHMARKS.md).
 #[derive(Debug)]
 struct Generations<K, V> {
-    current: HashMap<K, V>,
-    previous: HashMap<K, V>,
+    current: HashMap<K, V, ahash::RandomState>,
+    previous: HashMap<K, V, ahash::RandomState>,
 }
 
 impl<K, V> Default for Generations<K, V> {
     fn default() -> Self {
         Generations {
-            current: HashMap::new(),
-            previous: HashMap::new(),
+            current: HashMap::default(),
+            previous: HashMap::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
 use kasane_model::codec::{self, Versioned};
 use kasane_model::hash::Blake2bMerkle;
 use kasane_model::ids::{AccountId, DomainId};
+use kasane_model::transaction::TransactionHashes;
 use kasane_model::{merkle, CommittedBlock, Hash, SignedTransaction};
 use kasane_p2p::FaultRules;
 use kasane_wsv::query::{Page, PAGE_LIMIT_MAX};
@@ -214,18 +215,19 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
     }
     // Hashing and signature checks run on the blocking pool, not on the consensus task.
     let mut cache = shared.key_cache.clone();
-    let (transactions, hashes) = tokio::task::spawn_blocking(move || {
-        let hashes = preverify_transactions(&mut cache, &transactions);
-        (transactions, hashes)
+    let (transactions, prepared) = tokio::task::spawn_blocking(move || {
+        let prepared = preverify_transactions(&mut cache, &transactions);
+        (transactions, prepared)
     })
     .await
     .map_err(|_| ApiError::unavailable())?;
+    let hashes: Vec<TransactionHashes> = prepared.iter().map(|prepared| prepared.hashes).collect();
     let (reply, answer) = oneshot::channel();
     shared
         .commands
         .send(Command::Submit {
             transactions,
-            hashes: hashes.clone(),
+            prepared,
             reply,
         })
         .await

@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kasane_consensus::replica::{Outbound, PreparedHashes, Replica, ReplicaEvent};
+use kasane_consensus::replica::{Outbound, PreparedBlock, PreparedHashes, PreparedTransaction, Replica, ReplicaEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
@@ -35,8 +35,8 @@ pub type ReadFn = Box<dyn FnOnce(&NodeReplica) + Send>;
 pub enum Command {
     Submit {
         transactions: Vec<SignedTransaction>,
-        /// Their hashes, in order.
-        hashes: Vec<TransactionHashes>,
+        /// Their hashes and signature checks, in order.
+        prepared: Vec<PreparedTransaction>,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
     Read(ReadFn),
@@ -114,13 +114,18 @@ pub fn now_ms() -> u64 {
 /// (docs/BENCHMARKS.md), so a stage drains what is waiting, up to this, before checking.
 const VERIFY_BATCH_TRANSACTIONS: usize = 1024;
 
-/// The transaction lists of a message whose signatures a verifier stage checks: a proposal's
-/// block and a gossip batch. The blocks of a sync response come with commit certificates; the
-/// replica checks their signatures itself only when the certified-block rule is off (R19).
-fn transaction_lists(message: &Message) -> Vec<&[SignedTransaction]> {
+/// The transaction lists a message carries, each with whether a verifier stage checks its
+/// signatures: a proposal's block and a gossip batch are checked; the blocks of a sync response
+/// come with commit certificates, and the replica checks their signatures itself only when the
+/// certified-block rule is off (R19), so they are only hashed.
+fn checked_lists(message: &Message) -> Vec<(&[SignedTransaction], bool)> {
     match message {
-        Message::Proposal(proposal) => vec![&proposal.block.transactions],
-        Message::Transactions(transactions) => vec![transactions],
+        Message::Proposal(proposal) => vec![(&proposal.block.transactions, true)],
+        Message::Transactions(transactions) => vec![(transactions, true)],
+        Message::BlockSyncResponse { blocks } => blocks
+            .iter()
+            .map(|block| (&block.block.transactions[..], false))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -129,38 +134,14 @@ fn hash_all(transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
     transactions.iter().map(SignedTransaction::hashes).collect()
 }
 
-/// The hashes of the transactions a message carries, in the form the replica takes them.
-pub fn hash_message(message: &Message) -> PreparedHashes {
-    match message {
-        Message::Proposal(proposal) => {
-            PreparedHashes::Blocks(vec![(proposal.block.hash(), hash_all(&proposal.block.transactions))])
-        }
-        Message::BlockSyncResponse { blocks } => PreparedHashes::Blocks(
-            blocks
-                .iter()
-                .map(|block| (block.block.hash(), hash_all(&block.block.transactions)))
-                .collect(),
-        ),
-        Message::Transactions(transactions) => PreparedHashes::Transactions(hash_all(transactions)),
-        _ => PreparedHashes::None,
-    }
-}
-
-fn hash_lists(hashes: &PreparedHashes) -> Vec<&[TransactionHashes]> {
-    match hashes {
-        PreparedHashes::None => Vec::new(),
-        PreparedHashes::Transactions(hashes) => vec![hashes],
-        PreparedHashes::Blocks(blocks) => blocks.iter().map(|(_, hashes)| &hashes[..]).collect(),
-    }
-}
-
 /// Checks the signatures of `transactions` (with their hashes) into `cache`, skipping what it
 /// already verified: one batch for all; when it fails, one batch per transaction, so the good
-/// ones still count. Bad signatures are left for the replica to judge.
+/// ones still count. Returns, per transaction, whether all its signatures verified; bad ones are
+/// left for the replica to judge.
 fn verify_signatures<'a>(
     cache: &mut KeyCache,
     transactions: impl Iterator<Item = (&'a SignedTransaction, &'a TransactionHashes)>,
-) {
+) -> Vec<bool> {
     let signing: Vec<(&SignedTransaction, SigningMessages)> = transactions
         .map(|(transaction, hashes)| (transaction, SigningMessages::for_payload_hash(&hashes.payload)))
         .collect();
@@ -169,33 +150,92 @@ fn verify_signatures<'a>(
         .flat_map(|(transaction, messages)| messages.items(transaction))
         .collect();
     if verify_batch(cache, &items).is_ok() {
-        return;
+        return vec![true; signing.len()];
     }
-    for (transaction, messages) in &signing {
-        let items: Vec<SignedMessage> = messages.items(transaction).collect();
-        let _ = verify_batch(cache, &items);
-    }
+    signing
+        .iter()
+        .map(|(transaction, messages)| {
+            let items: Vec<SignedMessage> = messages.items(transaction).collect();
+            verify_batch(cache, &items).is_ok()
+        })
+        .collect()
 }
 
-/// Hashes the transactions of several messages and checks all their signatures in one batch
-/// into `cache` (the replica's, shared).
+/// Hashes the transactions of several messages and checks the signatures of their proposals'
+/// and gossip batches' transactions in one batch into `cache` (the replica's, shared). A block
+/// of a sync response is not checked here (R19: the replica checks its signatures itself only
+/// when the certified-block rule is off).
 pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHashes> {
-    let hashes: Vec<PreparedHashes> = messages.iter().map(hash_message).collect();
-    let pairs = messages.iter().zip(&hashes).flat_map(|(message, hashes)| {
-        transaction_lists(message)
+    let hashes: Vec<Vec<Vec<TransactionHashes>>> = messages
+        .iter()
+        .map(|message| checked_lists(message).iter().map(|(list, _)| hash_all(list)).collect())
+        .collect();
+    let pairs = messages.iter().zip(&hashes).flat_map(|(message, lists)| {
+        checked_lists(message)
             .into_iter()
-            .zip(hash_lists(hashes))
-            .flat_map(|(transactions, hashes)| transactions.iter().zip(hashes))
+            .zip(lists)
+            .filter(|((_, checked), _)| *checked)
+            .flat_map(|((transactions, _), hashes)| transactions.iter().zip(hashes))
     });
-    verify_signatures(cache, pairs);
+    let mut verified = verify_signatures(cache, pairs).into_iter();
+    messages
+        .iter()
+        .zip(hashes)
+        .map(|(message, lists)| {
+            let mut lists = checked_lists(message).into_iter().zip(lists).map(|((_, checked), hashes)| {
+                let flags: Vec<bool> = if checked {
+                    verified.by_ref().take(hashes.len()).collect()
+                } else {
+                    vec![false; hashes.len()]
+                };
+                (hashes, flags)
+            });
+            match message {
+                Message::Transactions(_) => lists.next().map_or(PreparedHashes::None, |(hashes, flags)| {
+                    PreparedHashes::Transactions(prepared_transactions(hashes, flags))
+                }),
+                Message::Proposal(proposal) => {
+                    PreparedHashes::Blocks(block_hashes([&proposal.block].into_iter(), lists))
+                }
+                Message::BlockSyncResponse { blocks } => {
+                    PreparedHashes::Blocks(block_hashes(blocks.iter().map(|block| &block.block), lists))
+                }
+                _ => PreparedHashes::None,
+            }
+        })
+        .collect()
+}
+
+fn prepared_transactions(hashes: Vec<TransactionHashes>, verified: Vec<bool>) -> Vec<PreparedTransaction> {
     hashes
+        .into_iter()
+        .zip(verified)
+        .map(|(hashes, signatures_verified)| PreparedTransaction {
+            hashes,
+            signatures_verified,
+        })
+        .collect()
+}
+
+fn block_hashes<'a>(
+    blocks: impl Iterator<Item = &'a kasane_model::Block>,
+    lists: impl Iterator<Item = (Vec<TransactionHashes>, Vec<bool>)>,
+) -> Vec<PreparedBlock> {
+    blocks
+        .zip(lists)
+        .map(|(block, (transactions, verified))| PreparedBlock {
+            hash: block.hash(),
+            signatures_verified: verified.iter().all(|ok| *ok),
+            transactions,
+        })
+        .collect()
 }
 
 /// Hashes client transactions and checks their signatures (see [`verify_signatures`]).
-pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
+pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<PreparedTransaction> {
     let hashes = hash_all(transactions);
-    verify_signatures(cache, transactions.iter().zip(&hashes));
-    hashes
+    let verified = verify_signatures(cache, transactions.iter().zip(&hashes));
+    prepared_transactions(hashes, verified)
 }
 
 fn carries_signatures(message: &Message) -> bool {
@@ -206,7 +246,11 @@ fn carries_signatures(message: &Message) -> bool {
 }
 
 fn transaction_count(message: &Message) -> usize {
-    transaction_lists(message).iter().map(|list| list.len()).sum()
+    checked_lists(message)
+        .iter()
+        .filter(|(_, checked)| *checked)
+        .map(|(list, _)| list.len())
+        .sum()
 }
 
 /// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
@@ -348,11 +392,11 @@ impl Driver {
         match command {
             Command::Submit {
                 transactions,
-                hashes,
+                prepared,
                 reply,
             } => {
                 let (results, out) =
-                    tokio::task::block_in_place(|| self.replica.submit_hashed(now_ms(), transactions, hashes));
+                    tokio::task::block_in_place(|| self.replica.submit_prepared(now_ms(), transactions, prepared));
                 let _ = reply.send(results);
                 self.after_step(out);
             }

@@ -43,8 +43,10 @@ struct TxEntry {
 /// Outcomes of recent transactions by payload hash (and transaction hash), bounded: the oldest
 /// entries are forgotten first.
 pub struct TxTable {
-    entries: HashMap<Hash, TxEntry>,
-    by_tx_hash: HashMap<Hash, Hash>,
+    // ahash: a committed block inserts thousands of entries here; SipHash over 32-byte keys
+    // showed in node profiles.
+    entries: HashMap<Hash, TxEntry, ahash::RandomState>,
+    by_tx_hash: HashMap<Hash, Hash, ahash::RandomState>,
     order: VecDeque<(Hash, Hash)>,
     capacity: usize,
 }
@@ -58,8 +60,8 @@ impl std::fmt::Debug for TxTable {
 impl TxTable {
     pub fn new(capacity: usize) -> TxTable {
         TxTable {
-            entries: HashMap::new(),
-            by_tx_hash: HashMap::new(),
+            entries: HashMap::default(),
+            by_tx_hash: HashMap::default(),
             order: VecDeque::new(),
             capacity,
         }
