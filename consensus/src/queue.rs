@@ -2,6 +2,10 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
+/// The set of queued payload hashes. ahash (keyed randomly per process): every admission and
+/// every committed transaction touches it.
+type PayloadSet = HashSet<Hash, ahash::RandomState>;
+
 use kasane_model::transaction::TransactionHashes;
 use kasane_model::{Hash, SignedTransaction};
 
@@ -17,7 +21,7 @@ pub enum QueueError {
 #[derive(Debug)]
 pub struct TransactionQueue {
     items: VecDeque<(SignedTransaction, TransactionHashes)>,
-    payloads: HashSet<Hash>,
+    payloads: PayloadSet,
     capacity: usize,
 }
 
@@ -25,7 +29,7 @@ impl TransactionQueue {
     pub fn new(capacity: usize) -> TransactionQueue {
         TransactionQueue {
             items: VecDeque::new(),
-            payloads: HashSet::new(),
+            payloads: PayloadSet::default(),
             capacity,
         }
     }
@@ -59,13 +63,17 @@ impl TransactionQueue {
 
     /// Drops the transactions whose payloads a committed block carried.
     pub fn remove_payloads(&mut self, payloads: &BTreeSet<Hash>) {
-        if payloads.is_empty() {
+        let mut removed = 0usize;
+        for payload in payloads {
+            removed += usize::from(self.payloads.remove(payload));
+        }
+        if removed == 0 {
             return;
         }
-        self.items.retain(|(_, hashes)| !payloads.contains(&hashes.payload));
-        for payload in payloads {
-            self.payloads.remove(payload);
-        }
+        // What is still in the set stays: one hash lookup per queued item instead of a search
+        // of the (large) committed set.
+        let queued = &self.payloads;
+        self.items.retain(|(_, hashes)| queued.contains(&hashes.payload));
     }
 
     pub fn contains(&self, payload: &Hash) -> bool {

@@ -124,7 +124,11 @@ impl TxTable {
                     return None;
                 }
                 entry.state = state;
-                self.by_tx_hash.insert(tx_hash, payload);
+                // Usually the same transaction hash `queued` recorded; a copy of the payload
+                // with other signatures may have committed instead.
+                if self.by_tx_hash.get(&tx_hash) != Some(&payload) {
+                    self.by_tx_hash.insert(tx_hash, payload);
+                }
                 entry.submitted.take().map(|at| at.elapsed())
             }
             None => {
