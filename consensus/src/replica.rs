@@ -323,10 +323,13 @@ impl<B: Backend + Sync> Replica<B> {
             let PreparedTransaction {
                 hashes,
                 signatures_verified,
-            } = known.as_mut().and_then(Iterator::next).unwrap_or_else(|| PreparedTransaction {
-                hashes: transaction.hashes(),
-                signatures_verified: false,
-            });
+            } = known
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or_else(|| PreparedTransaction {
+                    hashes: transaction.hashes(),
+                    signatures_verified: false,
+                });
             let result = self
                 .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
@@ -492,7 +495,10 @@ impl<B: Backend + Sync> Replica<B> {
             Some(known) if known.transactions.len() == block.transactions.len() => {
                 (known.transactions, known.signatures_verified)
             }
-            _ => (block.transactions.iter().map(SignedTransaction::hashes).collect(), false),
+            _ => (
+                block.transactions.iter().map(SignedTransaction::hashes).collect(),
+                false,
+            ),
         };
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {

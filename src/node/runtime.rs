@@ -182,14 +182,17 @@ pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHash
         .iter()
         .zip(hashes)
         .map(|(message, lists)| {
-            let mut lists = checked_lists(message).into_iter().zip(lists).map(|((_, checked), hashes)| {
-                let flags: Vec<bool> = if checked {
-                    verified.by_ref().take(hashes.len()).collect()
-                } else {
-                    vec![false; hashes.len()]
-                };
-                (hashes, flags)
-            });
+            let mut lists = checked_lists(message)
+                .into_iter()
+                .zip(lists)
+                .map(|((_, checked), hashes)| {
+                    let flags: Vec<bool> = if checked {
+                        verified.by_ref().take(hashes.len()).collect()
+                    } else {
+                        vec![false; hashes.len()]
+                    };
+                    (hashes, flags)
+                });
             match message {
                 Message::Transactions(_) => lists.next().map_or(PreparedHashes::None, |(hashes, flags)| {
                     PreparedHashes::Transactions(prepared_transactions(hashes, flags))
@@ -555,6 +558,88 @@ impl Driver {
                     committed,
                     reason,
                 });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kasane_consensus::message::Proposal;
+    use kasane_model::{Block, BlockHeader, Hash, KeyPair};
+
+    use super::*;
+    use crate::testnet::transfer;
+
+    fn transfers() -> Vec<SignedTransaction> {
+        let chain = "verifier-tests".parse().expect("chain id");
+        let mut transactions: Vec<SignedTransaction> = (0..3)
+            .map(|index| transfer(&chain, index, index + 1, 1, 0, 1_000))
+            .collect();
+        // The middle one's signature is over another message.
+        transactions[1].signatures[0].signature = transactions[0].signatures[0].signature;
+        transactions
+    }
+
+    fn proposal(transactions: Vec<SignedTransaction>) -> Message {
+        let key = KeyPair::derive(b"verifier-tests", 0);
+        Message::Proposal(Box::new(Proposal {
+            height: 2,
+            view: 0,
+            block: Block {
+                header: BlockHeader {
+                    height: 2,
+                    previous_hash: Hash::ZERO,
+                    view: 0,
+                    proposer: key.public_key(),
+                    tx_merkle_root: Hash::ZERO,
+                    state_commitment: Hash::ZERO,
+                    timestamp_ms: 0,
+                    view_change_proof: None,
+                },
+                transactions,
+            },
+            justify: None,
+            proof: Vec::new(),
+        }))
+    }
+
+    /// The replica skips its own signature checks on what the stage vouches for, so a flag
+    /// must be true only for a transaction whose every signature verified.
+    #[test]
+    fn the_stage_vouches_only_for_signatures_that_verified() {
+        let transactions = transfers();
+        let mut cache = KeyCache::new();
+        let prepared = preverify_transactions(&mut cache, &transactions);
+        let flags: Vec<bool> = prepared.iter().map(|one| one.signatures_verified).collect();
+        assert_eq!(flags, [true, false, true]);
+        assert_eq!(prepared[2].hashes, transactions[2].hashes());
+
+        let messages = vec![
+            Message::Transactions(transactions.clone()),
+            proposal(transactions.clone()),
+            proposal(vec![transactions[0].clone(), transactions[2].clone()]),
+        ];
+        let prepared = preverify(&mut KeyCache::new(), &messages);
+        match &prepared[0] {
+            PreparedHashes::Transactions(list) => {
+                let flags: Vec<bool> = list.iter().map(|one| one.signatures_verified).collect();
+                assert_eq!(flags, [true, false, true]);
+            }
+            other => panic!("expected transactions, got {other:?}"),
+        }
+        for (index, expected) in [(1, false), (2, true)] {
+            match &prepared[index] {
+                PreparedHashes::Blocks(blocks) => {
+                    assert_eq!(blocks.len(), 1);
+                    assert_eq!(blocks[0].signatures_verified, expected);
+                    let Message::Proposal(proposal) = &messages[index] else {
+                        unreachable!()
+                    };
+                    assert_eq!(blocks[0].hash, proposal.block.hash());
+                    assert_eq!(blocks[0].transactions.len(), proposal.block.transactions.len());
+                }
+                other => panic!("expected a block, got {other:?}"),
             }
         }
     }
