@@ -4,7 +4,7 @@ pub use kasane_model::block::view_change_message;
 use kasane_model::block::{Certificate, ValidatorSignature, ViewChangeProof, Vote};
 use kasane_model::codec::Versioned;
 use kasane_model::crypto::{verify_one, KeyCache, SignatureError};
-use kasane_model::{Block, CommittedBlock, Hash, KeyPair, SignedTransaction};
+use kasane_model::{Block, BlockHeader, CommittedBlock, Hash, KeyPair, SignedTransaction};
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded consensus message.
@@ -95,6 +95,50 @@ pub struct Proposal {
     pub proof: Vec<ViewChangeVote>,
 }
 
+/// A [`Proposal`] as it travels between nodes: the block's header and its transactions'
+/// hashes, in order, instead of their bodies, which the peers already hold from gossip. The
+/// host rebuilds the proposal from its queue (fetching what it lacks from the sender with
+/// [`Message::TransactionsWanted`]) and hands the consensus core the whole proposal, so the core
+/// never sees this form; the block's hash is its header's, which commits to the Merkle root of
+/// exactly these transaction hashes (docs/PROTOCOL.md section 3, docs/NODE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalDigest {
+    pub height: u64,
+    pub view: u64,
+    pub header: BlockHeader,
+    pub transactions: Vec<Hash>,
+    pub justify: Option<Certificate>,
+    pub proof: Vec<ViewChangeVote>,
+}
+
+impl ProposalDigest {
+    /// The digest of `proposal`, given its transactions' hashes in block order.
+    pub fn of(proposal: &Proposal, transactions: Vec<Hash>) -> ProposalDigest {
+        ProposalDigest {
+            height: proposal.height,
+            view: proposal.view,
+            header: proposal.block.header.clone(),
+            transactions,
+            justify: proposal.justify.clone(),
+            proof: proposal.proof.clone(),
+        }
+    }
+
+    /// The whole proposal, given the bodies of [`ProposalDigest::transactions`] in order.
+    pub fn into_proposal(self, transactions: Vec<SignedTransaction>) -> Proposal {
+        Proposal {
+            height: self.height,
+            view: self.view,
+            block: Block {
+                header: self.header,
+                transactions,
+            },
+            justify: self.justify,
+            proof: self.proof,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     Proposal(Box<Proposal>),
@@ -115,6 +159,18 @@ pub enum Message {
         blocks: Vec<CommittedBlock>,
     },
     Transactions(Vec<SignedTransaction>),
+    /// A proposal without its transaction bodies (see [`ProposalDigest`]).
+    ProposalDigest(Box<ProposalDigest>),
+    /// "Send me these transactions (by transaction hash) of the block you proposed."
+    TransactionsWanted {
+        block: Hash,
+        transactions: Vec<Hash>,
+    },
+    /// The answer to [`Message::TransactionsWanted`]: the bodies the proposer has.
+    TransactionsFound {
+        block: Hash,
+        transactions: Vec<SignedTransaction>,
+    },
 }
 
 impl Versioned for Message {
@@ -136,6 +192,9 @@ impl Message {
             Message::BlockSyncRequest { .. } => "sync-request",
             Message::BlockSyncResponse { .. } => "sync-response",
             Message::Transactions(_) => "transactions",
+            Message::ProposalDigest(_) => "proposal-digest",
+            Message::TransactionsWanted { .. } => "transactions-wanted",
+            Message::TransactionsFound { .. } => "transactions-found",
         }
     }
 }

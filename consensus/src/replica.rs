@@ -14,7 +14,7 @@ use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
 use crate::io::{Config, Effect, Input, LockRecord, Timer};
-use crate::message::{Message, GOSSIP_TRANSACTIONS_MAX};
+use crate::message::{Message, Proposal, ProposalDigest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
 use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
 
@@ -274,6 +274,49 @@ impl<B: Backend + Sync> Replica<B> {
         let effects = self.core.step(Input::TimerFired(timer));
         out.extend(self.run(now_ms, effects));
         out
+    }
+
+    /// The transaction hashes, in order, of a block this replica built or validated at the
+    /// current height.
+    pub fn block_transaction_hashes(&self, block: &Hash) -> Option<Vec<Hash>> {
+        let validated = self.validated.get(block)?;
+        Some(validated.hashes.iter().map(|hashes| hashes.transaction).collect())
+    }
+
+    /// Rebuilds the proposal a digest stands for from queued transactions and `found` ones (by
+    /// transaction hash, as the host fetched and checked them). Queued transactions had their
+    /// signatures verified at admission. On failure, gives the digest back with the transaction
+    /// hashes found nowhere, in block order.
+    pub fn assemble(
+        &self,
+        digest: ProposalDigest,
+        found: &BTreeMap<Hash, (SignedTransaction, PreparedTransaction)>,
+    ) -> Result<(Proposal, PreparedBlock), (ProposalDigest, Vec<Hash>)> {
+        let mut transactions = Vec::with_capacity(digest.transactions.len());
+        let mut hashes = Vec::with_capacity(digest.transactions.len());
+        let mut signatures_verified = true;
+        let mut missing = Vec::new();
+        for transaction_hash in &digest.transactions {
+            if let Some((transaction, queued)) = self.queue.by_transaction_hash(transaction_hash) {
+                transactions.push(transaction.clone());
+                hashes.push(*queued);
+            } else if let Some((transaction, prepared)) = found.get(transaction_hash) {
+                transactions.push(transaction.clone());
+                hashes.push(prepared.hashes);
+                signatures_verified &= prepared.signatures_verified;
+            } else {
+                missing.push(*transaction_hash);
+            }
+        }
+        if !missing.is_empty() {
+            return Err((digest, missing));
+        }
+        let prepared = PreparedBlock {
+            hash: digest.header.hash(),
+            transactions: hashes,
+            signatures_verified,
+        };
+        Ok((digest.into_proposal(transactions), prepared))
     }
 
     /// Transactions from a client: checked, queued and gossiped. Returns each one's admission.

@@ -667,6 +667,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Submissions answered 503 because the queue was full.",
         Metrics::get(&metrics.queue_full_responses),
     );
+    write_metric(
+        &mut out,
+        "kasane_proposal_digests_total",
+        "counter",
+        "Proposals received as digests and rebuilt from the queue.",
+        Metrics::get(&metrics.proposal_digests),
+    );
+    write_metric(
+        &mut out,
+        "kasane_proposal_fetches_total",
+        "counter",
+        "Proposal digests that needed transactions fetched from their sender.",
+        Metrics::get(&metrics.proposal_fetches),
+    );
     write_summary(
         &mut out,
         "kasane_proposal_step_seconds",

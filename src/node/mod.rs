@@ -10,6 +10,7 @@
 pub mod api;
 pub mod byzantine;
 pub mod config;
+pub mod digest;
 pub mod lock_file;
 pub mod runtime;
 pub mod state;

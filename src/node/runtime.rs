@@ -14,6 +14,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kasane_consensus::message::ProposalDigest;
 use kasane_consensus::replica::{Outbound, PreparedBlock, PreparedHashes, PreparedTransaction, Replica, ReplicaEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
@@ -24,6 +25,7 @@ use kasane_p2p::Network;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::byzantine::Saboteur;
+use super::digest::{self, Pending, Served};
 use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
 
 pub type NodeReplica = Replica<FileBackend>;
@@ -93,8 +95,10 @@ impl Shared {
     }
 }
 
-/// Blocks whose transaction hashes are kept for the API.
-pub const RECENT_BLOCKS: usize = 1024;
+/// Most transactions whose (transaction hash, payload hash) the API keeps from recent blocks
+/// (64 bytes each: 64 MiB). Bounded in transactions, not blocks: 1,024 blocks of 10,000 would be
+/// 655 MB. The newest block is always kept.
+pub const RECENT_BLOCK_TRANSACTIONS_MAX: usize = 1 << 20;
 
 /// A committed block's hash and its transactions' (transaction hash, payload hash).
 #[derive(Debug, Clone)]
@@ -121,7 +125,9 @@ const VERIFY_BATCH_TRANSACTIONS: usize = 1024;
 fn checked_lists(message: &Message) -> Vec<(&[SignedTransaction], bool)> {
     match message {
         Message::Proposal(proposal) => vec![(&proposal.block.transactions, true)],
-        Message::Transactions(transactions) => vec![(transactions, true)],
+        Message::Transactions(transactions) | Message::TransactionsFound { transactions, .. } => {
+            vec![(transactions, true)]
+        }
         Message::BlockSyncResponse { blocks } => blocks
             .iter()
             .map(|block| (&block.block.transactions[..], false))
@@ -194,9 +200,11 @@ pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHash
                     (hashes, flags)
                 });
             match message {
-                Message::Transactions(_) => lists.next().map_or(PreparedHashes::None, |(hashes, flags)| {
-                    PreparedHashes::Transactions(prepared_transactions(hashes, flags))
-                }),
+                Message::Transactions(_) | Message::TransactionsFound { .. } => {
+                    lists.next().map_or(PreparedHashes::None, |(hashes, flags)| {
+                        PreparedHashes::Transactions(prepared_transactions(hashes, flags))
+                    })
+                }
                 Message::Proposal(proposal) => {
                     PreparedHashes::Blocks(block_hashes([&proposal.block].into_iter(), lists))
                 }
@@ -244,7 +252,10 @@ pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransa
 fn carries_signatures(message: &Message) -> bool {
     matches!(
         message,
-        Message::Proposal(_) | Message::BlockSyncResponse { .. } | Message::Transactions(_)
+        Message::Proposal(_)
+            | Message::BlockSyncResponse { .. }
+            | Message::Transactions(_)
+            | Message::TransactionsFound { .. }
     )
 }
 
@@ -335,6 +346,10 @@ pub struct Driver {
     loopback: VecDeque<Message>,
     /// Rewrites what leaves a node that is Byzantine on purpose.
     saboteur: Option<Saboteur>,
+    /// The last proposal broadcast as a digest, for peers that ask for some of its bodies.
+    served: Option<Served>,
+    /// A received digest waiting for bodies asked of its sender.
+    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -354,6 +369,8 @@ impl Driver {
             timer_sequence: 0,
             loopback: VecDeque::new(),
             saboteur: None,
+            served: None,
+            pending: None,
         }
     }
 
@@ -408,12 +425,75 @@ impl Driver {
     }
 
     fn message(&mut self, prepared: Prepared) {
-        let is_proposal = matches!(prepared.message, Message::Proposal(_));
+        let Prepared { from, message, hashes } = prepared;
+        match message {
+            Message::ProposalDigest(digest) => self.on_digest(from, *digest, None),
+            Message::TransactionsWanted { block, transactions } => {
+                let answer = self
+                    .served
+                    .as_ref()
+                    .and_then(|served| served.answer(&block, &transactions));
+                if let Some(transactions) = answer {
+                    self.network
+                        .send(&from, &Message::TransactionsFound { block, transactions });
+                }
+            }
+            Message::TransactionsFound { block, transactions } => match self.pending.take() {
+                Some(pending) if pending.from == from && pending.block == block => {
+                    let found = digest::found(transactions, hashes, &pending.missing);
+                    self.on_digest(from, pending.digest, Some(found));
+                }
+                other => self.pending = other,
+            },
+            message => self.step(from, message, hashes),
+        }
+    }
+
+    /// Rebuilds a proposal from a digest and steps the replica with it; asks the sender once
+    /// for what is missing (`found` is what that answer brought).
+    fn on_digest(&mut self, from: PublicKey, digest: ProposalDigest, found: Option<digest::Found>) {
+        let retried = found.is_some();
+        let found = found.unwrap_or_default();
+        match tokio::task::block_in_place(|| self.replica.assemble(digest, &found)) {
+            Ok((proposal, prepared)) => {
+                Metrics::add(&self.shared.metrics.proposal_digests, 1);
+                self.pending = None;
+                self.step(
+                    from,
+                    Message::Proposal(Box::new(proposal)),
+                    PreparedHashes::Blocks(vec![prepared]),
+                );
+            }
+            Err((digest, missing)) if !retried => {
+                Metrics::add(&self.shared.metrics.proposal_fetches, 1);
+                let block = digest.header.hash();
+                self.network.send(
+                    &from,
+                    &Message::TransactionsWanted {
+                        block,
+                        transactions: missing.clone(),
+                    },
+                );
+                self.pending = Some(Pending {
+                    from,
+                    block,
+                    digest,
+                    missing,
+                });
+            }
+            Err((digest, missing)) => tracing::warn!(
+                height = digest.height,
+                view = digest.view,
+                missing = missing.len(),
+                "the proposer did not send all the transactions of its proposal; the view timer will move on"
+            ),
+        }
+    }
+
+    fn step(&mut self, from: PublicKey, message: Message, hashes: PreparedHashes) {
+        let is_proposal = matches!(message, Message::Proposal(_));
         let started = Instant::now();
-        let out = tokio::task::block_in_place(|| {
-            self.replica
-                .on_prepared(now_ms(), prepared.from, prepared.message, prepared.hashes)
-        });
+        let out = tokio::task::block_in_place(|| self.replica.on_prepared(now_ms(), from, message, hashes));
         if is_proposal {
             self.shared.metrics.proposal_step.record(started.elapsed());
         }
@@ -444,10 +524,18 @@ impl Driver {
                         Some(saboteur) => saboteur.send(&self.network, &to, &message),
                         None => self.network.send(&to, &message),
                     },
-                    Outbound::Broadcast { message } => match &mut self.saboteur {
-                        Some(saboteur) => saboteur.broadcast(&self.network, &message),
-                        None => self.network.broadcast(&message),
-                    },
+                    Outbound::Broadcast { message } => {
+                        if let Some(saboteur) = &mut self.saboteur {
+                            // A Byzantine node sends whole proposals: its rewrites work on them.
+                            saboteur.broadcast(&self.network, &message);
+                        } else if let Message::Proposal(proposal) = message {
+                            let (digest, served) = digest::compact(&self.replica, proposal);
+                            self.served = Some(served);
+                            self.network.broadcast(&digest);
+                        } else {
+                            self.network.broadcast(&message);
+                        }
+                    }
                     Outbound::Timer { timer, after_ms } => {
                         self.timer_sequence += 1;
                         let at = Instant::now() + Duration::from_millis(after_ms);
@@ -522,8 +610,11 @@ impl Driver {
                         .collect(),
                 },
             );
-            while recent.len() > RECENT_BLOCKS {
-                recent.pop_first();
+            let mut kept: usize = recent.values().map(|block| block.transactions.len()).sum();
+            while kept > RECENT_BLOCK_TRANSACTIONS_MAX && recent.len() > 1 {
+                if let Some((_, oldest)) = recent.pop_first() {
+                    kept -= oldest.transactions.len();
+                }
             }
         }
         let Ok(mut table) = self.shared.transactions.lock() else {

@@ -228,6 +228,10 @@ pub struct Metrics {
     pub submitted: AtomicU64,
     pub admission_refused: AtomicU64,
     pub queue_full_responses: AtomicU64,
+    /// Proposals received as digests and rebuilt from the queue, and those of them that needed
+    /// transactions fetched from their sender first.
+    pub proposal_digests: AtomicU64,
+    pub proposal_fetches: AtomicU64,
     /// Time the consensus task spent on a received proposal: validation, execution, voting.
     pub proposal_step: Latency,
     /// From admission on this node to commit, for transactions submitted here.

@@ -310,7 +310,12 @@ impl Sumeragi {
                 return;
             }
             Message::BlockSyncResponse { blocks } => return self.on_sync_response(from, blocks, out),
-            Message::Transactions(_) => return self.drop_message(DropReason::Unexpected),
+            // Gossip and the wire form of proposals are the host's business (the replica queues
+            // gossip; the node rebuilds digests into proposals before they get here).
+            Message::Transactions(_)
+            | Message::ProposalDigest(_)
+            | Message::TransactionsWanted { .. }
+            | Message::TransactionsFound { .. } => return self.drop_message(DropReason::Unexpected),
             _ => {}
         }
         if !self.topology.contains(&from) {
