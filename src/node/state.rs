@@ -58,11 +58,14 @@ impl std::fmt::Debug for TxTable {
 }
 
 impl TxTable {
+    /// A table of at most `capacity` transactions, allocated whole at once: growing a hash map
+    /// of a million entries rehashes it in one step, which stalled every node's consensus task
+    /// at once in long benchmark runs (docs/BENCHMARKS.md).
     pub fn new(capacity: usize) -> TxTable {
         TxTable {
-            entries: HashMap::default(),
-            by_tx_hash: HashMap::default(),
-            order: VecDeque::new(),
+            entries: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
+            by_tx_hash: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
+            order: VecDeque::with_capacity(capacity),
             capacity,
         }
     }
