@@ -292,7 +292,10 @@ impl<K: std::hash::Hash + Eq, V> Generations<K, V> {
 
     fn insert(&mut self, key: K, value: V, limit: usize) {
         if self.current.len() >= (limit / 2).max(1) {
-            self.previous = std::mem::take(&mut self.current);
+            // The emptied table keeps its allocation, so the next generation fills it without
+            // growing (and rehashing) through every size again.
+            std::mem::swap(&mut self.previous, &mut self.current);
+            self.current.clear();
         }
         self.current.insert(key, value);
     }
