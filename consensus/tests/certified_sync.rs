@@ -2,24 +2,13 @@
 //! is committed on its commit certificate after its chain, Merkle root and state commitment are
 //! checked; its transaction signatures are verified again only when the rule is off.
 
-use kasane_consensus::replica::{LockStore, Replica};
-use kasane_consensus::{Config, LockRecord, Message};
+mod common;
+
+use kasane_consensus::{Config, Message};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_kura::{Kura, KuraConfig, MemoryBackend};
 use kasane_model::block::{quorum, tx_merkle_root, BlockHeader, Certificate};
 use kasane_model::transaction::TransactionHashes;
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, SignedTransaction};
-use kasane_wsv::PluginRegistry;
-
-struct NoLocks;
-
-impl LockStore for NoLocks {
-    fn save(&mut self, _: &LockRecord) {}
-
-    fn load(&self) -> Option<LockRecord> {
-        None
-    }
-}
 
 /// A chain of genesis and one certified block, and a copy of that block whose first
 /// transaction signature is broken, re-executed and certified again by the same quorum.
@@ -60,24 +49,11 @@ fn chains() -> (FixtureChain, CommittedBlock, CommittedBlock) {
 /// A replica holding only genesis, told by a validator that the chain is longer, then sent
 /// `block` by that validator. Returns the replica's height afterwards.
 fn sync_one(chain: &FixtureChain, block: &CommittedBlock, skip_signatures: bool) -> u64 {
-    let disk = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
-    kura.append(&chain.genesis).unwrap();
-    drop(kura);
     let config = Config {
         certified_blocks_skip_signatures: skip_signatures,
         ..Config::default()
     };
-    let mut replica = Replica::open(
-        KeyPair::derive(b"certified-sync", 0),
-        config,
-        disk,
-        KuraConfig::default(),
-        PluginRegistry::builtin(),
-        Box::new(NoLocks),
-        1_000,
-    )
-    .unwrap();
+    let mut replica = common::replica_at_genesis(chain, b"certified-sync", config);
     let peer = chain.validators[0].public_key();
     let now = block.block.header.timestamp_ms + 1_000;
     replica.on_message(

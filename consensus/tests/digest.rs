@@ -1,23 +1,13 @@
 //! Proposals that travel as digests (docs/NODE.md): a replica rebuilds the proposal from its
 //! queue, names exactly what it lacks, and takes the rest from what its host fetched.
 
+mod common;
+
 use kasane_consensus::message::{Proposal, ProposalDigest};
-use kasane_consensus::replica::{LockStore, PreparedTransaction, Replica};
-use kasane_consensus::{Config, LockRecord};
+use kasane_consensus::replica::PreparedTransaction;
+use kasane_consensus::Config;
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_kura::{Kura, KuraConfig, MemoryBackend};
-use kasane_model::{Hash, KeyPair, SignedTransaction};
-use kasane_wsv::PluginRegistry;
-
-struct NoLocks;
-
-impl LockStore for NoLocks {
-    fn save(&mut self, _: &LockRecord) {}
-
-    fn load(&self) -> Option<LockRecord> {
-        None
-    }
-}
+use kasane_model::{Hash, SignedTransaction};
 
 #[test]
 fn a_digest_is_rebuilt_from_the_queue_and_what_was_fetched() {
@@ -34,20 +24,7 @@ fn a_digest_is_rebuilt_from_the_queue_and_what_was_fetched() {
     let block = committed.block;
     let now_ms = block.header.timestamp_ms;
 
-    let disk = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
-    kura.append(&chain.genesis).unwrap();
-    drop(kura);
-    let mut replica = Replica::open(
-        KeyPair::derive(b"digest-tests", 0),
-        Config::default(),
-        disk,
-        KuraConfig::default(),
-        PluginRegistry::builtin(),
-        Box::new(NoLocks),
-        1_000,
-    )
-    .unwrap();
+    let mut replica = common::replica_at_genesis(&chain, b"digest-tests", Config::default());
     // Six of the eight transactions reached this replica by gossip.
     let (admitted, _) = replica.submit(now_ms, block.transactions[..6].to_vec());
     assert!(admitted.iter().all(Result::is_ok), "{admitted:?}");

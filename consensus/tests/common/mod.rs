@@ -1,0 +1,37 @@
+//! Shared setup of the replica-level tests.
+
+use kasane_consensus::replica::{LockStore, Replica};
+use kasane_consensus::{Config, LockRecord};
+use kasane_kura::fixture::FixtureChain;
+use kasane_kura::{Kura, KuraConfig, MemoryBackend};
+use kasane_model::KeyPair;
+use kasane_wsv::PluginRegistry;
+
+/// A lock store that keeps nothing: these tests never restart a replica.
+pub struct NoLocks;
+
+impl LockStore for NoLocks {
+    fn save(&mut self, _: &LockRecord) {}
+
+    fn load(&self) -> Option<LockRecord> {
+        None
+    }
+}
+
+/// A replica (key derived from `label`) over an in-memory store holding only `chain`'s genesis.
+pub fn replica_at_genesis(chain: &FixtureChain, label: &[u8], config: Config) -> Replica<MemoryBackend> {
+    let disk = MemoryBackend::new();
+    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
+    kura.append(&chain.genesis).unwrap();
+    drop(kura);
+    Replica::open(
+        KeyPair::derive(label, 0),
+        config,
+        disk,
+        KuraConfig::default(),
+        PluginRegistry::builtin(),
+        Box::new(NoLocks),
+        1_000,
+    )
+    .unwrap()
+}
