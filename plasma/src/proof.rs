@@ -1,0 +1,78 @@
+//! Roots and inclusion proofs of L2 blocks (docs/PLASMA.md section 2): the RFC 6962 tree over a
+//! block's plasma transactions in order, hashed with blake2b-256 (`Blake2bMerkle`), each leaf the
+//! transaction's whole encoding.
+
+use kasane_model::hash::Blake2bMerkle;
+use kasane_model::merkle::{self, InclusionProof, MerkleError};
+use kasane_model::Hash;
+
+use crate::ledger::PlasmaTx;
+
+/// The root an L2 block commits to L1.
+pub fn root(transactions: &[PlasmaTx]) -> Hash {
+    let leaves: Vec<Vec<u8>> = transactions.iter().map(PlasmaTx::leaf).collect();
+    merkle::root::<Blake2bMerkle, _>(&leaves)
+}
+
+/// The proof that transaction `index` is in the block of `transactions`.
+pub fn prove(transactions: &[PlasmaTx], index: usize) -> Result<InclusionProof<Hash>, MerkleError> {
+    let leaves: Vec<Vec<u8>> = transactions.iter().map(PlasmaTx::leaf).collect();
+    merkle::inclusion_proof::<Blake2bMerkle, _>(&leaves, index)
+}
+
+/// Checks that `transaction` is at the proof's leaf index under `root`.
+pub fn verify(transaction: &PlasmaTx, proof: &InclusionProof<Hash>, root: &Hash) -> Result<(), MerkleError> {
+    merkle::verify_inclusion::<Blake2bMerkle>(&transaction.leaf(), proof, root)
+}
+
+#[cfg(test)]
+mod tests {
+    use kasane_model::KeyPair;
+
+    use super::*;
+    use crate::ledger::{Output, Position};
+
+    fn block(count: u64) -> Vec<PlasmaTx> {
+        let key = KeyPair::derive(b"plasma-proof-tests", 0);
+        (0..count)
+            .map(|number| {
+                PlasmaTx::sign(
+                    vec![Position::Deposit { number }],
+                    vec![Output {
+                        owner: key.public_key(),
+                        asset: "coin#l1".parse().expect("asset id"),
+                        amount: u128::from(number) + 1,
+                    }],
+                    &[&key],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_transaction_proves_and_forgeries_do_not() {
+        for size in [1, 2, 3, 7, 8] {
+            let transactions = block(size);
+            let root = root(&transactions);
+            for (index, transaction) in transactions.iter().enumerate() {
+                let proof = prove(&transactions, index).unwrap();
+                assert_eq!(verify(transaction, &proof, &root), Ok(()), "size {size} index {index}");
+                // Another transaction, another position, another root, a changed amount: refused.
+                let other = &transactions[(index + 1) % transactions.len()];
+                if other != transaction {
+                    assert!(verify(other, &proof, &root).is_err());
+                }
+                if size > 1 {
+                    let mut moved = proof.clone();
+                    moved.leaf_index = (proof.leaf_index + 1) % proof.tree_size;
+                    assert!(verify(transaction, &moved, &root).is_err());
+                }
+                assert!(verify(transaction, &proof, &Hash::of(b"another root")).is_err());
+                let mut changed = transaction.clone();
+                changed.outputs[0].amount += 1;
+                assert!(verify(&changed, &proof, &root).is_err());
+            }
+            assert!(prove(&transactions, transactions.len()).is_err());
+        }
+    }
+}
