@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
-use super::runtime::{preverify_transactions, Command, Shared};
+use super::runtime::{Command, Shared};
 use super::state::{Metrics, TxState};
+use super::verifier::preverify_transactions;
 
 /// A postcard body of POST /v1/transactions: a versioned list of signed transactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod lock_file;
 pub mod runtime;
 pub mod state;
+pub mod verifier;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -160,9 +161,9 @@ pub async fn run(
 
     let (consensus_tx, consensus_rx) = mpsc::channel(1024);
     let (others_tx, others_rx) = mpsc::channel(1024);
-    tokio::spawn(runtime::verifier(inbound.consensus, consensus_tx, cache.clone()));
-    tokio::spawn(runtime::verifier(inbound.sync, others_tx.clone(), cache.clone()));
-    tokio::spawn(runtime::verifier(inbound.gossip, others_tx, cache.clone()));
+    tokio::spawn(verifier::verifier(inbound.consensus, consensus_tx, cache.clone()));
+    tokio::spawn(verifier::verifier(inbound.sync, others_tx.clone(), cache.clone()));
+    tokio::spawn(verifier::verifier(inbound.gossip, others_tx, cache.clone()));
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
