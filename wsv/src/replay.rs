@@ -41,9 +41,14 @@ impl ReplayGuard {
     }
 
     fn expiry(&self, payload: &Hash) -> Option<u64> {
+        // The draining table is empty except while the guard grows: skip hashing for it then.
         self.current
             .get(payload)
-            .or_else(|| self.draining.get(payload))
+            .or_else(|| {
+                (!self.draining.is_empty())
+                    .then(|| self.draining.get(payload))
+                    .flatten()
+            })
             .copied()
     }
 
@@ -59,7 +64,9 @@ impl ReplayGuard {
                     // A later block may have re-added the same payload after it expired; keep it.
                     if self.expiry(&hash).is_some_and(|expiry| expiry < now_ms) {
                         self.current.remove(&hash);
-                        self.draining.remove(&hash);
+                        if !self.draining.is_empty() {
+                            self.draining.remove(&hash);
+                        }
                     }
                 }
                 self.cursor = match self.cursor {
@@ -91,7 +98,9 @@ impl ReplayGuard {
             self.cursor = (0, 0);
         }
         // An entry for the same payload in the draining table is older: the new one replaces it.
-        self.draining.remove(&hash);
+        if !self.draining.is_empty() {
+            self.draining.remove(&hash);
+        }
         self.current.insert(hash, expiry);
         self.migrate(MIGRATED_PER_INSERT);
     }
