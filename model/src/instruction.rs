@@ -12,6 +12,8 @@ pub const METADATA_VALUE_BYTES_MAX: usize = 1024;
 pub const METADATA_ENTRIES_MAX: usize = 64;
 /// Most signatories one account may have.
 pub const SIGNATORIES_MAX: usize = 16;
+/// Largest argument of one contract call, in bytes.
+pub const CONTRACT_CALL_BYTES_MAX: usize = 16 * 1024;
 
 /// How often an asset definition may be minted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -125,5 +127,12 @@ pub enum Instruction {
     RevokePermission {
         account: AccountId,
         permission: Permission,
+    },
+    /// Calls a contract every node registered under `contract` (the plasma contract, for one).
+    /// `call` is the contract's own encoding of what to do; the contract reads and writes only
+    /// its own section of the world state and the assets it holds (wsv/src/contract.rs).
+    CallContract {
+        contract: Name,
+        call: Vec<u8>,
     },
 }

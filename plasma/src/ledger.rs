@@ -118,6 +118,69 @@ pub enum PlasmaError {
     PositionTaken { position: Position },
 }
 
+/// Checks the shape of `tx` (counts, repeated inputs, zero amounts).
+pub fn check_shape(tx: &PlasmaTx) -> Result<(), PlasmaError> {
+    let (inputs, outputs) = (tx.inputs.len(), tx.outputs.len());
+    if !(1..=INPUTS_MAX).contains(&inputs) || !(1..=OUTPUTS_MAX).contains(&outputs) {
+        return Err(PlasmaError::Shape { inputs, outputs });
+    }
+    if tx.signatures.len() != inputs {
+        return Err(PlasmaError::SignatureCount {
+            inputs,
+            signatures: tx.signatures.len(),
+        });
+    }
+    if let Some(index) = tx.outputs.iter().position(|output| output.amount == 0) {
+        return Err(PlasmaError::ZeroAmount { index });
+    }
+    if let Some(index) = (1..inputs).find(|&index| tx.inputs[..index].contains(&tx.inputs[index])) {
+        return Err(PlasmaError::RepeatedInput { index });
+    }
+    Ok(())
+}
+
+/// Checks `tx` against an unspent set given by `unspent`: its shape, that every input is
+/// unspent, that the amounts balance per asset and, when `keys` is given, that each input is
+/// signed by its owner. Whoever passes `None` must have checked the signatures already.
+pub fn check_transaction(
+    tx: &PlasmaTx,
+    unspent: impl Fn(&Position) -> Option<Output>,
+    keys: Option<&mut KeyCache>,
+) -> Result<(), PlasmaError> {
+    check_shape(tx)?;
+    let mut spent = Vec::with_capacity(tx.inputs.len());
+    for (index, position) in tx.inputs.iter().enumerate() {
+        spent.push(unspent(position).ok_or(PlasmaError::NotUnspent {
+            index,
+            position: *position,
+        })?);
+    }
+    if let Some(keys) = keys {
+        let hash = PlasmaTx::signing_hash(&tx.inputs, &tx.outputs);
+        for (index, (output, signature)) in spent.iter().zip(&tx.signatures).enumerate() {
+            verify_one(keys, &output.owner, hash.as_bytes(), signature).map_err(|_| PlasmaError::BadSignature { index })?;
+        }
+    }
+    let mut balance: BTreeMap<&AssetDefinitionId, (u128, u128)> = BTreeMap::new();
+    for output in &spent {
+        let entry = balance.entry(&output.asset).or_default();
+        entry.0 = entry.0.saturating_add(output.amount);
+    }
+    for output in &tx.outputs {
+        let entry = balance.entry(&output.asset).or_default();
+        entry.1 = entry.1.saturating_add(output.amount);
+    }
+    let unbalanced = balance.into_iter().find(|(_, (inputs, outputs))| inputs != outputs);
+    match unbalanced {
+        Some((asset, (inputs, outputs))) => Err(PlasmaError::Unbalanced {
+            asset: asset.to_string(),
+            inputs,
+            outputs,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The unspent outputs of the L2 chain, and how many L1 deposits were noted.
 #[derive(Debug, Default, Clone)]
 pub struct UtxoSet {
@@ -158,46 +221,8 @@ impl UtxoSet {
 
     /// Checks `tx` against the unspent set without changing it.
     pub fn check(&mut self, tx: &PlasmaTx) -> Result<(), PlasmaError> {
-        let (inputs, outputs) = (tx.inputs.len(), tx.outputs.len());
-        if !(1..=INPUTS_MAX).contains(&inputs) || !(1..=OUTPUTS_MAX).contains(&outputs) {
-            return Err(PlasmaError::Shape { inputs, outputs });
-        }
-        if tx.signatures.len() != inputs {
-            return Err(PlasmaError::SignatureCount {
-                inputs,
-                signatures: tx.signatures.len(),
-            });
-        }
-        if let Some(index) = tx.outputs.iter().position(|output| output.amount == 0) {
-            return Err(PlasmaError::ZeroAmount { index });
-        }
-        let hash = PlasmaTx::signing_hash(&tx.inputs, &tx.outputs);
-        let mut balance: BTreeMap<&AssetDefinitionId, (u128, u128)> = BTreeMap::new();
-        for (index, (position, signature)) in tx.inputs.iter().zip(&tx.signatures).enumerate() {
-            if tx.inputs[..index].contains(position) {
-                return Err(PlasmaError::RepeatedInput { index });
-            }
-            let spent = self.unspent.get(position).ok_or(PlasmaError::NotUnspent {
-                index,
-                position: *position,
-            })?;
-            verify_one(&mut self.keys, &spent.owner, hash.as_bytes(), signature)
-                .map_err(|_| PlasmaError::BadSignature { index })?;
-            let entry = balance.entry(&spent.asset).or_default();
-            entry.0 = entry.0.saturating_add(spent.amount);
-        }
-        for output in &tx.outputs {
-            let entry = balance.entry(&output.asset).or_default();
-            entry.1 = entry.1.saturating_add(output.amount);
-        }
-        match balance.into_iter().find(|(_, (inputs, outputs))| inputs != outputs) {
-            Some((asset, (inputs, outputs))) => Err(PlasmaError::Unbalanced {
-                asset: asset.to_string(),
-                inputs,
-                outputs,
-            }),
-            None => Ok(()),
-        }
+        let unspent = &self.unspent;
+        check_transaction(tx, |position| unspent.get(position).cloned(), Some(&mut self.keys))
     }
 
     /// Checks `tx` and applies it as transaction `tx_index` of L2 block `block`: its inputs

@@ -32,5 +32,7 @@
 //! assert!(proof::verify(&pay, &inclusion, &root).is_ok());
 //! ```
 
+pub mod chain;
+pub mod contract;
 pub mod ledger;
 pub mod proof;

@@ -23,6 +23,7 @@ const TAG_ASSET_DEFINITION: u8 = 3;
 const TAG_ASSET: u8 = 4;
 const TAG_PEER: u8 = 5;
 const TAG_RETIRED: u8 = 6;
+const TAG_STORE: u8 = 7;
 
 /// The commitment before the genesis block: it binds the chain id and the genesis key, which
 /// determine the initial world (the genesis domain and authority).
@@ -82,6 +83,9 @@ pub fn next_commitment(previous: &Hash, changes: &BlockChanges) -> Hash {
     }
     for key in changes.retired.keys() {
         encoded.push(TAG_RETIRED, key, Some(&()));
+    }
+    for (key, value) in &changes.store {
+        encoded.push(TAG_STORE, key, value.as_ref());
     }
     let bytes = &encoded.bytes;
     encoded

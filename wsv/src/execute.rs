@@ -16,10 +16,12 @@ use std::collections::BTreeSet;
 
 use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, DomainId, Name};
 use kasane_model::instruction::{
-    Instruction, MetadataTarget, Mintable, Permission, METADATA_ENTRIES_MAX, METADATA_VALUE_BYTES_MAX, SIGNATORIES_MAX,
+    Instruction, MetadataTarget, Mintable, Permission, CONTRACT_CALL_BYTES_MAX, METADATA_ENTRIES_MAX,
+    METADATA_VALUE_BYTES_MAX, SIGNATORIES_MAX,
 };
 use kasane_model::PublicKey;
 
+use crate::contract::ContractContext;
 use crate::layer::Layered;
 use crate::plugin::PluginRegistry;
 use crate::world::{Account, AssetDefinition, Domain, Metadata, RetiredId};
@@ -92,6 +94,10 @@ pub enum InstructionError {
     Retired(String),
     #[error("{0} is the genesis domain or authority and may not be removed")]
     Protected(String),
+    #[error("contract {0} is not known to this node")]
+    UnknownContract(Name),
+    #[error("contract {contract}: {reason}")]
+    Contract { contract: Name, reason: String },
 }
 
 type Outcome = Result<(), InstructionError>;
@@ -103,6 +109,8 @@ pub struct Executor<'a, 'w> {
     pub(crate) authority: &'a AccountId,
     pub(crate) genesis_authority: &'a AccountId,
     pub(crate) plugins: &'a PluginRegistry,
+    /// Height of the block being applied.
+    pub(crate) height: u64,
 }
 
 fn check_key(key: &PublicKey) -> Outcome {
@@ -140,7 +148,33 @@ impl Executor<'_, '_> {
             Instruction::SetSigningCondition { account, required } => self.set_signing_condition(account, *required),
             Instruction::GrantPermission { account, permission } => self.change_permission(account, permission, true),
             Instruction::RevokePermission { account, permission } => self.change_permission(account, permission, false),
+            Instruction::CallContract { contract, call } => self.call_contract(contract, call),
         }
+    }
+
+    fn call_contract(&mut self, name: &Name, call: &[u8]) -> Outcome {
+        if call.len() > CONTRACT_CALL_BYTES_MAX {
+            return Err(InstructionError::LimitExceeded {
+                what: "contract call bytes",
+                count: call.len(),
+                limit: CONTRACT_CALL_BYTES_MAX,
+            });
+        }
+        let contract = self
+            .plugins
+            .contract(name.as_str())
+            .ok_or_else(|| InstructionError::UnknownContract(name.clone()))?;
+        let mut context = ContractContext {
+            state: self.state,
+            contract: name,
+            caller: self.authority,
+            genesis_authority: self.genesis_authority,
+            height: self.height,
+        };
+        contract.call(&mut context, call).map_err(|reason| InstructionError::Contract {
+            contract: name.clone(),
+            reason,
+        })
     }
 
     fn refuse(&self, action: impl Into<String>) -> InstructionError {

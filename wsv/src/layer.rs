@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, DomainId};
 use kasane_model::PublicKey;
 
-use crate::world::{Account, AssetDefinition, Domain, RetiredId, StateMap, World};
+use crate::world::{Account, AssetDefinition, Domain, RetiredId, StateMap, StoreKey, World};
 
 /// A pending value: `Some` written, `None` deleted.
 type Pending<V> = Option<V>;
@@ -28,6 +28,8 @@ pub struct BlockChanges {
     pub(crate) peers: BTreeMap<PublicKey, bool>,
     /// Identifiers unregistered in this block (only ever added).
     pub(crate) retired: StateMap<RetiredId, ()>,
+    /// The contracts' section (`None` deletes).
+    pub(crate) store: StateMap<StoreKey, Pending<Vec<u8>>>,
 }
 
 /// What one write replaced: `None` if the key was not in the block's changes before.
@@ -39,6 +41,7 @@ enum Undo {
     Asset(AssetId, Option<u128>),
     Peer(PublicKey, Option<bool>),
     Retired(RetiredId, Option<()>),
+    Store(StoreKey, Option<Pending<Vec<u8>>>),
 }
 
 /// Reads through a block's changes to the world, and writes with undo.
@@ -93,6 +96,7 @@ impl<'w> Layered<'w> {
                 Undo::AssetDefinition(key, previous) => restore(&mut changes.asset_definitions, key, previous),
                 Undo::Asset(key, previous) => restore(&mut changes.assets, key, previous),
                 Undo::Retired(key, previous) => restore(&mut changes.retired, key, previous),
+                Undo::Store(key, previous) => restore(&mut changes.store, key, previous),
                 Undo::Peer(key, previous) => match previous {
                     Some(value) => {
                         changes.peers.insert(key, value);
@@ -148,6 +152,18 @@ impl<'w> Layered<'w> {
         self.changes.retired.contains_key(id) || self.world.retired.contains_key(id)
     }
 
+    pub fn store(&self, key: &StoreKey) -> Option<&Vec<u8>> {
+        match self.changes.store.get(key) {
+            Some(pending) => pending.as_ref(),
+            None => self.world.store.get(key),
+        }
+    }
+
+    pub fn set_store(&mut self, key: StoreKey, value: Pending<Vec<u8>>) {
+        let previous = self.changes.store.insert(key.clone(), value);
+        self.undo.push(Undo::Store(key, previous));
+    }
+
     pub fn retire(&mut self, id: RetiredId) {
         let previous = self.changes.retired.insert(id.clone(), ());
         self.undo.push(Undo::Retired(id, previous));
@@ -197,6 +213,7 @@ impl BlockChanges {
         merge(&mut world.domains, self.domains);
         merge(&mut world.accounts, self.accounts);
         merge(&mut world.asset_definitions, self.asset_definitions);
+        merge(&mut world.store, self.store);
         for (key, balance) in self.assets {
             if balance == 0 {
                 if world.assets.remove(&key).is_some() {
@@ -229,6 +246,7 @@ impl BlockChanges {
             + self.assets.len()
             + self.peers.len()
             + self.retired.len()
+            + self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {

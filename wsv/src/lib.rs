@@ -20,6 +20,7 @@
 //! ```
 
 pub mod commitment;
+pub mod contract;
 pub mod execute;
 pub mod genesis;
 pub mod layer;
@@ -29,8 +30,9 @@ pub mod replay;
 pub mod state;
 pub mod world;
 
+pub use contract::{Contract, ContractContext, ContractResult};
 pub use execute::InstructionError;
 pub use plugin::{PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
 pub use query::Page;
 pub use state::{AppliedBlock, ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv};
-pub use world::{Account, AssetDefinition, Domain, World};
+pub use world::{Account, AssetDefinition, Domain, StoreKey, World};

@@ -21,8 +21,9 @@ use kasane_model::ids::{AccountId, AssetId, DomainId};
 use kasane_model::instruction::Instruction;
 use kasane_model::SignedTransaction;
 
+use crate::contract::Contract;
 use crate::layer::Layered;
-use crate::world::{Account, Domain};
+use crate::world::{Account, Domain, StoreKey};
 
 /// A plugin's verdict on one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,16 @@ impl PluginContext<'_, '_> {
     pub fn height(&self) -> u64 {
         self.height
     }
+
+    /// A contract's value under `key`, with the block's earlier writes (wsv/src/contract.rs).
+    pub fn contract_value(&self, contract: &kasane_model::ids::Name, key: &[u8]) -> Option<&[u8]> {
+        self.state
+            .store(&StoreKey::Data {
+                contract: contract.clone(),
+                key: key.to_vec(),
+            })
+            .map(Vec::as_slice)
+    }
 }
 
 pub trait ValidatorPlugin: Send + Sync {
@@ -63,15 +74,19 @@ pub trait ValidatorPlugin: Send + Sync {
     fn validate(&self, context: &PluginContext<'_, '_>, domain: &Domain, transaction: &SignedTransaction) -> Verdict;
 }
 
-/// The plugins this node knows, by name.
+/// The validator plugins and contracts this node knows, by name.
 #[derive(Clone, Default)]
 pub struct PluginRegistry {
     plugins: BTreeMap<String, Arc<dyn ValidatorPlugin>>,
+    contracts: BTreeMap<String, Arc<dyn Contract>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.plugins.keys()).finish()
+        f.debug_struct("PluginRegistry")
+            .field("plugins", &self.plugins.keys().collect::<Vec<_>>())
+            .field("contracts", &self.contracts.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -105,6 +120,15 @@ impl PluginRegistry {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)
+    }
+
+    /// Registers a contract that `CallContract { contract: name, .. }` reaches.
+    pub fn register_contract(&mut self, name: &str, contract: Arc<dyn Contract>) {
+        self.contracts.insert(name.to_string(), contract);
+    }
+
+    pub fn contract(&self, name: &str) -> Option<&Arc<dyn Contract>> {
+        self.contracts.get(name)
     }
 }
 

@@ -442,6 +442,7 @@ impl Wsv {
             authority: &payload.creator,
             genesis_authority: &self.genesis_authority,
             plugins: &self.plugins,
+            height,
         };
         for (index, instruction) in payload.instructions.iter().enumerate() {
             if let Err(error) = executor.execute(instruction) {

@@ -61,6 +61,20 @@ pub enum RetiredId {
     AssetDefinition(AssetDefinitionId),
 }
 
+/// A key of the contract section of the world state (wsv/src/contract.rs). Each contract
+/// reads and writes only keys under its own name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StoreKey {
+    /// A value the contract wrote under a key of its choosing.
+    Data { contract: Name, key: Vec<u8> },
+    /// How much of an asset the contract holds (a little-endian u128). Only the executor
+    /// writes it: a contract locks an amount from its caller and releases it to an account.
+    Lock {
+        contract: Name,
+        definition: AssetDefinitionId,
+    },
+}
+
 /// The committed world state. Balances are stored only while non-zero.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -70,6 +84,9 @@ pub struct World {
     pub(crate) assets: StateMap<AssetId, u128>,
     pub(crate) peers: BTreeSet<PublicKey>,
     pub(crate) retired: StateMap<RetiredId, ()>,
+    /// The contracts' section: their data and the assets they hold. An asset definition's
+    /// total supply counts the amounts locked here as well as the balances.
+    pub(crate) store: StateMap<StoreKey, Vec<u8>>,
     /// Index, not state: the asset definitions each account holds a non-zero balance of, kept
     /// so that balance queries need no scan. Derived from `assets`; not in the commitment.
     pub(crate) holdings: StateMap<AccountId, BTreeSet<AssetDefinitionId>>,
@@ -97,6 +114,54 @@ impl World {
         self.retired.contains_key(id)
     }
 
+    /// A contract's value under `key`.
+    pub fn store_value(&self, contract: &Name, key: &[u8]) -> Option<&[u8]> {
+        self.store
+            .get(&StoreKey::Data {
+                contract: contract.clone(),
+                key: key.to_vec(),
+            })
+            .map(Vec::as_slice)
+    }
+
+    /// Up to `limit` of a contract's entries whose key starts with `prefix`, in key order,
+    /// starting after `after` when given. It scans the whole section: a query, not protocol.
+    pub fn store_scan(
+        &self,
+        contract: &Name,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut found: Vec<(&Vec<u8>, &Vec<u8>)> = self
+            .store
+            .iter()
+            .filter_map(|(key, value)| match key {
+                StoreKey::Data { contract: owner, key } if owner == contract && key.starts_with(prefix) => {
+                    after.is_none_or(|after| key.as_slice() > after).then_some((key, value))
+                }
+                _ => None,
+            })
+            .collect();
+        found.sort_unstable();
+        found
+            .into_iter()
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+
+    /// How much of `definition` the contract holds.
+    pub fn locked(&self, contract: &Name, definition: &AssetDefinitionId) -> u128 {
+        self.store
+            .get(&StoreKey::Lock {
+                contract: contract.clone(),
+                definition: definition.clone(),
+            })
+            .map(|bytes| decode_amount(bytes))
+            .unwrap_or(0)
+    }
+
     pub fn peers(&self) -> &BTreeSet<PublicKey> {
         &self.peers
     }
@@ -112,4 +177,10 @@ impl World {
     pub fn asset_count(&self) -> usize {
         self.assets.len()
     }
+}
+
+/// A lock's stored amount: 16 little-endian bytes (anything else reads as zero, which the
+/// executor never writes).
+pub(crate) fn decode_amount(bytes: &[u8]) -> u128 {
+    <[u8; 16]>::try_from(bytes).map(u128::from_le_bytes).unwrap_or(0)
 }

@@ -128,6 +128,8 @@ pub fn instruction() -> impl Strategy<Value = Instruction> {
             .prop_map(|(account, permission)| Instruction::GrantPermission { account, permission }),
         (account_id(), permission())
             .prop_map(|(account, permission)| Instruction::RevokePermission { account, permission }),
+        (name(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(contract, call)| Instruction::CallContract { contract, call }),
     ]
 }
 

@@ -1,0 +1,250 @@
+//! The L2 chain's side (docs/PLASMA.md sections 1 and 4): the unspent set kept in the L2 world
+//! state by the contract [`L2_CONTRACT`], and the validator plugin [`PLUGIN`] that checks every
+//! plasma transaction of the L2 domain's accounts before it runs.
+//!
+//! A plasma transaction travels as `CallContract { contract: "plasma_l2", call }` with `call`
+//! an encoded [`L2Call::Transfer`], inside an ordinary kasane transaction of an account of a
+//! domain whose validator is [`PLUGIN`]. The plugin verifies the input owners' signatures and
+//! refuses double spends, unbalanced amounts and bad shapes, reading the unspent set through
+//! the block's layer (so an earlier transaction of the same block counts). The contract then
+//! spends the inputs and creates the outputs at their positions. It checks the unspent set
+//! again (cheap: a few lookups) but not the signatures, and so it takes transfers only from
+//! accounts of plugin-checked domains.
+//!
+//! State, in the contract's section of the L2 world state:
+//! - `(b'u', position)`: an unspent output;
+//! - `b"n"`: how many L1 deposits were noted (u64);
+//! - `b"i"`: (L2 height, next plasma transaction index in that block).
+
+use std::sync::Arc;
+
+use kasane_model::codec::{self, Versioned};
+use kasane_model::crypto::KeyCache;
+use kasane_model::ids::Name;
+use kasane_model::instruction::Instruction;
+use kasane_model::SignedTransaction;
+use kasane_wsv::{Contract, ContractContext, ContractResult, Domain, PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{decode_record, PlasmaContract, L1_CONTRACT};
+use crate::ledger::{check_shape, check_transaction, Output, PlasmaError, PlasmaTx, Position};
+
+/// The name every L2 node registers the ledger contract under.
+pub const L2_CONTRACT: &str = "plasma_l2";
+/// The name of the validator plugin an L2 domain names.
+pub const PLUGIN: &str = "plasma";
+/// Most deposits one `NoteDeposits` call may carry.
+pub const NOTES_PER_CALL_MAX: usize = 64;
+
+/// One call of the L2 ledger contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum L2Call {
+    /// A plasma transaction.
+    Transfer(PlasmaTx),
+    /// The outputs of L1 deposits `first`, `first + 1`, ... (only the L2 genesis authority,
+    /// the operator, notes deposits; the agent copies them from L1).
+    NoteDeposits { first: u64, outputs: Vec<Output> },
+}
+
+impl Versioned for L2Call {
+    const NAME: &'static str = "plasma L2 call";
+    const VERSION: u8 = 1;
+    const ENCODED_BYTES_MAX: usize = kasane_model::instruction::CONTRACT_CALL_BYTES_MAX;
+}
+
+impl L2Call {
+    /// The instruction that carries this call.
+    pub fn instruction(&self) -> Instruction {
+        Instruction::CallContract {
+            contract: l2_contract_name(),
+            call: codec::encode(self),
+        }
+    }
+}
+
+pub fn l2_contract_name() -> Name {
+    Name::new(L2_CONTRACT).expect("constant names are valid")
+}
+
+pub fn utxo_key(position: &Position) -> Vec<u8> {
+    codec::encode_body(&(b'u', position))
+}
+
+/// The prefix shared by every unspent output's key.
+pub const UTXO_PREFIX: &[u8] = b"u";
+pub const NOTED_KEY: &[u8] = b"n";
+const INDEX_KEY: &[u8] = b"i";
+
+/// Decodes an unspent-set key back to its position.
+pub fn position_of_key(key: &[u8]) -> Option<Position> {
+    let (tag, position): (u8, Position) = codec::decode_body("utxo key", key).ok()?;
+    (tag == b'u').then_some(position)
+}
+
+/// The plasma transactions a committed L2 block carries, in block order: the leaves of its
+/// root (docs/PLASMA.md section 2). `accepted` says which of the block's transactions were
+/// applied; rejected ones carry no leaf.
+pub fn block_leaves<'a>(
+    transactions: impl IntoIterator<Item = (&'a SignedTransaction, bool)>,
+) -> Vec<PlasmaTx> {
+    let mut leaves = Vec::new();
+    for (transaction, accepted) in transactions {
+        if !accepted {
+            continue;
+        }
+        for instruction in &transaction.payload.instructions {
+            if let Instruction::CallContract { contract, call } = instruction {
+                if contract.as_str() == L2_CONTRACT {
+                    if let Ok(L2Call::Transfer(tx)) = codec::decode::<L2Call>(call) {
+                        leaves.push(tx);
+                    }
+                }
+            }
+        }
+    }
+    leaves
+}
+
+/// The L2 ledger contract.
+#[derive(Debug, Default)]
+pub struct LedgerContract;
+
+fn read_u64(context: &ContractContext<'_, '_>, key: &[u8]) -> Result<u64, String> {
+    context
+        .get(key)
+        .map(|bytes| decode_record::<u64>("counter", bytes))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn unspent(context: &ContractContext<'_, '_>, position: &Position) -> Option<Output> {
+    context
+        .get(&utxo_key(position))
+        .and_then(|bytes| codec::decode_body("output", bytes).ok())
+}
+
+impl Contract for LedgerContract {
+    fn call(&self, context: &mut ContractContext<'_, '_>, call: &[u8]) -> ContractResult {
+        let call: L2Call = codec::decode(call).map_err(|error| format!("not a plasma L2 call: {error}"))?;
+        match call {
+            L2Call::NoteDeposits { first, outputs } => {
+                if context.caller() != context.genesis_authority() {
+                    return Err("only the L2 operator (the genesis authority) notes deposits".into());
+                }
+                if outputs.is_empty() || outputs.len() > NOTES_PER_CALL_MAX {
+                    return Err(format!("a call notes 1 to {NOTES_PER_CALL_MAX} deposits"));
+                }
+                let noted = read_u64(context, NOTED_KEY)?;
+                if first != noted {
+                    return Err(PlasmaError::DepositOrder {
+                        number: first,
+                        expected: noted,
+                    }
+                    .to_string());
+                }
+                let count = outputs.len() as u64;
+                for (offset, output) in outputs.into_iter().enumerate() {
+                    if output.amount == 0 {
+                        return Err(PlasmaError::ZeroAmount { index: offset }.to_string());
+                    }
+                    let position = Position::Deposit {
+                        number: first + offset as u64,
+                    };
+                    context.put(&utxo_key(&position), codec::encode_body(&output));
+                }
+                context.put(NOTED_KEY, codec::encode_body(&(first + count)));
+                Ok(())
+            }
+            L2Call::Transfer(tx) => {
+                let caller = context.caller().clone();
+                let checked = context
+                    .domain(&caller.domain)
+                    .is_some_and(|domain| domain.validator.as_str() == PLUGIN);
+                if !checked {
+                    return Err(format!(
+                        "plasma transfers come from accounts of a domain checked by the {PLUGIN} plugin; {caller}'s is not"
+                    ));
+                }
+                check_transaction(&tx, |position| unspent(context, position), None).map_err(|error| error.to_string())?;
+                let height = context.height();
+                let (at, index) = match context.get(INDEX_KEY) {
+                    Some(bytes) => decode_record::<(u64, u32)>("transaction index", bytes)?,
+                    None => (0, 0),
+                };
+                let index = if at == height { index } else { 0 };
+                for position in &tx.inputs {
+                    context.delete(&utxo_key(position));
+                }
+                for (output_index, output) in tx.outputs.iter().enumerate() {
+                    let position = Position::Block {
+                        block: height,
+                        tx_index: index,
+                        output_index: output_index as u8,
+                    };
+                    context.put(&utxo_key(&position), codec::encode_body(output));
+                }
+                let next = index.checked_add(1).ok_or("too many plasma transactions in one block")?;
+                context.put(INDEX_KEY, codec::encode_body(&(height, next)));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The L2 validator plugin: every instruction of a transaction from a plasma domain must be a
+/// plasma transfer, signed by its inputs' owners, spending unspent outputs, balanced.
+#[derive(Debug, Default)]
+pub struct PlasmaPlugin {
+    keys: KeyCache,
+}
+
+impl PlasmaPlugin {
+    pub fn new(keys: KeyCache) -> PlasmaPlugin {
+        PlasmaPlugin { keys }
+    }
+}
+
+impl ValidatorPlugin for PlasmaPlugin {
+    fn validate(&self, context: &PluginContext<'_, '_>, _: &Domain, transaction: &SignedTransaction) -> Verdict {
+        let contract = l2_contract_name();
+        let mut keys = self.keys.clone();
+        for (index, instruction) in transaction.payload.instructions.iter().enumerate() {
+            let Instruction::CallContract { contract: called, call } = instruction else {
+                return Verdict::Invalid(format!(
+                    "instruction {index}: a plasma domain's accounts send only plasma transfers"
+                ));
+            };
+            if *called != contract {
+                return Verdict::Invalid(format!("instruction {index}: calls {called}, not {L2_CONTRACT}"));
+            }
+            let tx = match codec::decode::<L2Call>(call) {
+                Ok(L2Call::Transfer(tx)) => tx,
+                Ok(L2Call::NoteDeposits { .. }) => {
+                    return Verdict::Invalid(format!("instruction {index}: only the operator notes deposits"));
+                }
+                Err(error) => return Verdict::Invalid(format!("instruction {index}: not a plasma call: {error}")),
+            };
+            if let Err(error) = check_shape(&tx) {
+                return Verdict::Invalid(format!("instruction {index}: {error}"));
+            }
+            let lookup = |position: &Position| {
+                context
+                    .contract_value(&contract, &utxo_key(position))
+                    .and_then(|bytes| codec::decode_body("output", bytes).ok())
+            };
+            if let Err(error) = check_transaction(&tx, lookup, Some(&mut keys)) {
+                return Verdict::Invalid(format!("instruction {index}: {error}"));
+            }
+        }
+        Verdict::Valid
+    }
+}
+
+/// Registers the plasma plugin and both contracts: every kasane node ships them, so any chain
+/// may be an L1 (the `plasma` contract) or an L2 (the `plasma_l2` contract and the `plasma`
+/// plugin on its domain). `keys` is the node's verified-signature memory.
+pub fn register(registry: &mut PluginRegistry, keys: KeyCache) {
+    registry.register(PLUGIN, Arc::new(PlasmaPlugin::new(keys.clone())));
+    registry.register_contract(L2_CONTRACT, Arc::new(LedgerContract));
+    registry.register_contract(L1_CONTRACT, Arc::new(PlasmaContract::new(keys)));
+}
