@@ -39,6 +39,9 @@ enum Command {
     Sim(cli::sim::SimArgs),
     /// Fault injection on a real local cluster: load, a timeline of perturbations, checks.
     Testnet(cli::testnet::TestnetArgs),
+    /// The plasma Layer 2: settlement agent, wallet, benchmark (docs/PLASMA.md).
+    #[command(subcommand)]
+    Plasma(cli::plasma::PlasmaCommand),
     /// Block store tools: demo, generate, inspect, verify.
     #[command(subcommand)]
     Kura(cli::kura::KuraCommand),
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => cli::load::run_load(args),
         Command::Bench(args) => cli::bench::run_bench(args),
         Command::Kura(command) => cli::kura::run(command),
+        Command::Plasma(command) => cli::plasma::run(command),
         Command::Sim(args) => cli::sim::run_sim(args),
         Command::Testnet(args) => cli::testnet::run(args),
     };

@@ -13,7 +13,6 @@ use kasane_model::instruction::{Instruction, MetadataTarget, METADATA_VALUE_BYTE
 use kasane_model::transaction::{ChainId, TTL_MS_MAX};
 use kasane_model::{CommittedBlock, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
 use kasane_wsv::genesis::GenesisBuilder;
-use kasane_wsv::PluginRegistry;
 use serde::{Deserialize, Serialize};
 
 /// Label the test accounts' keys are derived from.
@@ -88,23 +87,32 @@ pub fn padded_transfer(
     SignedTransaction::sign(payload, &[&key])
 }
 
-/// The genesis block: validators as peers, and `accounts` funded test accounts.
+/// The genesis block: validators as peers, and `accounts` funded test accounts. With
+/// `plasma_l2`, the test domain is checked by the plasma plugin: its accounts send only plasma
+/// transactions, and the chain is a plasma L2 (docs/PLASMA.md).
 pub fn build_genesis(
     chain: &ChainId,
     authority: KeyPair,
     validators: &[PublicKey],
     accounts: usize,
     timestamp_ms: u64,
+    plasma_l2: bool,
 ) -> anyhow::Result<CommittedBlock> {
     let mut builder = GenesisBuilder::new(chain.clone(), authority, timestamp_ms);
     for validator in validators {
         builder.peer(*validator);
     }
+    if plasma_l2 {
+        builder.domain(
+            &TEST_DOMAIN.parse().expect("constant names are valid"),
+            kasane_plasma::chain::PLUGIN.parse().expect("constant names are valid"),
+        );
+    }
     for index in 0..accounts {
         let (id, key) = test_account(index);
         builder.funded_account(id, key.public_key(), TEST_ACCOUNT_COINS);
     }
-    let (genesis, _) = builder.build(PluginRegistry::builtin()).context("building genesis")?;
+    let (genesis, _) = builder.build(crate::node::plugins()).context("building genesis")?;
     Ok(genesis)
 }
 

@@ -14,7 +14,14 @@
 //! State, in the contract's section of the L2 world state:
 //! - `(b'u', position)`: an unspent output;
 //! - `b"n"`: how many L1 deposits were noted (u64);
-//! - `b"i"`: (L2 height, next plasma transaction index in that block).
+//! - `(b'r', height)`: the block's [`RootAccumulator`]: how many plasma transactions it
+//!   applied and the peaks of their tree, so the root of every L2 block is agreed state that the
+//!   agent reads in one lookup (a block with no entry applied none: its root is the empty root);
+//! - `(b'l', height, index)`: the leaf hash of the block's plasma transaction `index`, so a
+//!   wallet can tell the applied transfers of a block from rejected ones when it builds a proof.
+//!
+//! A block's leaves are the plasma transactions it applied, in order; a rejected transaction
+//! (a double spend, say) is in the block but not in its tree.
 
 use std::sync::Arc;
 
@@ -28,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{decode_record, PlasmaContract, L1_CONTRACT};
 use crate::ledger::{check_shape, check_transaction, Output, PlasmaError, PlasmaTx, Position};
+use crate::proof::{leaf_hash, RootAccumulator};
 
 /// The name every L2 node registers the ledger contract under.
 pub const L2_CONTRACT: &str = "plasma_l2";
@@ -73,7 +81,19 @@ pub fn utxo_key(position: &Position) -> Vec<u8> {
 /// The prefix shared by every unspent output's key.
 pub const UTXO_PREFIX: &[u8] = b"u";
 pub const NOTED_KEY: &[u8] = b"n";
-const INDEX_KEY: &[u8] = b"i";
+
+pub fn accumulator_key(height: u64) -> Vec<u8> {
+    codec::encode_body(&(b'r', height))
+}
+
+pub fn leaf_key(height: u64, index: u64) -> Vec<u8> {
+    codec::encode_body(&(b'l', height, index))
+}
+
+/// The prefix shared by the leaf hashes of block `height`.
+pub fn leaf_prefix(height: u64) -> Vec<u8> {
+    codec::encode_body(&(b'l', height))
+}
 
 /// Decodes an unspent-set key back to its position.
 pub fn position_of_key(key: &[u8]) -> Option<Position> {
@@ -167,11 +187,11 @@ impl Contract for LedgerContract {
                 }
                 check_transaction(&tx, |position| unspent(context, position), None).map_err(|error| error.to_string())?;
                 let height = context.height();
-                let (at, index) = match context.get(INDEX_KEY) {
-                    Some(bytes) => decode_record::<(u64, u32)>("transaction index", bytes)?,
-                    None => (0, 0),
+                let mut accumulator: RootAccumulator = match context.get(&accumulator_key(height)) {
+                    Some(bytes) => decode_record("root accumulator", bytes)?,
+                    None => RootAccumulator::default(),
                 };
-                let index = if at == height { index } else { 0 };
+                let index = u32::try_from(accumulator.count).map_err(|_| "too many plasma transactions in one block")?;
                 for position in &tx.inputs {
                     context.delete(&utxo_key(position));
                 }
@@ -183,8 +203,10 @@ impl Contract for LedgerContract {
                     };
                     context.put(&utxo_key(&position), codec::encode_body(output));
                 }
-                let next = index.checked_add(1).ok_or("too many plasma transactions in one block")?;
-                context.put(INDEX_KEY, codec::encode_body(&(height, next)));
+                let leaf = leaf_hash(&tx);
+                context.put(&leaf_key(height, accumulator.count), leaf.as_bytes().to_vec());
+                accumulator.push(leaf);
+                context.put(&accumulator_key(height), codec::encode_body(&accumulator));
                 Ok(())
             }
         }

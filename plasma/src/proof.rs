@@ -8,10 +8,53 @@ use kasane_model::Hash;
 
 use crate::ledger::PlasmaTx;
 
+/// The root of a tree built one leaf at a time, in O(log n) space: the roots of its perfect
+/// subtrees ("peaks"), largest first. Its root equals [`root`] over the same leaves (RFC 6962's
+/// split at the largest power of two below n is a right fold over the peaks). The L2 ledger
+/// keeps one per block in its state, so a block's root is part of the L2 chain's agreed state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootAccumulator {
+    pub count: u64,
+    pub peaks: Vec<Hash>,
+}
+
+impl RootAccumulator {
+    /// Appends a leaf given by its leaf hash (`merkle::leaf_hash`).
+    pub fn push(&mut self, leaf_hash: Hash) {
+        let mut hash = leaf_hash;
+        let mut count = self.count;
+        while count & 1 == 1 {
+            let Some(left) = self.peaks.pop() else { break };
+            hash = merkle::node_hash::<Blake2bMerkle>(&left, &hash);
+            count >>= 1;
+        }
+        self.peaks.push(hash);
+        self.count += 1;
+    }
+
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(last) = peaks.next() else {
+            return merkle::empty_root::<Blake2bMerkle>();
+        };
+        peaks.fold(*last, |right, left| merkle::node_hash::<Blake2bMerkle>(left, &right))
+    }
+}
+
+/// The leaf hash of a plasma transaction.
+pub fn leaf_hash(transaction: &PlasmaTx) -> Hash {
+    merkle::leaf_hash::<Blake2bMerkle>(&transaction.leaf())
+}
+
 /// The root an L2 block commits to L1.
 pub fn root(transactions: &[PlasmaTx]) -> Hash {
     let leaves: Vec<Vec<u8>> = transactions.iter().map(PlasmaTx::leaf).collect();
     merkle::root::<Blake2bMerkle, _>(&leaves)
+}
+
+/// The proof that leaf `index` is in the tree of `leaf_hashes`.
+pub fn prove_leaf_hashes(leaf_hashes: &[Hash], index: usize) -> Result<InclusionProof<Hash>, MerkleError> {
+    merkle::inclusion_proof_from_leaf_hashes::<Blake2bMerkle>(leaf_hashes, index)
 }
 
 /// The proof that transaction `index` is in the block of `transactions`.
@@ -28,6 +71,20 @@ pub fn verify(transaction: &PlasmaTx, proof: &InclusionProof<Hash>, root: &Hash)
 #[cfg(test)]
 mod tests {
     use kasane_model::KeyPair;
+
+    #[test]
+    fn the_accumulator_gives_the_rfc6962_root_at_every_size() {
+        let all = block(40);
+        let mut accumulator = RootAccumulator::default();
+        assert_eq!(accumulator.root(), root(&[]));
+        for (index, tx) in all.iter().enumerate() {
+            accumulator.push(leaf_hash(tx));
+            assert_eq!(accumulator.root(), root(&all[..=index]), "{} leaves", index + 1);
+            assert!(accumulator.peaks.len() <= 64);
+        }
+        let hashes: Vec<Hash> = all.iter().map(leaf_hash).collect();
+        assert_eq!(prove_leaf_hashes(&hashes, 7).expect("proof"), prove(&all, 7).expect("proof"));
+    }
 
     use super::*;
     use crate::ledger::{Output, Position};

@@ -498,7 +498,20 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
 
     // The block's leaves are the accepted transfers, in order.
     let accepted: Vec<bool> = outcomes.iter().map(|outcome| *outcome == TransactionOutcome::Committed).collect();
-    assert_eq!(block_leaves(txs.iter().zip(accepted)), vec![pay]);
+    assert_eq!(block_leaves(txs.iter().zip(accepted)), vec![pay.clone()]);
+    // The block's root is agreed L2 state: the accumulator counts only the applied transfer.
+    let stored = wsv
+        .world()
+        .store_value(&name(L2_CONTRACT), &chain::accumulator_key(height))
+        .expect("the block applied a transfer");
+    let accumulator: proof::RootAccumulator = codec::decode_body("accumulator", stored).expect("decodes");
+    assert_eq!(accumulator.count, 1);
+    assert_eq!(accumulator.root(), proof::root(std::slice::from_ref(&pay)));
+    let leaves = wsv
+        .world()
+        .store_scan(&name(L2_CONTRACT), &chain::leaf_prefix(height), None, None, 10);
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0].1, proof::leaf_hash(&pay).as_bytes().to_vec());
 
     // Bob spends his change, and his deposit, in the next block: index 0 again.
     let spend = PlasmaTx::sign(

@@ -319,6 +319,7 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         fsync: args.fsync.clone(),
         queue_capacity: args.queue_capacity.unwrap_or(2 * args.block_txs_max),
         force: true,
+        plasma_l2: false,
     };
     let manifest = write_cluster(&genesis)?;
     let chain = manifest.chain_id()?;

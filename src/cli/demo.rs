@@ -55,6 +55,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fsync: "always".to_string(),
         queue_capacity: 65_536,
         force: args.dir.is_some(),
+        plasma_l2: false,
     };
     write_cluster(&genesis)?;
     println!("demo: starting the nodes");

@@ -67,6 +67,10 @@ pub struct GenesisArgs {
     /// Overwrite an existing cluster directory's files.
     #[arg(long)]
     pub force: bool,
+    /// Make the chain a plasma L2 (docs/PLASMA.md): the test accounts' domain is checked by
+    /// the plasma plugin, so they send only plasma transactions.
+    #[arg(long)]
+    pub plasma_l2: bool,
 }
 
 /// Three ports per node: (p2p, api, admin).
@@ -171,7 +175,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
     let keys: Vec<KeyPair> = (0..nodes).map(|_| KeyPair::generate()).collect();
     let validators: Vec<_> = keys[..args.validators].iter().map(KeyPair::public_key).collect();
     let authority = KeyPair::generate();
-    let genesis = build_genesis(&chain, authority.clone(), &validators, args.accounts, now_ms())?;
+    let genesis = build_genesis(&chain, authority.clone(), &validators, args.accounts, now_ms(), args.plasma_l2)?;
     write_private(&out.join("genesis.key"), &hex::encode(authority.secret_bytes()))?;
     std::fs::write(out.join("genesis.block"), codec::encode(&genesis)).context("writing genesis.block")?;
 

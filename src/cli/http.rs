@@ -50,6 +50,39 @@ impl ApiClient {
         json_answer("GET", &url, self.client.get(&url)).await
     }
 
+    /// GET a JSON document that may not exist: `None` on 404.
+    pub async fn get_json_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let url = format!("{}{path}", self.base);
+        let response = self.client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let text = response.text().await.with_context(|| format!("GET {url}: reading the body"))?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {text}");
+        }
+        Ok(Some(serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))?))
+    }
+
+    /// GET a committed block with its transactions (postcard).
+    pub async fn block(&self, height: u64) -> anyhow::Result<kasane_model::CommittedBlock> {
+        let url = format!("{}/v1/blocks/{height}", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, POSTCARD)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let body = response.bytes().await.with_context(|| format!("GET {url}: reading the body"))?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        codec::decode(&body).with_context(|| format!("GET {url}: not a committed block"))
+    }
+
     /// PUT a JSON document; a non-2xx answer is an error carrying the node's message.
     pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::init::{fast_init, strict_init, InitReport};
 use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig, KuraError};
-use kasane_wsv::PluginRegistry;
 use serde_json::json;
 
 use super::ProgressLine;
@@ -201,9 +200,9 @@ pub fn verify_store(dir: &Path, strict: bool, progress: bool) -> anyhow::Result<
         }
     };
     let result = if strict {
-        strict_init(&kura, PluginRegistry::builtin(), Some(&mut on_progress))
+        strict_init(&kura, crate::node::plugins(), Some(&mut on_progress))
     } else {
-        fast_init(&kura, PluginRegistry::builtin(), Some(&mut on_progress))
+        fast_init(&kura, crate::node::plugins(), Some(&mut on_progress))
     };
     match result {
         Ok((wsv, init)) => {

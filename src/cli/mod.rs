@@ -8,6 +8,7 @@ pub mod genesis;
 pub mod http;
 pub mod kura;
 pub mod load;
+pub mod plasma;
 pub mod sim;
 pub mod store_demo;
 pub mod testnet;

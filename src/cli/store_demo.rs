@@ -15,7 +15,6 @@ use anyhow::{ensure, Context};
 use clap::Args;
 use kasane_kura::init::{fast_init, strict_init};
 use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig};
-use kasane_wsv::PluginRegistry;
 
 use super::kura::{generate, init_report_json, GenerateArgs};
 use super::ProgressLine;
@@ -77,7 +76,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut progress = ProgressLine::new("fast init");
     let (fast_wsv, fast) = fast_init(
         &kura,
-        PluginRegistry::builtin(),
+        crate::node::plugins(),
         Some(&mut |d, t| progress.update(d, t)),
     )?;
     println!(
@@ -89,7 +88,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut progress = ProgressLine::new("strict init");
     let (strict_wsv, strict) = strict_init(
         &kura,
-        PluginRegistry::builtin(),
+        crate::node::plugins(),
         Some(&mut |d, t| progress.update(d, t)),
     )?;
     println!(
@@ -122,7 +121,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .set_len(length - 100)?;
     let (kura, reopened) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
     let cut = reopened.cut.clone().context("the torn record was not detected")?;
-    let (after_crash, _) = fast_init(&kura, PluginRegistry::builtin(), None)?;
+    let (after_crash, _) = fast_init(&kura, crate::node::plugins(), None)?;
     println!(
         "torn tail: cut {} bytes in chunk {}; store back to height {} (was {}), state commitment {}",
         cut.bytes_cut,

@@ -16,7 +16,7 @@ use futures_util::Stream;
 use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
 use kasane_model::codec::{self, Versioned};
 use kasane_model::hash::Blake2bMerkle;
-use kasane_model::ids::{AccountId, DomainId};
+use kasane_model::ids::{AccountId, DomainId, Name};
 use kasane_model::transaction::TransactionHashes;
 use kasane_model::{merkle, CommittedBlock, Hash, SignedTransaction};
 use kasane_p2p::FaultRules;
@@ -113,6 +113,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/domains", get(domains))
         .route("/v1/peers", get(peers))
+        .route("/v1/contracts/{name}/entries", get(contract_entries))
+        .route("/v1/contracts/{name}/entries/{key}", get(contract_entry))
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -380,9 +382,18 @@ async fn read_block(shared: &Shared, height: u64) -> Result<CommittedBlock, ApiE
     }
 }
 
-async fn block(State(shared): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult {
+/// A committed block as JSON, or, when the request accepts `application/x-postcard`, as its
+/// postcard encoding (`CommittedBlock`, transactions included).
+async fn block(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(height): Path<String>) -> ApiResult {
     let height = parse_height(&height)?;
     let committed = read_block(&shared, height).await?;
+    let wants_postcard = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(POSTCARD));
+    if wants_postcard {
+        return Ok(([(header::CONTENT_TYPE, POSTCARD)], codec::encode(&committed)).into_response());
+    }
     let worker = shared.clone();
     let value = tokio::task::spawn_blocking(move || {
         let hashes = block_hashes(&worker, &committed);
@@ -468,6 +479,80 @@ impl PageQuery {
             offset: self.offset.unwrap_or(0),
             limit,
         })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EntriesQuery {
+    prefix: Option<String>,
+    value_prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(text).map_err(|error| ApiError::bad_request(format!("{what} {text:?} is not hex: {error}")))
+}
+
+fn parse_contract(text: &str) -> Result<Name, ApiError> {
+    text.parse()
+        .map_err(|error| ApiError::bad_request(format!("contract {text:?}: {error}")))
+}
+
+/// A contract's entries whose key starts with `prefix` (hex) and value with `value_prefix`
+/// (hex), after `after` (hex), in key order: `{"height", "entries": [{"key", "value"}]}`, keys
+/// and values in hex. It scans the contract's section: for wallets and tools.
+async fn contract_entries(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) = query.map_err(query_error)?;
+    let contract = parse_contract(&name)?;
+    let prefix = parse_hex("prefix", query.prefix.as_deref().unwrap_or(""))?;
+    let after = query.after.as_deref().map(|text| parse_hex("after", text)).transpose()?;
+    let value_prefix = query
+        .value_prefix
+        .as_deref()
+        .map(|text| parse_hex("value_prefix", text))
+        .transpose()?;
+    let limit = query.limit.unwrap_or(Page::default().limit);
+    if limit == 0 || limit > PAGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!("limit must be within 1..={PAGE_LIMIT_MAX}")));
+    }
+    let (height, entries) = shared
+        .read(move |replica| {
+            let wsv = replica.wsv();
+            let entries = wsv.world().store_scan(&contract, &prefix, value_prefix.as_deref(), after.as_deref(), limit);
+            (wsv.height(), entries)
+        })
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|(key, value)| json!({"key": hex::encode(key), "value": hex::encode(value)}))
+        .collect();
+    Ok(Json(json!({"height": height, "entries": entries})).into_response())
+}
+
+/// One entry of a contract: `{"height", "key", "value"}`, or 404.
+async fn contract_entry(
+    State(shared): State<Arc<Shared>>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult {
+    let contract = parse_contract(&name)?;
+    let key = parse_hex("key", &key)?;
+    let lookup = key.clone();
+    let (height, value) = shared
+        .read(move |replica| {
+            let wsv = replica.wsv();
+            (wsv.height(), wsv.world().store_value(&contract, &lookup).map(<[u8]>::to_vec))
+        })
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    match value {
+        Some(value) => Ok(Json(json!({"height": height, "key": hex::encode(&key), "value": hex::encode(value)})).into_response()),
+        None => Err(ApiError::not_found(format!("contract {name} has no entry {}", hex::encode(&key)))),
     }
 }
 

@@ -90,8 +90,8 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         }
     };
     let (wsv, report) = match init {
-        InitMode::Fast => fast_init(&kura, PluginRegistry::builtin(), Some(&mut progress)),
-        InitMode::Strict => strict_init(&kura, PluginRegistry::builtin(), Some(&mut progress)),
+        InitMode::Fast => fast_init(&kura, plugins(), Some(&mut progress)),
+        InitMode::Strict => strict_init(&kura, plugins(), Some(&mut progress)),
     }
     .with_context(|| format!("{init:?} init of the world state"))?;
     tracing::info!(
@@ -112,6 +112,15 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         Box::new(lock_store),
         config.api.queue_capacity,
     ))
+}
+
+/// The validator plugins and contracts every kasane node registers: the built-in plugins, and
+/// plasma's plugin and contracts (docs/PLASMA.md), so any chain may serve as a plasma L1 or L2.
+/// Every node of a chain must register the same set.
+pub fn plugins() -> PluginRegistry {
+    let mut registry = PluginRegistry::builtin();
+    kasane_plasma::chain::register(&mut registry, kasane_model::crypto::KeyCache::new());
+    registry
 }
 
 /// How to start a node, beyond its config file.

@@ -124,12 +124,14 @@ impl World {
             .map(Vec::as_slice)
     }
 
-    /// Up to `limit` of a contract's entries whose key starts with `prefix`, in key order,
-    /// starting after `after` when given. It scans the whole section: a query, not protocol.
+    /// Up to `limit` of a contract's entries whose key starts with `prefix` (and value with
+    /// `value_prefix`, when given), in key order, starting after `after` when given. It scans
+    /// the whole section: a query for wallets and tools, not for protocol logic.
     pub fn store_scan(
         &self,
         contract: &Name,
         prefix: &[u8],
+        value_prefix: Option<&[u8]>,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -138,7 +140,9 @@ impl World {
             .iter()
             .filter_map(|(key, value)| match key {
                 StoreKey::Data { contract: owner, key } if owner == contract && key.starts_with(prefix) => {
-                    after.is_none_or(|after| key.as_slice() > after).then_some((key, value))
+                    let wanted = after.is_none_or(|after| key.as_slice() > after)
+                        && value_prefix.is_none_or(|wanted| value.starts_with(wanted));
+                    wanted.then_some((key, value))
                 }
                 _ => None,
             })

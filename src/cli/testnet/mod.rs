@@ -243,6 +243,7 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
         fsync: "always".to_string(),
         queue_capacity: 65_536,
         force: overwrite,
+        plasma_l2: false,
     };
     let cluster = write_cluster(&genesis)?;
     let mut nodes = Vec::new();
