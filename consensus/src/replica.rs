@@ -181,6 +181,12 @@ impl<B: Backend + Sync> Replica<B> {
         }
     }
 
+    /// Makes the replica share `cache` (with the validator plugins that verify signatures, say).
+    pub fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
     /// A handle on the replica's key and signature cache. The host verifies signatures off the
     /// consensus thread with it, and the checks in `submit`, `on_message` and block validation
     /// then find them done.

@@ -29,12 +29,12 @@ use kasane_model::codec::{self, Versioned};
 use kasane_model::crypto::KeyCache;
 use kasane_model::ids::Name;
 use kasane_model::instruction::Instruction;
-use kasane_model::SignedTransaction;
+use kasane_model::{Hash, SignedTransaction};
 use kasane_wsv::{Contract, ContractContext, ContractResult, Domain, PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{decode_record, PlasmaContract, L1_CONTRACT};
-use crate::ledger::{check_shape, check_transaction, Output, PlasmaError, PlasmaTx, Position};
+use crate::ledger::{check_shape, check_transaction, InputSignature, Output, PlasmaError, PlasmaTx, Position};
 use crate::proof::{leaf_hash, RootAccumulator};
 
 /// The name every L2 node registers the ledger contract under.
@@ -123,6 +123,24 @@ pub fn block_leaves<'a>(
         }
     }
     leaves
+}
+
+/// The input signatures of the plasma transfers `transaction` carries, with what they sign, so
+/// a node can check them in batches before the plugin looks at any state (the plugin finds them
+/// in the node's verified-signature memory). Calls that do not decode are left to the plugin.
+pub fn input_signatures(transaction: &SignedTransaction) -> Vec<(Hash, InputSignature)> {
+    let mut found = Vec::new();
+    for instruction in &transaction.payload.instructions {
+        if let Instruction::CallContract { contract, call } = instruction {
+            if contract.as_str() == L2_CONTRACT {
+                if let Ok(L2Call::Transfer(tx)) = codec::decode::<L2Call>(call) {
+                    let (hash, signatures) = tx.signed_messages();
+                    found.extend(signatures.iter().map(|signed| (hash, *signed)));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The L2 ledger contract.

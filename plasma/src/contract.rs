@@ -395,10 +395,13 @@ impl PlasmaContract {
             .iter()
             .position(|input| *input == position)
             .ok_or("the transaction does not spend the exiting output")?;
-        let signature = spending_tx.signatures.get(input).ok_or("the spending input is not signed")?;
+        let signed = spending_tx.signatures.get(input).ok_or("the spending input is not signed")?;
         let hash = PlasmaTx::signing_hash(&spending_tx.inputs, &spending_tx.outputs);
         let mut keys = self.keys.clone();
-        verify_one(&mut keys, &exits[at].owner, hash.as_bytes(), signature)
+        if signed.key != exits[at].owner {
+            return Err("the spending input is not signed by the exiting output's owner".into());
+        }
+        verify_one(&mut keys, &exits[at].owner, hash.as_bytes(), &signed.signature)
             .map_err(|_| "the spending input is not signed by the exiting output's owner")?;
         let root = root_of(context, chain, &record, spending_block)?;
         proof::verify(spending_tx, inclusion, &root).map_err(|error| {

@@ -61,7 +61,16 @@ impl Position {
 pub struct PlasmaTx {
     pub inputs: Vec<Position>,
     pub outputs: Vec<Output>,
-    pub signatures: Vec<Signature>,
+    pub signatures: Vec<InputSignature>,
+}
+
+/// The signature of one input, with the key that made it. The key must be the spent output's
+/// owner; carrying it lets a node check every signature of a transaction in batches before it
+/// looks at any state (src/node/verifier.rs), as it does the transaction's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSignature {
+    pub key: PublicKey,
+    pub signature: Signature,
 }
 
 impl Versioned for PlasmaTx {
@@ -80,12 +89,23 @@ impl PlasmaTx {
     /// A transaction whose input `i` is signed by `signers[i]`.
     pub fn sign(inputs: Vec<Position>, outputs: Vec<Output>, signers: &[&KeyPair]) -> PlasmaTx {
         let hash = PlasmaTx::signing_hash(&inputs, &outputs);
-        let signatures = signers.iter().map(|key| key.sign(hash.as_bytes())).collect();
+        let signatures = signers
+            .iter()
+            .map(|key| InputSignature {
+                key: key.public_key(),
+                signature: key.sign(hash.as_bytes()),
+            })
+            .collect();
         PlasmaTx {
             inputs,
             outputs,
             signatures,
         }
+    }
+
+    /// What each input's signature must verify: (key, signing hash, signature).
+    pub fn signed_messages(&self) -> (Hash, &[InputSignature]) {
+        (PlasmaTx::signing_hash(&self.inputs, &self.outputs), &self.signatures)
     }
 
     /// The leaf of this transaction in its block's tree: its whole encoding, signatures
@@ -108,7 +128,7 @@ pub enum PlasmaError {
     ZeroAmount { index: usize },
     #[error("input {index} ({position:?}) is not an unspent output (never created, or already spent)")]
     NotUnspent { index: usize, position: Position },
-    #[error("the signature of input {index} is not its owner's")]
+    #[error("the signature of input {index} is not its owner's (another key, or it does not verify)")]
     BadSignature { index: usize },
     #[error("asset {asset}: inputs carry {inputs}, outputs {outputs}")]
     Unbalanced { asset: String, inputs: u128, outputs: u128 },
@@ -157,8 +177,12 @@ pub fn check_transaction(
     }
     if let Some(keys) = keys {
         let hash = PlasmaTx::signing_hash(&tx.inputs, &tx.outputs);
-        for (index, (output, signature)) in spent.iter().zip(&tx.signatures).enumerate() {
-            verify_one(keys, &output.owner, hash.as_bytes(), signature).map_err(|_| PlasmaError::BadSignature { index })?;
+        for (index, (output, signed)) in spent.iter().zip(&tx.signatures).enumerate() {
+            if signed.key != output.owner {
+                return Err(PlasmaError::BadSignature { index });
+            }
+            verify_one(keys, &output.owner, hash.as_bytes(), &signed.signature)
+                .map_err(|_| PlasmaError::BadSignature { index })?;
         }
     }
     let mut balance: BTreeMap<&AssetDefinitionId, (u128, u128)> = BTreeMap::new();

@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Context};
 use kasane_consensus::replica::Replica;
 use kasane_kura::init::{fast_init, strict_init};
 use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig};
+use kasane_model::crypto::KeyCache;
 use kasane_model::{codec, CommittedBlock};
 use kasane_p2p::{Network, NetworkConfig};
 use kasane_wsv::PluginRegistry;
@@ -89,9 +90,10 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
             tracing::info!(done, total, "replaying the block store");
         }
     };
+    let cache = KeyCache::new();
     let (wsv, report) = match init {
-        InitMode::Fast => fast_init(&kura, plugins(), Some(&mut progress)),
-        InitMode::Strict => strict_init(&kura, plugins(), Some(&mut progress)),
+        InitMode::Fast => fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
+        InitMode::Strict => strict_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
     }
     .with_context(|| format!("{init:?} init of the world state"))?;
     tracing::info!(
@@ -111,16 +113,24 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         wsv,
         Box::new(lock_store),
         config.api.queue_capacity,
-    ))
+    )
+    .with_key_cache(cache))
 }
 
 /// The validator plugins and contracts every kasane node registers: the built-in plugins, and
 /// plasma's plugin and contracts (docs/PLASMA.md), so any chain may serve as a plasma L1 or L2.
 /// Every node of a chain must register the same set.
-pub fn plugins() -> PluginRegistry {
+/// `cache` is the node's verified-signature memory, which the plasma plugin shares with the
+/// verifier stages that check plasma signatures in batches ahead of it.
+pub fn plugins_with(cache: KeyCache) -> PluginRegistry {
     let mut registry = PluginRegistry::builtin();
-    kasane_plasma::chain::register(&mut registry, kasane_model::crypto::KeyCache::new());
+    kasane_plasma::chain::register(&mut registry, cache);
     registry
+}
+
+/// [`plugins_with`] a memory of its own (tools that replay or build chains).
+pub fn plugins() -> PluginRegistry {
+    plugins_with(KeyCache::new())
 }
 
 /// How to start a node, beyond its config file.

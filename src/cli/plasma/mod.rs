@@ -432,6 +432,13 @@ pub async fn l2_root(l2_node: &Chain, height: u64) -> anyhow::Result<(Hash, u64)
 /// The plasma transactions L2 block `height` applied, in order (its leaves), read from the
 /// block and told apart from rejected ones by the leaf hashes the L2 state keeps.
 pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<PlasmaTx>> {
+    let committed = l2_node.api.block(height).await?;
+    let candidates = l2::block_leaves(committed.block.transactions.iter().map(|transaction| (transaction, true)));
+    // Usually every transfer of a block applied: then the count and the root agree at once.
+    let (root, count) = l2_root(l2_node, height).await?;
+    if candidates.len() as u64 == count && proof::root(&candidates) == root {
+        return Ok(candidates);
+    }
     let stored = l2_node.entries(L2_CONTRACT, &l2::leaf_prefix(height), None).await?;
     let mut hashes: Vec<(u64, Hash)> = Vec::with_capacity(stored.len());
     for (key, value) in stored {
@@ -441,11 +448,9 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
     }
     hashes.sort_unstable();
     ensure!(
-        hashes.iter().enumerate().all(|(at, (index, _))| *index == at as u64),
-        "the leaf hashes of L2 block {height} are not numbered 0..n"
+        hashes.iter().enumerate().all(|(at, (index, _))| *index == at as u64) && hashes.len() as u64 == count,
+        "the leaf hashes of L2 block {height} are not numbered 0..{count}"
     );
-    let committed = l2_node.api.block(height).await?;
-    let candidates = l2::block_leaves(committed.block.transactions.iter().map(|transaction| (transaction, true)));
     // The applied transfers are a subsequence of the block's transfers, in order.
     let mut leaves = Vec::with_capacity(hashes.len());
     let mut candidates = candidates.into_iter();
@@ -456,6 +461,7 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
             .with_context(|| format!("leaf {index} of L2 block {height} is not among its transactions"))?;
         leaves.push(found);
     }
+    ensure!(proof::root(&leaves) == root, "the leaves of L2 block {height} do not make its root");
     Ok(leaves)
 }
 
