@@ -49,8 +49,8 @@ use crate::testnet::test_account;
 
 #[derive(Debug, Clone, Args)]
 pub struct PlasmaBenchArgs {
-    /// Offered plasma transfers per second on L2.
-    #[arg(long, default_value_t = 40_000)]
+    /// Offered plasma transfers per second on L2 (about what its one validator sustains here).
+    #[arg(long, default_value_t = 50_000)]
     pub rate: u64,
     /// Seconds of offered L2 load (and of the L1-only run).
     #[arg(long, default_value_t = 20)]
@@ -271,7 +271,7 @@ fn measure(args: &PlasmaBenchArgs, dir: &Path) -> anyhow::Result<PlasmaBenchRepo
     }))?;
     let log = std::fs::File::create(dir.join("agent.log")).context("creating agent.log")?;
     let agent = std::process::Command::new(std::env::current_exe().context("locating the kasane binary")?)
-        .args(["plasma", "agent", "--quiet", "--chain", chain.as_str(), "--l1", &l1_url, "--l2", &l2_url, "--key"])
+        .args(["plasma", "agent", "--chain", chain.as_str(), "--l1", &l1_url, "--l2", &l2_url, "--key"])
         .arg(l2_dir.join("genesis.key"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
