@@ -98,12 +98,28 @@ impl Setup {
     /// Writes and starts a cluster; its first node's API.
     fn cluster(&self, name: &str, extra: &[&str]) -> String {
         let out = self.dir.path().join(name);
-        let mut args = vec!["genesis", "--out", path_str(&out), "--block-time-ms", "50", "--commit-timeout-ms", "1000"];
+        let mut args = vec![
+            "genesis",
+            "--out",
+            path_str(&out),
+            "--block-time-ms",
+            "50",
+            "--commit-timeout-ms",
+            "1000",
+        ];
         args.extend_from_slice(extra);
         let output = kasane(&args);
-        assert!(output.status.success(), "genesis: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "genesis: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let output = kasane(&["up", "--dir", path_str(&out)]);
-        assert!(output.status.success(), "up: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "up: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Manifest::load(&out).expect("manifest").nodes[0].api.clone()
     }
 
@@ -118,7 +134,9 @@ impl Setup {
             .open(self.dir.path().join("agent.log"))
             .expect("agent log");
         let child = Command::new(BIN)
-            .args(["plasma", "agent", "--chain", "side", "--l1", &self.l1, "--l2", &self.l2, "--key"])
+            .args([
+                "plasma", "agent", "--chain", "side", "--l1", &self.l1, "--l2", &self.l2, "--key",
+            ])
             .arg(self.key("l2"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -168,7 +186,10 @@ fn outputs(l2: &str, user: usize) -> Vec<(String, u128)> {
         .map(|output| {
             (
                 output["position"].as_str().expect("position").to_string(),
-                output["amount"].as_str().and_then(|text| text.parse().ok()).expect("amount"),
+                output["amount"]
+                    .as_str()
+                    .and_then(|text| text.parse().ok())
+                    .expect("amount"),
             )
         })
         .collect()
@@ -213,7 +234,9 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     setup.start_agent();
 
     // Deposit on L1; the agent notes it on L2.
-    let deposit = plasma(&["deposit", "--l1", &l1, "--chain", "side", "--user", "1", "--amount", "1000"]);
+    let deposit = plasma(&[
+        "deposit", "--l1", &l1, "--chain", "side", "--user", "1", "--amount", "1000",
+    ]);
     committed(&deposit);
     assert_eq!(deposit["position"], "deposit:0");
     assert_eq!(l1_balance(&l1, 1), TEST_ACCOUNT_COINS - 1000);
@@ -247,7 +270,10 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     let side: Name = "side".parse().expect("name");
     let l2_height = rt.block_on(l2_chain.height()).expect("L2 height");
     let held = rt.block_on(chain_record(&l1_chain, &side)).expect("record").roots;
-    assert!(held < l2_height, "L1 holds {held} roots of {l2_height} L2 blocks while the agent is down");
+    assert!(
+        held < l2_height,
+        "L1 holds {held} roots of {l2_height} L2 blocks while the agent is down"
+    );
 
     // Restarted (and a second agent racing it), the agent catches up: every L2 block's root is
     // on L1 exactly once, equal to the L2 state's root for that block.
@@ -294,13 +320,28 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
 
     // Exits: user 1 exits its change (valid); user 2 exits the output it already spent.
     let exit = |user: &str, position: &str| {
-        plasma(&["exit", "--l1", &l1, "--l2", &l2, "--chain", "side", "--user", user, "--position", position])
+        plasma(&[
+            "exit",
+            "--l1",
+            &l1,
+            "--l2",
+            &l2,
+            "--chain",
+            "side",
+            "--user",
+            user,
+            "--position",
+            position,
+        ])
     };
     committed(&exit("1", &change));
     committed(&exit("2", &paid));
     let again = exit("1", &change);
     assert!(
-        again["outcome"]["rejected"].as_str().expect("refused").contains("already started an exit"),
+        again["outcome"]["rejected"]
+            .as_str()
+            .expect("refused")
+            .contains("already started an exit"),
         "{again}"
     );
 
@@ -323,7 +364,11 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     committed(&challenge);
     let open = rt.block_on(open_exits(&l1_chain, &side)).expect("exits");
     assert_eq!(open.len(), 1, "only user 1's exit is left");
-    assert_eq!(l1_balance(&l1, 3), TEST_ACCOUNT_COINS + BOND, "the challenger takes the bond");
+    assert_eq!(
+        l1_balance(&l1, 3),
+        TEST_ACCOUNT_COINS + BOND,
+        "the challenger takes the bond"
+    );
 
     // Finalise: within the period nothing is paid; after it, user 1 has its 700 and bond back.
     let started = open[0].started;
@@ -342,7 +387,15 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
         assert!(rounds < 20, "the challenge period never ended");
     }
     assert_eq!(l1_balance(&l1, 1), TEST_ACCOUNT_COINS - 1000 + 700);
-    assert_eq!(l1_balance(&l1, 2), TEST_ACCOUNT_COINS - BOND, "a false exit loses its bond");
+    assert_eq!(
+        l1_balance(&l1, 2),
+        TEST_ACCOUNT_COINS - BOND,
+        "a false exit loses its bond"
+    );
     let record = rt.block_on(chain_record(&l1_chain, &side)).expect("record");
-    assert_eq!(record.locked.values().sum::<u128>(), 300, "the rest stays locked for L2");
+    assert_eq!(
+        record.locked.values().sum::<u128>(),
+        300,
+        "the rest stays locked for L2"
+    );
 }

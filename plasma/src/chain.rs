@@ -30,7 +30,9 @@ use kasane_model::crypto::KeyCache;
 use kasane_model::ids::Name;
 use kasane_model::instruction::Instruction;
 use kasane_model::{Hash, SignedTransaction};
-use kasane_wsv::{Contract, ContractContext, ContractResult, Domain, PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
+use kasane_wsv::{
+    Contract, ContractContext, ContractResult, Domain, PluginContext, PluginRegistry, ValidatorPlugin, Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{decode_record, PlasmaContract, L1_CONTRACT};
@@ -104,9 +106,7 @@ pub fn position_of_key(key: &[u8]) -> Option<Position> {
 /// The plasma transactions a committed L2 block carries, in block order: the leaves of its
 /// root (docs/PLASMA.md section 2). `accepted` says which of the block's transactions were
 /// applied; rejected ones carry no leaf.
-pub fn block_leaves<'a>(
-    transactions: impl IntoIterator<Item = (&'a SignedTransaction, bool)>,
-) -> Vec<PlasmaTx> {
+pub fn block_leaves<'a>(transactions: impl IntoIterator<Item = (&'a SignedTransaction, bool)>) -> Vec<PlasmaTx> {
     let mut leaves = Vec::new();
     for (transaction, accepted) in transactions {
         if !accepted {
@@ -203,13 +203,15 @@ impl Contract for LedgerContract {
                         "plasma transfers come from accounts of a domain checked by the {PLUGIN} plugin; {caller}'s is not"
                     ));
                 }
-                check_transaction(&tx, |position| unspent(context, position), None).map_err(|error| error.to_string())?;
+                check_transaction(&tx, |position| unspent(context, position), None)
+                    .map_err(|error| error.to_string())?;
                 let height = context.height();
                 let mut accumulator: RootAccumulator = match context.get(&accumulator_key(height)) {
                     Some(bytes) => decode_record("root accumulator", bytes)?,
                     None => RootAccumulator::default(),
                 };
-                let index = u32::try_from(accumulator.count).map_err(|_| "too many plasma transactions in one block")?;
+                let index =
+                    u32::try_from(accumulator.count).map_err(|_| "too many plasma transactions in one block")?;
                 for position in &tx.inputs {
                     context.delete(&utxo_key(position));
                 }

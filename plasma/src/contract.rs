@@ -23,7 +23,7 @@ use kasane_model::PublicKey;
 use kasane_wsv::{Contract, ContractContext, ContractResult};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Position, PlasmaTx};
+use crate::ledger::{PlasmaTx, Position};
 use crate::proof;
 
 /// The name every L1 node registers the contract under.
@@ -229,7 +229,10 @@ impl Contract for PlasmaContract {
             PlasmaCall::CommitRoots { chain, first, roots } => {
                 let mut record = chain_record(context, &chain)?;
                 if *context.caller() != record.operator {
-                    return Err(format!("only the operator {} commits roots of {chain}", record.operator));
+                    return Err(format!(
+                        "only the operator {} commits roots of {chain}",
+                        record.operator
+                    ));
                 }
                 if first != record.roots + 1 {
                     return Err(format!(
@@ -238,7 +241,10 @@ impl Contract for PlasmaContract {
                     ));
                 }
                 if roots.is_empty() || roots.len() > ROOTS_PER_CALL_MAX {
-                    return Err(format!("a call commits 1 to {ROOTS_PER_CALL_MAX} roots, not {}", roots.len()));
+                    return Err(format!(
+                        "a call commits 1 to {ROOTS_PER_CALL_MAX} roots, not {}",
+                        roots.len()
+                    ));
                 }
                 for root in roots {
                     record.roots += 1;
@@ -337,7 +343,12 @@ impl PlasmaContract {
                     .outputs
                     .get(usize::from(output_index))
                     .ok_or_else(|| format!("the transaction has no output {output_index}"))?;
-                (output.owner, output.asset.clone(), output.amount, position.priority_key(0))
+                (
+                    output.owner,
+                    output.asset.clone(),
+                    output.amount,
+                    position.priority_key(0),
+                )
             }
         };
         let caller = context.caller().clone();
@@ -353,7 +364,9 @@ impl PlasmaContract {
         }
         let mut exits: Vec<ExitRecord> = load(context, &exits_key(chain), "exits")?.unwrap_or_default();
         if exits.len() >= OPEN_EXITS_MAX {
-            return Err(format!("chain {chain} has {OPEN_EXITS_MAX} open exits; finalise some first"));
+            return Err(format!(
+                "chain {chain} has {OPEN_EXITS_MAX} open exits; finalise some first"
+            ));
         }
         if record.exit_bond > 0 {
             context.lock_from_caller(&record.bond_asset, record.exit_bond)?;
@@ -395,7 +408,10 @@ impl PlasmaContract {
             .iter()
             .position(|input| *input == position)
             .ok_or("the transaction does not spend the exiting output")?;
-        let signed = spending_tx.signatures.get(input).ok_or("the spending input is not signed")?;
+        let signed = spending_tx
+            .signatures
+            .get(input)
+            .ok_or("the spending input is not signed")?;
         let hash = PlasmaTx::signing_hash(&spending_tx.inputs, &spending_tx.outputs);
         let mut keys = self.keys.clone();
         if signed.key != exits[at].owner {
@@ -404,9 +420,8 @@ impl PlasmaContract {
         verify_one(&mut keys, &exits[at].owner, hash.as_bytes(), &signed.signature)
             .map_err(|_| "the spending input is not signed by the exiting output's owner")?;
         let root = root_of(context, chain, &record, spending_block)?;
-        proof::verify(spending_tx, inclusion, &root).map_err(|error| {
-            format!("the inclusion proof does not verify against root {spending_block}: {error}")
-        })?;
+        proof::verify(spending_tx, inclusion, &root)
+            .map_err(|error| format!("the inclusion proof does not verify against root {spending_block}: {error}"))?;
         let exit = exits.remove(at);
         let challenger = context.caller().clone();
         context.release(&record.bond_asset, &challenger, exit.bond)?;

@@ -83,7 +83,10 @@ mod tests {
             assert!(accumulator.peaks.len() <= 64);
         }
         let hashes: Vec<Hash> = all.iter().map(leaf_hash).collect();
-        assert_eq!(prove_leaf_hashes(&hashes, 7).expect("proof"), prove(&all, 7).expect("proof"));
+        assert_eq!(
+            prove_leaf_hashes(&hashes, 7).expect("proof"),
+            prove(&all, 7).expect("proof")
+        );
     }
 
     use super::*;

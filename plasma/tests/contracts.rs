@@ -11,9 +11,7 @@ use kasane_model::ids::{DomainId, Name};
 use kasane_model::instruction::Instruction;
 use kasane_model::{Hash, KeyPair};
 use kasane_plasma::chain::{self, block_leaves, utxo_key, L2Call, L2_CONTRACT, PLUGIN};
-use kasane_plasma::contract::{
-    chain_key, exits_key, ChainRecord, ExitRecord, PlasmaCall, L1_CONTRACT,
-};
+use kasane_plasma::contract::{chain_key, exits_key, ChainRecord, ExitRecord, PlasmaCall, L1_CONTRACT};
 use kasane_plasma::ledger::{Output, PlasmaTx, Position};
 use kasane_plasma::proof;
 use kasane_wsv::{InstructionError, PluginRegistry, RejectionReason, TransactionOutcome, Wsv};
@@ -190,10 +188,19 @@ fn a_deposit_exits_after_the_challenge_period_and_only_once() {
         position: Position::Deposit { number: 0 },
         created_by: None,
     };
-    assert_refused(&run(&mut wsv, BOB, &bob_key(), vec![call(&exit)]), "does not hold the output's key");
-    assert_eq!(run(&mut wsv, ALICE, &alice, vec![call(&exit)]), TransactionOutcome::Committed);
+    assert_refused(
+        &run(&mut wsv, BOB, &bob_key(), vec![call(&exit)]),
+        "does not hold the output's key",
+    );
+    assert_eq!(
+        run(&mut wsv, ALICE, &alice, vec![call(&exit)]),
+        TransactionOutcome::Committed
+    );
     assert_eq!(wsv.balance(&coin(ALICE)), ALICE_COINS - 100 - BOND);
-    assert_refused(&run(&mut wsv, ALICE, &alice, vec![call(&exit)]), "already started an exit");
+    assert_refused(
+        &run(&mut wsv, ALICE, &alice, vec![call(&exit)]),
+        "already started an exit",
+    );
 
     // Within the period, finalisation pays nothing.
     let started = open_exits(&wsv)[0].started;
@@ -205,12 +212,18 @@ fn a_deposit_exits_after_the_challenge_period_and_only_once() {
     assert!(open_exits(&wsv).is_empty());
     assert_eq!(wsv.balance(&coin(ALICE)), ALICE_COINS, "amount and bond returned");
     assert_eq!(wsv.world().locked(&name(L1_CONTRACT), &coin_definition()), 0);
-    assert_refused(&run(&mut wsv, ALICE, &alice, vec![call(&exit)]), "already started an exit");
+    assert_refused(
+        &run(&mut wsv, ALICE, &alice, vec![call(&exit)]),
+        "already started an exit",
+    );
 }
 
 /// Commits the root of one L2 block holding `txs` as root `number`.
 fn commit_block(wsv: &mut Wsv, number: u64, txs: &[PlasmaTx]) {
-    assert_eq!(commit_roots(wsv, number, vec![proof::root(txs)]), TransactionOutcome::Committed);
+    assert_eq!(
+        commit_roots(wsv, number, vec![proof::root(txs)]),
+        TransactionOutcome::Committed
+    );
 }
 
 #[test]
@@ -257,7 +270,12 @@ fn a_block_output_exits_with_its_proof_and_a_spent_one_is_challenged() {
     let mut forged = good_proof.clone();
     forged.path[0] = Hash::of_parts(&[b"forged"]);
     assert_refused(
-        &run(&mut wsv, ALICE, &alice, vec![call(&exit_of(alice_output, &pay, forged))]),
+        &run(
+            &mut wsv,
+            ALICE,
+            &alice,
+            vec![call(&exit_of(alice_output, &pay, forged))],
+        ),
         "does not verify",
     );
     let moved = proof::prove(&block1, 0).expect("proof");
@@ -271,11 +289,21 @@ fn a_block_output_exits_with_its_proof_and_a_spent_one_is_challenged() {
         output_index: 1,
     };
     assert_refused(
-        &run(&mut wsv, ALICE, &alice, vec![call(&exit_of(beyond, &pay, good_proof.clone()))]),
+        &run(
+            &mut wsv,
+            ALICE,
+            &alice,
+            vec![call(&exit_of(beyond, &pay, good_proof.clone()))],
+        ),
         "has no committed root",
     );
     assert_eq!(
-        run(&mut wsv, ALICE, &alice, vec![call(&exit_of(alice_output, &pay, good_proof.clone()))]),
+        run(
+            &mut wsv,
+            ALICE,
+            &alice,
+            vec![call(&exit_of(alice_output, &pay, good_proof.clone()))]
+        ),
         TransactionOutcome::Committed
     );
 
@@ -305,7 +333,12 @@ fn a_block_output_exits_with_its_proof_and_a_spent_one_is_challenged() {
         output_index: 0,
     };
     assert_eq!(
-        run(&mut wsv, dave_account, &dave, vec![call(&exit_of(dave_output, &pay, good_proof))]),
+        run(
+            &mut wsv,
+            dave_account,
+            &dave,
+            vec![call(&exit_of(dave_output, &pay, good_proof))]
+        ),
         TransactionOutcome::Committed
     );
     assert_eq!(open_exits(&wsv).len(), 2);
@@ -322,20 +355,34 @@ fn a_block_output_exits_with_its_proof_and_a_spent_one_is_challenged() {
             &mut wsv,
             CAROL,
             &carol_key(),
-            vec![call(&challenge(&pay, 1, proof::prove(&block1, 1).expect("proof")))]
+            vec![call(&challenge(&pay, 1, proof::prove(&block1, 1).expect("proof")))],
         ),
         "does not spend",
     );
     let spend_proof = proof::prove(std::slice::from_ref(&spend), 0).expect("proof");
     assert_refused(
-        &run(&mut wsv, CAROL, &carol_key(), vec![call(&challenge(&spend, 1, spend_proof.clone()))]),
+        &run(
+            &mut wsv,
+            CAROL,
+            &carol_key(),
+            vec![call(&challenge(&spend, 1, spend_proof.clone()))],
+        ),
         "does not verify",
     );
     assert_eq!(
-        run(&mut wsv, CAROL, &carol_key(), vec![call(&challenge(&spend, 2, spend_proof))]),
+        run(
+            &mut wsv,
+            CAROL,
+            &carol_key(),
+            vec![call(&challenge(&spend, 2, spend_proof))]
+        ),
         TransactionOutcome::Committed
     );
-    assert_eq!(wsv.balance(&asset("coin#wonderland", CAROL)), BOND, "the challenger takes the bond");
+    assert_eq!(
+        wsv.balance(&asset("coin#wonderland", CAROL)),
+        BOND,
+        "the challenger takes the bond"
+    );
     let left = open_exits(&wsv);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].position, alice_output);
@@ -447,12 +494,23 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
         &note(&mut wsv, (ALICE, &alice), 0, vec![output(&alice, 10)]),
         "only the L2 operator",
     );
-    assert_refused(&note(&mut wsv, (GENESIS, &genesis), 1, vec![output(&alice, 10)]), "next is 0");
+    assert_refused(
+        &note(&mut wsv, (GENESIS, &genesis), 1, vec![output(&alice, 10)]),
+        "next is 0",
+    );
     assert_eq!(
-        note(&mut wsv, (GENESIS, &genesis), 0, vec![output(&alice, 10), output(&bob, 5)]),
+        note(
+            &mut wsv,
+            (GENESIS, &genesis),
+            0,
+            vec![output(&alice, 10), output(&bob, 5)]
+        ),
         TransactionOutcome::Committed
     );
-    assert_refused(&note(&mut wsv, (GENESIS, &genesis), 0, vec![output(&alice, 10)]), "next is 2");
+    assert_refused(
+        &note(&mut wsv, (GENESIS, &genesis), 0, vec![output(&alice, 10)]),
+        "next is 2",
+    );
 
     let user = key(20);
     let transfer = |tx: &PlasmaTx| L2Call::Transfer(tx.clone()).instruction();
@@ -462,7 +520,11 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
         &[&alice],
     );
     let again = PlasmaTx::sign(vec![Position::Deposit { number: 0 }], vec![output(&bob, 10)], &[&alice]);
-    let forged = PlasmaTx::sign(vec![Position::Deposit { number: 1 }], vec![output(&alice, 5)], &[&alice]);
+    let forged = PlasmaTx::sign(
+        vec![Position::Deposit { number: 1 }],
+        vec![output(&alice, 5)],
+        &[&alice],
+    );
     let unbalanced = PlasmaTx::sign(vec![Position::Deposit { number: 1 }], vec![output(&alice, 6)], &[&bob]);
     let txs = vec![
         tx(&wsv, USER, &user, vec![transfer(&pay)], 1),
@@ -470,7 +532,16 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
         tx(&wsv, USER, &user, vec![transfer(&forged)], 3),
         tx(&wsv, USER, &user, vec![transfer(&unbalanced)], 4),
         tx(&wsv, USER, &user, vec![transfer(&pay), transfer(&pay)], 5),
-        tx(&wsv, USER, &user, vec![Instruction::Burn { asset: coin(USER), amount: 1 }], 6),
+        tx(
+            &wsv,
+            USER,
+            &user,
+            vec![Instruction::Burn {
+                asset: coin(USER),
+                amount: 1,
+            }],
+            6,
+        ),
         tx(&wsv, OUTSIDER, &alice, vec![transfer(&unbalanced)], 7),
     ];
     let outcomes = apply(&mut wsv, txs.clone());
@@ -480,10 +551,19 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
         other => panic!("expected a plugin rejection, got {other:?}"),
     };
     assert_eq!(outcomes[0], TransactionOutcome::Committed);
-    assert!(plugin_reason(&outcomes[1]).contains("not an unspent output"), "double spend in one block");
-    assert!(plugin_reason(&outcomes[2]).contains("signature"), "bob's deposit signed by alice");
+    assert!(
+        plugin_reason(&outcomes[1]).contains("not an unspent output"),
+        "double spend in one block"
+    );
+    assert!(
+        plugin_reason(&outcomes[2]).contains("signature"),
+        "bob's deposit signed by alice"
+    );
     assert!(plugin_reason(&outcomes[3]).contains("inputs carry 5, outputs 6"));
-    assert!(plugin_reason(&outcomes[4]).contains("not an unspent output"), "already spent");
+    assert!(
+        plugin_reason(&outcomes[4]).contains("not an unspent output"),
+        "already spent"
+    );
     assert!(plugin_reason(&outcomes[5]).contains("only plasma transfers"));
     assert_refused(&outcomes[6], "checked by the plasma plugin");
 
@@ -497,7 +577,10 @@ fn the_l2_ledger_notes_deposits_in_order_and_refuses_double_spends_and_forgeries
     assert_eq!(unspent(&wsv, &created(1)), Some(output(&alice, 6)));
 
     // The block's leaves are the accepted transfers, in order.
-    let accepted: Vec<bool> = outcomes.iter().map(|outcome| *outcome == TransactionOutcome::Committed).collect();
+    let accepted: Vec<bool> = outcomes
+        .iter()
+        .map(|outcome| *outcome == TransactionOutcome::Committed)
+        .collect();
     assert_eq!(block_leaves(txs.iter().zip(accepted)), vec![pay.clone()]);
     // The block's root is agreed L2 state: the accumulator counts only the applied transfer.
     let stored = wsv

@@ -175,7 +175,14 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
     let keys: Vec<KeyPair> = (0..nodes).map(|_| KeyPair::generate()).collect();
     let validators: Vec<_> = keys[..args.validators].iter().map(KeyPair::public_key).collect();
     let authority = KeyPair::generate();
-    let genesis = build_genesis(&chain, authority.clone(), &validators, args.accounts, now_ms(), args.plasma_l2)?;
+    let genesis = build_genesis(
+        &chain,
+        authority.clone(),
+        &validators,
+        args.accounts,
+        now_ms(),
+        args.plasma_l2,
+    )?;
     write_private(&out.join("genesis.key"), &hex::encode(authority.secret_bytes()))?;
     std::fs::write(out.join("genesis.block"), codec::encode(&genesis)).context("writing genesis.block")?;
 

@@ -53,16 +53,26 @@ impl ApiClient {
     /// GET a JSON document that may not exist: `None` on 404.
     pub async fn get_json_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         let status = response.status();
-        let text = response.text().await.with_context(|| format!("GET {url}: reading the body"))?;
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))?;
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !status.is_success() {
             bail!("GET {url}: {status}: {text}");
         }
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))?))
+        Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))?,
+        ))
     }
 
     /// GET a committed block with its transactions (postcard).
@@ -76,7 +86,10 @@ impl ApiClient {
             .await
             .with_context(|| format!("GET {url}"))?;
         let status = response.status();
-        let body = response.bytes().await.with_context(|| format!("GET {url}: reading the body"))?;
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}: reading the body"))?;
         if !status.is_success() {
             bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
         }

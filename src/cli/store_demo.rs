@@ -74,11 +74,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut progress = ProgressLine::new("fast init");
-    let (fast_wsv, fast) = fast_init(
-        &kura,
-        crate::node::plugins(),
-        Some(&mut |d, t| progress.update(d, t)),
-    )?;
+    let (fast_wsv, fast) = fast_init(&kura, crate::node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
     println!(
         "fast init: {} transactions in {:.2} s = {:.0} tx/s",
         fast.transactions,
@@ -86,11 +82,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fast.transactions_per_second()
     );
     let mut progress = ProgressLine::new("strict init");
-    let (strict_wsv, strict) = strict_init(
-        &kura,
-        crate::node::plugins(),
-        Some(&mut |d, t| progress.update(d, t)),
-    )?;
+    let (strict_wsv, strict) = strict_init(&kura, crate::node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
     println!(
         "strict init: {} transactions, {} signatures in {:.2} s = {:.0} tx/s",
         strict.transactions,

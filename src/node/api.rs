@@ -510,7 +510,11 @@ async fn contract_entries(
     let Query(query) = query.map_err(query_error)?;
     let contract = parse_contract(&name)?;
     let prefix = parse_hex("prefix", query.prefix.as_deref().unwrap_or(""))?;
-    let after = query.after.as_deref().map(|text| parse_hex("after", text)).transpose()?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|text| parse_hex("after", text))
+        .transpose()?;
     let value_prefix = query
         .value_prefix
         .as_deref()
@@ -518,12 +522,16 @@ async fn contract_entries(
         .transpose()?;
     let limit = query.limit.unwrap_or(Page::default().limit);
     if limit == 0 || limit > PAGE_LIMIT_MAX {
-        return Err(ApiError::bad_request(format!("limit must be within 1..={PAGE_LIMIT_MAX}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be within 1..={PAGE_LIMIT_MAX}"
+        )));
     }
     let (height, entries) = shared
         .read(move |replica| {
             let wsv = replica.wsv();
-            let entries = wsv.world().store_scan(&contract, &prefix, value_prefix.as_deref(), after.as_deref(), limit);
+            let entries = wsv
+                .world()
+                .store_scan(&contract, &prefix, value_prefix.as_deref(), after.as_deref(), limit);
             (wsv.height(), entries)
         })
         .await
@@ -536,23 +544,28 @@ async fn contract_entries(
 }
 
 /// One entry of a contract: `{"height", "key", "value"}`, or 404.
-async fn contract_entry(
-    State(shared): State<Arc<Shared>>,
-    Path((name, key)): Path<(String, String)>,
-) -> ApiResult {
+async fn contract_entry(State(shared): State<Arc<Shared>>, Path((name, key)): Path<(String, String)>) -> ApiResult {
     let contract = parse_contract(&name)?;
     let key = parse_hex("key", &key)?;
     let lookup = key.clone();
     let (height, value) = shared
         .read(move |replica| {
             let wsv = replica.wsv();
-            (wsv.height(), wsv.world().store_value(&contract, &lookup).map(<[u8]>::to_vec))
+            (
+                wsv.height(),
+                wsv.world().store_value(&contract, &lookup).map(<[u8]>::to_vec),
+            )
         })
         .await
         .ok_or_else(ApiError::unavailable)?;
     match value {
-        Some(value) => Ok(Json(json!({"height": height, "key": hex::encode(&key), "value": hex::encode(value)})).into_response()),
-        None => Err(ApiError::not_found(format!("contract {name} has no entry {}", hex::encode(&key)))),
+        Some(value) => {
+            Ok(Json(json!({"height": height, "key": hex::encode(&key), "value": hex::encode(value)})).into_response())
+        }
+        None => Err(ApiError::not_found(format!(
+            "contract {name} has no entry {}",
+            hex::encode(&key)
+        ))),
     }
 }
 

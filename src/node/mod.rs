@@ -161,11 +161,13 @@ pub async fn run(
 
     let cache = replica.key_cache();
     let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let (reads_tx, reads_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (status_tx, status_rx) = watch::channel(status_of(&replica));
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let shared = Arc::new(Shared {
         commands: commands_tx,
+        reads: reads_tx,
         status: status_rx,
         events,
         network: network.clone(),
@@ -210,7 +212,7 @@ pub async fn run(
             .map_err(|error| anyhow::anyhow!("a peer key in the config: {error}"))?;
         driver.set_saboteur(Saboteur::new(mode, key.clone(), nodes));
     }
-    let consensus_task = tokio::spawn(driver.run(commands_rx, consensus_rx, others_rx, stop_rx.clone()));
+    let consensus_task = tokio::spawn(driver.run(reads_rx, commands_rx, consensus_rx, others_rx, stop_rx.clone()));
 
     let stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;

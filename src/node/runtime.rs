@@ -38,14 +38,12 @@ pub enum Command {
         prepared: Vec<PreparedTransaction>,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
-    Read(ReadFn),
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Submit { transactions, .. } => write!(f, "Submit({} transactions)", transactions.len()),
-            Command::Read(_) => write!(f, "Read"),
         }
     }
 }
@@ -64,6 +62,9 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Shared {
     pub commands: mpsc::Sender<Command>,
+    /// Reads of the replica's state. They have their own channel and go before any waiting
+    /// command or message, so a read never queues behind a backlog of submissions.
+    pub reads: mpsc::Sender<ReadFn>,
     pub status: watch::Receiver<Status>,
     pub events: broadcast::Sender<ChainEvent>,
     pub network: Network,
@@ -84,10 +85,10 @@ impl Shared {
     /// Runs `read` against the replica on the consensus task and returns its result.
     pub async fn read<T: Send + 'static>(&self, read: impl FnOnce(&NodeReplica) -> T + Send + 'static) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Read(Box::new(move |replica| {
+        let read: ReadFn = Box::new(move |replica| {
             let _ = reply.send(read(replica));
-        }));
-        self.commands.send(command).await.ok()?;
+        });
+        self.reads.send(read).await.ok()?;
         answer.await.ok()
     }
 }
@@ -186,6 +187,7 @@ impl Driver {
     /// Runs until `stop` turns true.
     pub async fn run(
         mut self,
+        mut reads: mpsc::Receiver<ReadFn>,
         mut commands: mpsc::Receiver<Command>,
         mut consensus: mpsc::Receiver<Prepared>,
         mut others: mpsc::Receiver<Prepared>,
@@ -194,6 +196,11 @@ impl Driver {
         let out = self.replica.start(now_ms());
         self.after_step(out);
         loop {
+            // Waiting reads first: each costs little, and a client reading the state (a
+            // wallet, the plasma agent) should not wait behind a backlog of submissions.
+            while let Ok(read) = reads.try_recv() {
+                tokio::task::block_in_place(|| read(&self.replica));
+            }
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
             let sleep = async {
                 match next_timer {
@@ -203,6 +210,7 @@ impl Driver {
             };
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
+                Some(read) = reads.recv() => tokio::task::block_in_place(|| read(&self.replica)),
                 Some(command) = commands.recv() => self.command(command),
                 Some(prepared) = consensus.recv() => self.message(prepared),
                 Some(prepared) = others.recv() => self.message(prepared),
@@ -224,7 +232,6 @@ impl Driver {
                 let _ = reply.send(results);
                 self.after_step(out);
             }
-            Command::Read(read) => tokio::task::block_in_place(|| read(&self.replica)),
         }
     }
 

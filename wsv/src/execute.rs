@@ -171,10 +171,12 @@ impl Executor<'_, '_> {
             genesis_authority: self.genesis_authority,
             height: self.height,
         };
-        contract.call(&mut context, call).map_err(|reason| InstructionError::Contract {
-            contract: name.clone(),
-            reason,
-        })
+        contract
+            .call(&mut context, call)
+            .map_err(|reason| InstructionError::Contract {
+                contract: name.clone(),
+                reason,
+            })
     }
 
     fn refuse(&self, action: impl Into<String>) -> InstructionError {

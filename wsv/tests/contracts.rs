@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use common::*;
 use kasane_model::instruction::{Instruction, CONTRACT_CALL_BYTES_MAX};
-use kasane_wsv::{Contract, ContractContext, ContractResult, InstructionError, PluginRegistry, TransactionOutcome, Wsv};
+use kasane_wsv::{
+    Contract, ContractContext, ContractResult, InstructionError, PluginRegistry, TransactionOutcome, Wsv,
+};
 
 /// A toy contract: `[0]` counts calls under key "n"; `[1]` counts, then refuses; `[2, a]` locks
 /// `a` of coin#wonderland from the caller; `[3, a]` releases `a` to the caller.
@@ -71,7 +73,10 @@ fn assert_contract_refused(outcome: &TransactionOutcome, index: usize, reason: &
 #[test]
 fn a_refused_call_leaves_no_write_and_the_commitment_covers_the_section() {
     let mut wsv = counter_wsv();
-    assert_eq!(run(&mut wsv, ALICE, &alice_key(), vec![call(&[0])]), TransactionOutcome::Committed);
+    assert_eq!(
+        run(&mut wsv, ALICE, &alice_key(), vec![call(&[0])]),
+        TransactionOutcome::Committed
+    );
     assert_eq!(count(&wsv), Some(1));
     // The second instruction fails: the first one's write is undone too.
     let outcome = run(&mut wsv, ALICE, &alice_key(), vec![call(&[0]), call(&[1])]);
@@ -94,16 +99,31 @@ fn a_refused_call_leaves_no_write_and_the_commitment_covers_the_section() {
 #[test]
 fn locked_assets_leave_the_balance_stay_in_supply_and_come_out_only_up_to_the_lock() {
     let mut wsv = counter_wsv();
-    let supply = |wsv: &Wsv| wsv.world().asset_definition(&coin_definition()).expect("coin").total_supply;
+    let supply = |wsv: &Wsv| {
+        wsv.world()
+            .asset_definition(&coin_definition())
+            .expect("coin")
+            .total_supply
+    };
     let before = supply(&wsv);
-    assert_eq!(run(&mut wsv, ALICE, &alice_key(), vec![call(&[2, 40])]), TransactionOutcome::Committed);
+    assert_eq!(
+        run(&mut wsv, ALICE, &alice_key(), vec![call(&[2, 40])]),
+        TransactionOutcome::Committed
+    );
     assert_eq!(wsv.balance(&coin(ALICE)), ALICE_COINS - 40);
     assert_eq!(wsv.world().locked(&name("counter"), &coin_definition()), 40);
     assert_eq!(supply(&wsv), before, "locked coins are still in circulation");
 
     let outcome = run(&mut wsv, BOB, &bob_key(), vec![call(&[3, 41])]);
-    assert_contract_refused(&outcome, 0, "contract counter holds 40 of coin#wonderland, less than 41");
-    assert_eq!(run(&mut wsv, BOB, &bob_key(), vec![call(&[3, 30])]), TransactionOutcome::Committed);
+    assert_contract_refused(
+        &outcome,
+        0,
+        "contract counter holds 40 of coin#wonderland, less than 41",
+    );
+    assert_eq!(
+        run(&mut wsv, BOB, &bob_key(), vec![call(&[3, 30])]),
+        TransactionOutcome::Committed
+    );
     assert_eq!(wsv.balance(&coin(BOB)), BOB_COINS + 30);
     assert_eq!(wsv.world().locked(&name("counter"), &coin_definition()), 10);
 
@@ -128,7 +148,12 @@ fn unknown_contracts_and_oversized_calls_are_refused() {
         }],
     );
     assert_instruction_error(&unknown, 0, InstructionError::UnknownContract(name("nobody")));
-    let oversized = run(&mut wsv, ALICE, &alice_key(), vec![call(&vec![0; CONTRACT_CALL_BYTES_MAX + 1])]);
+    let oversized = run(
+        &mut wsv,
+        ALICE,
+        &alice_key(),
+        vec![call(&vec![0; CONTRACT_CALL_BYTES_MAX + 1])],
+    );
     assert_instruction_error(
         &oversized,
         0,

@@ -147,12 +147,21 @@ fn say(quiet: bool, text: impl AsRef<str>) {
 }
 
 pub fn run(args: PlasmaBenchArgs) -> anyhow::Result<ExitCode> {
-    ensure!(args.rate > 0 && args.duration > 0, "--rate and --duration must be positive");
+    ensure!(
+        args.rate > 0 && args.duration > 0,
+        "--rate and --duration must be positive"
+    );
     ensure!(args.users >= 2, "--users must be at least 2");
     let l1_only = if args.skip_l1_only {
         None
     } else {
-        say(args.quiet, format!("L1 only: kasane bench --rate {} --duration {}", args.l1_rate, args.duration));
+        say(
+            args.quiet,
+            format!(
+                "L1 only: kasane bench --rate {} --duration {}",
+                args.l1_rate, args.duration
+            ),
+        );
         #[derive(Debug, Parser)]
         struct Wrapper {
             #[command(flatten)]
@@ -184,6 +193,15 @@ pub fn run(args: PlasmaBenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    // The targets are reported, not enforced; a lost transfer or root is a failure.
+    let complete = report.l2_committed == report.accepted && report.roots_committed >= report.l2_height;
+    if !complete {
+        println!(
+            "plasma bench: INCOMPLETE: {} of {} accepted transfers committed, roots {} of {} L2 blocks",
+            report.l2_committed, report.accepted, report.roots_committed, report.l2_height
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -228,7 +246,11 @@ fn genesis(args: &PlasmaBenchArgs, out: &Path, l2: bool) -> anyhow::Result<()> {
         base_port: None,
         accounts: args.users,
         chain: if l2 { "kasane-l2" } else { "kasane-l1" }.to_string(),
-        block_time_ms: Some(if l2 { args.l2_block_time_ms } else { args.l1_block_time_ms }),
+        block_time_ms: Some(if l2 {
+            args.l2_block_time_ms
+        } else {
+            args.l1_block_time_ms
+        }),
         commit_timeout_ms: Some(2_000),
         block_txs_max: Some(if l2 { args.l2_block_txs_max } else { 10_000 }),
         fsync: args.fsync.clone(),
@@ -271,7 +293,17 @@ fn measure(args: &PlasmaBenchArgs, dir: &Path) -> anyhow::Result<PlasmaBenchRepo
     }))?;
     let log = std::fs::File::create(dir.join("agent.log")).context("creating agent.log")?;
     let agent = std::process::Command::new(std::env::current_exe().context("locating the kasane binary")?)
-        .args(["plasma", "agent", "--chain", chain.as_str(), "--l1", &l1_url, "--l2", &l2_url, "--key"])
+        .args([
+            "plasma",
+            "agent",
+            "--chain",
+            chain.as_str(),
+            "--l1",
+            &l1_url,
+            "--l2",
+            &l2_url,
+            "--key",
+        ])
         .arg(l2_dir.join("genesis.key"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -285,7 +317,10 @@ fn measure(args: &PlasmaBenchArgs, dir: &Path) -> anyhow::Result<PlasmaBenchRepo
         let needed = (args.rate * args.duration) as usize;
         let outputs = setup_outputs(args, &l1, &l2, &chain, needed).await?;
         let setup_s = setup_started.elapsed().as_secs_f64();
-        say(args.quiet, format!("setup done in {setup_s:.1} s; signing {needed} transfers"));
+        say(
+            args.quiet,
+            format!("setup done in {setup_s:.1} s; signing {needed} transfers"),
+        );
         let batches = presign(&l2, args, outputs);
         load(args, &l1, &l2, &chain, batches, setup_s).await
     });
@@ -327,11 +362,16 @@ async fn setup_outputs(
         if noted >= users as u64 {
             break;
         }
-        ensure!(Instant::now() < deadline, "L2 noted {noted} of {users} deposits within 120 s");
+        ensure!(
+            Instant::now() < deadline,
+            "L2 noted {noted} of {users} deposits within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let record = chain_record(l1, chain).await?;
-    let owners: HashMap<PublicKey, usize> = (0..users).map(|user| (test_account(user).1.public_key(), user)).collect();
+    let owners: HashMap<PublicKey, usize> = (0..users)
+        .map(|user| (test_account(user).1.public_key(), user))
+        .collect();
     let mut outputs = Vec::with_capacity(needed);
     for number in 0..record.deposits {
         let bytes = l1
@@ -365,7 +405,11 @@ async fn setup_outputs(
             .collect();
         say(
             args.quiet,
-            format!("splitting {} outputs into {} on L2", txs.len(), rest.len() + 4 * txs.len()),
+            format!(
+                "splitting {} outputs into {} on L2",
+                txs.len(),
+                rest.len() + 4 * txs.len()
+            ),
         );
         let envelopes: Vec<SignedTransaction> = txs
             .iter()
@@ -376,7 +420,9 @@ async fn setup_outputs(
         let positions = settle(l2, start_height, txs.iter().map(|(tx, _)| tx)).await?;
         outputs = rest;
         for ((tx, user), at) in txs.iter().zip(positions) {
-            let Position::Block { block, tx_index, .. } = at else { unreachable!("settle gives block positions") };
+            let Position::Block { block, tx_index, .. } = at else {
+                unreachable!("settle gives block positions")
+            };
             for (index, output) in tx.outputs.iter().enumerate() {
                 outputs.push((
                     Position::Block {
@@ -419,8 +465,16 @@ async fn submit_all(node: &Chain, transactions: Vec<SignedTransaction>) -> anyho
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Submitted::Answered(response) => {
-                    let refused: Vec<&String> = response.results.iter().filter_map(|result| result.error.as_ref()).collect();
-                    ensure!(refused.is_empty(), "setup transactions refused: {:?}", &refused[..refused.len().min(3)]);
+                    let refused: Vec<&String> = response
+                        .results
+                        .iter()
+                        .filter_map(|result| result.error.as_ref())
+                        .collect();
+                    ensure!(
+                        refused.is_empty(),
+                        "setup transactions refused: {:?}",
+                        &refused[..refused.len().min(3)]
+                    );
                     break;
                 }
             }
@@ -428,7 +482,11 @@ async fn submit_all(node: &Chain, transactions: Vec<SignedTransaction>) -> anyho
     }
     // The last one settles after the others (one node, one queue, in order) on L2; on L1 wait
     // for each.
-    for hash in hashes.iter().rev().take(if hashes.len() > 200 { 1 } else { hashes.len() }) {
+    for hash in hashes
+        .iter()
+        .rev()
+        .take(if hashes.len() > 200 { 1 } else { hashes.len() })
+    {
         node.wait(hash, deadline)
             .await?
             .map_err(|reason| anyhow::anyhow!("setup transaction refused: {reason}"))?;
@@ -448,7 +506,11 @@ async fn settle<'a>(
     let mut height = start_height;
     let deadline = Instant::now() + Duration::from_secs(300);
     while !index.is_empty() {
-        ensure!(Instant::now() < deadline, "{} setup transfers did not commit", index.len());
+        ensure!(
+            Instant::now() < deadline,
+            "{} setup transfers did not commit",
+            index.len()
+        );
         let head = l2.height().await?;
         if head <= height {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -467,7 +529,10 @@ async fn settle<'a>(
         }
         height = head;
     }
-    Ok(found.into_iter().map(|position| position.expect("every transfer was found")).collect())
+    Ok(found
+        .into_iter()
+        .map(|position| position.expect("every transfer was found"))
+        .collect())
 }
 
 struct Batch {
@@ -625,7 +690,11 @@ async fn load(
             let answer = match response {
                 Ok(response) => {
                     let status = response.status();
-                    response.text().await.map(|text| (status, text)).map_err(|error| error.to_string())
+                    response
+                        .text()
+                        .await
+                        .map(|text| (status, text))
+                        .map_err(|error| error.to_string())
                 }
                 Err(error) => Err(error.to_string()),
             };
@@ -638,13 +707,19 @@ async fn load(
                                 admission.accepted += 1;
                             } else {
                                 admission.refused += 1;
-                                *admission.reasons.entry(result.error.clone().unwrap_or_default()).or_default() += 1;
+                                *admission
+                                    .reasons
+                                    .entry(result.error.clone().unwrap_or_default())
+                                    .or_default() += 1;
                             }
                         }
                     }
                     Err(error) => {
                         admission.refused += batch.count;
-                        *admission.reasons.entry(format!("unreadable answer: {error}")).or_default() += batch.count;
+                        *admission
+                            .reasons
+                            .entry(format!("unreadable answer: {error}"))
+                            .or_default() += batch.count;
                     }
                 },
                 Ok((status, _)) => {
@@ -667,13 +742,20 @@ async fn load(
     loop {
         let (committed, l2_height, roots) = {
             let seen = seen.lock().map_err(|_| anyhow::anyhow!("monitor poisoned"))?;
-            (seen.blocks.iter().map(|(_, _, count)| count).sum::<u64>(), seen.l2_height, seen.roots_held)
+            (
+                seen.blocks.iter().map(|(_, _, count)| count).sum::<u64>(),
+                seen.l2_height,
+                seen.roots_held,
+            )
         };
         if committed >= accepted && roots >= l2_height {
             break;
         }
         if Instant::now() >= deadline {
-            say(args.quiet, format!("gave up waiting: {committed} of {accepted} committed, roots {roots} of {l2_height}"));
+            say(
+                args.quiet,
+                format!("gave up waiting: {committed} of {accepted} committed, roots {roots} of {l2_height}"),
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -688,7 +770,11 @@ async fn load(
     let elapsed = last_commit.duration_since(started).as_secs_f64().max(f64::MIN_POSITIVE);
     let lags: Vec<f64> = measured
         .iter()
-        .filter_map(|(block, at, _)| seen.roots.get(block).map(|root| root.duration_since(*at).as_secs_f64() * 1e3))
+        .filter_map(|(block, at, _)| {
+            seen.roots
+                .get(block)
+                .map(|root| root.duration_since(*at).as_secs_f64() * 1e3)
+        })
         .collect();
     let missing_roots = measured.len() - lags.len();
     let blocks_over_2s = lags.iter().filter(|lag| **lag > 2_000.0).count() + missing_roots;

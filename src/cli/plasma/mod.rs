@@ -122,7 +122,10 @@ async fn run_wallet(command: PlasmaCommand) -> anyhow::Result<ExitCode> {
         PlasmaCommand::Agent(_) | PlasmaCommand::Bench(_) => unreachable!("handled by run"),
     };
     println!("{}", serde_json::to_string_pretty(&value)?);
-    let refused = value.get("outcome").and_then(|outcome| outcome.get("rejected")).is_some();
+    let refused = value
+        .get("outcome")
+        .and_then(|outcome| outcome.get("rejected"))
+        .is_some();
     Ok(if refused { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -433,7 +436,13 @@ pub async fn l2_root(l2_node: &Chain, height: u64) -> anyhow::Result<(Hash, u64)
 /// block and told apart from rejected ones by the leaf hashes the L2 state keeps.
 pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<PlasmaTx>> {
     let committed = l2_node.api.block(height).await?;
-    let candidates = l2::block_leaves(committed.block.transactions.iter().map(|transaction| (transaction, true)));
+    let candidates = l2::block_leaves(
+        committed
+            .block
+            .transactions
+            .iter()
+            .map(|transaction| (transaction, true)),
+    );
     // Usually every transfer of a block applied: then the count and the root agree at once.
     let (root, count) = l2_root(l2_node, height).await?;
     if candidates.len() as u64 == count && proof::root(&candidates) == root {
@@ -443,7 +452,9 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
     let mut hashes: Vec<(u64, Hash)> = Vec::with_capacity(stored.len());
     for (key, value) in stored {
         let (_, _, index): (u8, u64, u64) = decode("leaf key", &key)?;
-        let hash: [u8; 32] = value.try_into().map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes"))?;
+        let hash: [u8; 32] = value
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a stored leaf hash is not 32 bytes"))?;
         hashes.push((index, Hash(hash)));
     }
     hashes.sort_unstable();
@@ -461,7 +472,10 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
             .with_context(|| format!("leaf {index} of L2 block {height} is not among its transactions"))?;
         leaves.push(found);
     }
-    ensure!(proof::root(&leaves) == root, "the leaves of L2 block {height} do not make its root");
+    ensure!(
+        proof::root(&leaves) == root,
+        "the leaves of L2 block {height} do not make its root"
+    );
     Ok(leaves)
 }
 
@@ -593,12 +607,18 @@ async fn deposit(args: &DepositArgs) -> anyhow::Result<Value> {
         amount: args.amount,
         owner,
     };
-    let outcome = node.submit_and_wait(node.sign(&wallet, vec![l1_instruction(&call)])).await?;
+    let outcome = node
+        .submit_and_wait(node.sign(&wallet, vec![l1_instruction(&call)]))
+        .await?;
     let mut value = json!({"outcome": outcome_json(&outcome)});
     if let Ok(height) = outcome {
         // The deposit's number: this owner's deposit recorded at that L1 height.
         let deposits = node
-            .entries(L1_CONTRACT, &l1::deposit_prefix(&args.chain), Some(&codec::encode_body(&owner)))
+            .entries(
+                L1_CONTRACT,
+                &l1::deposit_prefix(&args.chain),
+                Some(&codec::encode_body(&owner)),
+            )
             .await?;
         for (key, bytes) in deposits {
             let record: DepositRecord = decode("deposit", &bytes)?;
@@ -781,7 +801,10 @@ async fn exit(args: &ExitArgs) -> anyhow::Result<Value> {
     let created = match position {
         Position::Deposit { .. } => None,
         Position::Block { .. } => {
-            let l2_url = args.l2.as_deref().context("the exit of a block output needs --l2 for its proof")?;
+            let l2_url = args
+                .l2
+                .as_deref()
+                .context("the exit of a block output needs --l2 for its proof")?;
             let l2_node = Chain::connect(l2_url).await?;
             let (tx, inclusion, _) = created_by(&l2_node, position).await?;
             Some((tx, inclusion))
