@@ -329,7 +329,15 @@ mod tests {
             utxos.apply(&by_alice, 8, 0),
             Err(PlasmaError::BadSignature { index: 0 })
         );
+        // Alice's signature labelled with Bob's key, and Bob's key over Alice's signature: the
+        // key must be the owner's and the signature must verify under it.
+        let mut relabelled = by_alice.clone();
+        relabelled.signatures[0].key = bob.public_key();
+        assert_eq!(utxos.check(&relabelled), Err(PlasmaError::BadSignature { index: 0 }));
         let by_bob = PlasmaTx::sign(vec![at(0)], vec![output(&alice, "coin#l1", 4)], &[&bob]);
+        let mut borrowed = by_bob.clone();
+        borrowed.signatures[0].signature = by_alice.signatures[0].signature;
+        assert_eq!(utxos.check(&borrowed), Err(PlasmaError::BadSignature { index: 0 }));
         utxos.apply(&by_bob, 8, 0).unwrap();
         assert_eq!(utxos.len(), 3);
     }

@@ -322,4 +322,58 @@ mod tests {
             }
         }
     }
+
+    /// Plasma input signatures are checked into the shared memory with the transactions'
+    /// own: a good one is then found verified (what the plugin relies on), a bad one is not,
+    /// and a bad one does not stop the others of the same request from being remembered.
+    #[test]
+    fn plasma_input_signatures_are_checked_in_batches_into_the_memory() {
+        use kasane_model::crypto::verify_one;
+        use kasane_plasma::chain::L2Call;
+        use kasane_plasma::ledger::{Output, PlasmaTx, Position};
+
+        let chain = "verifier-tests".parse().expect("chain id");
+        let owner = KeyPair::derive(b"verifier-tests", 7);
+        let sender = crate::testnet::test_account(0).1;
+        let plasma_tx = |number: u64| {
+            PlasmaTx::sign(
+                vec![Position::Deposit { number }],
+                vec![Output {
+                    owner: owner.public_key(),
+                    asset: "coin#test".parse().expect("asset"),
+                    amount: 5,
+                }],
+                &[&owner],
+            )
+        };
+        let envelope = |tx: &PlasmaTx| {
+            let mut payload = transfer(&chain, 0, 1, 1, 0, 1_000).payload;
+            payload.instructions = vec![L2Call::Transfer(tx.clone()).instruction()];
+            SignedTransaction::sign(payload, &[&sender])
+        };
+        let good_tx = plasma_tx(0);
+        // The second transfer's signature claims a key that did not make it.
+        let mut bad_tx = plasma_tx(1);
+        bad_tx.signatures[0].key = KeyPair::derive(b"verifier-tests", 8).public_key();
+        let (good, bad) = (envelope(&good_tx), envelope(&bad_tx));
+
+        let cache = KeyCache::new();
+        let before = cache.verified_len();
+        let prepared = preverify_transactions(&mut cache.clone(), &[good, bad]);
+        assert!(
+            prepared.iter().all(|one| one.signatures_verified),
+            "the envelopes are sound"
+        );
+        // Two envelope signatures and one plasma signature were remembered.
+        assert_eq!(cache.verified_len(), before + 3);
+        let (hash, signatures) = good_tx.signed_messages();
+        let mut fresh = cache.clone();
+        assert!(verify_one(
+            &mut fresh,
+            &owner.public_key(),
+            hash.as_bytes(),
+            &signatures[0].signature
+        )
+        .is_ok());
+    }
 }

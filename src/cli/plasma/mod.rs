@@ -665,7 +665,7 @@ pub fn pay(
     ensure!(amount > 0, "the amount must be positive");
     let mut candidates: Vec<&(Position, Output)> =
         available.iter().filter(|(_, output)| output.asset == *asset).collect();
-    candidates.sort_by(|a, b| b.1.amount.cmp(&a.1.amount));
+    candidates.sort_by_key(|(_, output)| std::cmp::Reverse(output.amount));
     let mut inputs = Vec::new();
     let mut total = 0u128;
     for (position, output) in candidates.into_iter().take(kasane_plasma::ledger::INPUTS_MAX) {
