@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -201,17 +202,40 @@ pub struct SubmitResponse {
     pub results: Vec<SubmitResult>,
 }
 
+/// Takes back a request's transactions from the count of those being admitted when the
+/// request ends, however it ends.
+struct Admitting<'a> {
+    counter: &'a AtomicUsize,
+    count: usize,
+}
+
+impl Drop for Admitting<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.count, Ordering::AcqRel);
+    }
+}
+
 async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Body) -> ApiResult {
     let body = body_bytes(body, shared.body_bytes_max).await?;
     let transactions = parse_transactions(&headers, &body)?;
+    // Admission counts what waits in the queue and what earlier requests are still bringing to
+    // it (being checked, or waiting for the consensus task): without the second, a burst of
+    // requests would all pass a queue that has not seen them yet, and pile up work (and
+    // signatures checked far ahead, which the bounded signature memory may forget before their
+    // block needs them) instead of being refused.
     let queued = shared.status.borrow().queue_len;
-    if queued >= shared.queue_capacity {
+    let in_flight = shared.admitting.fetch_add(transactions.len(), Ordering::AcqRel);
+    let _admitting = Admitting {
+        counter: &shared.admitting,
+        count: transactions.len(),
+    };
+    if queued + in_flight >= shared.queue_capacity {
         Metrics::add(&shared.metrics.queue_full_responses, 1);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_full",
             format!(
-                "the transaction queue is full ({queued} of {} waiting for a block); retry later",
+                "the transaction queue is full ({queued} waiting for a block and {in_flight} being admitted, of {}); retry later",
                 shared.queue_capacity
             ),
         ));

@@ -174,6 +174,7 @@ pub async fn run(
         metrics: Metrics::default(),
         transactions: Mutex::new(TxTable::new(TX_TABLE_ENTRIES)),
         queue_capacity: config.api.queue_capacity,
+        admitting: Default::default(),
         body_bytes_max: config.api.body_bytes_max,
         stop: stop_rx.clone(),
         key_cache: cache.clone(),

@@ -71,6 +71,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub transactions: Mutex<TxTable>,
     pub queue_capacity: usize,
+    /// Transactions of API requests between admission and the consensus task's answer.
+    pub admitting: std::sync::atomic::AtomicUsize,
     pub body_bytes_max: usize,
     /// Turns true when the node shuts down; long-lived responses (event streams) end then.
     pub stop: watch::Receiver<bool>,
