@@ -218,25 +218,28 @@ impl Drop for Admitting<'_> {
 async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Body) -> ApiResult {
     let body = body_bytes(body, shared.body_bytes_max).await?;
     let transactions = parse_transactions(&headers, &body)?;
-    // Admission counts what waits in the queue and what earlier requests are still bringing to
-    // it (being checked, or waiting for the consensus task): without the second, a burst of
-    // requests would all pass a queue that has not seen them yet, and pile up work (and
-    // signatures checked far ahead, which the bounded signature memory may forget before their
-    // block needs them) instead of being refused.
+    // Admission bounds what waits in the queue by the queue's capacity, and, separately, what
+    // earlier requests are still bringing to it (being checked, or waiting for the consensus
+    // task) by twice that. Without the second bound a burst of requests would all pass a queue
+    // that has not seen them yet and pile up work (and signatures checked far ahead, which the
+    // bounded signature memory may forget before their block needs them) instead of being
+    // refused. It is looser than the first because requests wait for the consensus task while
+    // it executes a block; a tighter one refused load the node then went on to carry.
     let queued = shared.status.borrow().queue_len;
     let in_flight = shared.admitting.fetch_add(transactions.len(), Ordering::AcqRel);
     let _admitting = Admitting {
         counter: &shared.admitting,
         count: transactions.len(),
     };
-    if queued + in_flight >= shared.queue_capacity {
+    if queued >= shared.queue_capacity || in_flight >= 2 * shared.queue_capacity {
         Metrics::add(&shared.metrics.queue_full_responses, 1);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_full",
             format!(
-                "the transaction queue is full ({queued} waiting for a block and {in_flight} being admitted, of {}); retry later",
-                shared.queue_capacity
+                "the transaction queue is full ({queued} of {} waiting for a block, {in_flight} of {} being admitted); retry later",
+                shared.queue_capacity,
+                2 * shared.queue_capacity
             ),
         ));
     }
