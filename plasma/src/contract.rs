@@ -360,7 +360,7 @@ impl PlasmaContract {
         }
         let exited = exited_key(chain, &position);
         if context.get(&exited).is_some() {
-            return Err(format!("{position:?} of {chain} has already started an exit"));
+            return Err(format!("output {position} of {chain} has already started an exit"));
         }
         let mut exits: Vec<ExitRecord> = load(context, &exits_key(chain), "exits")?.unwrap_or_default();
         if exits.len() >= OPEN_EXITS_MAX {
@@ -402,7 +402,7 @@ impl PlasmaContract {
         let at = exits
             .iter()
             .position(|exit| exit.position == position)
-            .ok_or_else(|| format!("no open exit of {position:?} on {chain}"))?;
+            .ok_or_else(|| format!("no open exit of {position} on {chain}"))?;
         let input = spending_tx
             .inputs
             .iter()

@@ -37,6 +37,20 @@ pub enum Position {
     },
 }
 
+/// `BLOCK:TX:OUTPUT` or `deposit:N`, as the wallet takes them.
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Block {
+                block,
+                tx_index,
+                output_index,
+            } => write!(f, "{block}:{tx_index}:{output_index}"),
+            Position::Deposit { number } => write!(f, "deposit:{number}"),
+        }
+    }
+}
+
 impl Position {
     /// The exit priority key (lower exits first). `roots_before` is, for a deposit, how many
     /// roots L1 held when the deposit committed: the deposit comes after every output of those
@@ -126,7 +140,7 @@ pub enum PlasmaError {
     RepeatedInput { index: usize },
     #[error("output {index} has amount zero")]
     ZeroAmount { index: usize },
-    #[error("input {index} ({position:?}) is not an unspent output (never created, or already spent)")]
+    #[error("input {index} ({position}) is not an unspent output (never created, or already spent)")]
     NotUnspent { index: usize, position: Position },
     #[error("the signature of input {index} is not its owner's (another key, or it does not verify)")]
     BadSignature { index: usize },
@@ -134,7 +148,7 @@ pub enum PlasmaError {
     Unbalanced { asset: String, inputs: u128, outputs: u128 },
     #[error("deposit {number} is noted out of order: the next is {expected}")]
     DepositOrder { number: u64, expected: u64 },
-    #[error("position {position:?} is taken")]
+    #[error("position {position} is taken")]
     PositionTaken { position: Position },
 }
 

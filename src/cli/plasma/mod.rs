@@ -202,14 +202,7 @@ impl std::str::FromStr for PositionArg {
 }
 
 pub fn position_text(position: &Position) -> String {
-    match position {
-        Position::Block {
-            block,
-            tx_index,
-            output_index,
-        } => format!("{block}:{tx_index}:{output_index}"),
-        Position::Deposit { number } => format!("deposit:{number}"),
-    }
+    position.to_string()
 }
 
 fn output_json(output: &Output) -> Value {
