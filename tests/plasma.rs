@@ -3,7 +3,8 @@
 //!
 //! One test walks the whole life: deposit on L1, transfers on L2, every L2 block's root on L1,
 //! the agent killed (SIGKILL) and restarted mid-run with no root lost or committed twice (and a
-//! second agent racing the first), a valid exit finalised after the challenge period with the
+//! second agent racing the first), the L1 node the agents talk to killed and restarted (they
+//! retry, then catch up with every root right), a valid exit finalised after the challenge period with the
 //! L1 balance restored, an exit of a spent output challenged and cancelled, and forged proofs
 //! refused. Every process it starts is stopped when it ends, pass or fail; every wait has a
 //! deadline.
@@ -26,19 +27,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_kasane");
 const CHALLENGE_BLOCKS: u64 = 4;
 const BOND: u128 = 10;
 
-/// Two clusters and the agents; everything is stopped on drop.
+/// Two clusters, the agents and any node restarted by hand; everything is stopped on drop.
 struct Setup {
     dir: tempfile::TempDir,
     l1: String,
     l2: String,
-    agents: Vec<Child>,
+    children: Vec<Child>,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        for agent in &mut self.agents {
-            let _ = agent.kill();
-            let _ = agent.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         for cluster in ["l1", "l2"] {
             let _ = Command::new(BIN)
@@ -88,7 +89,7 @@ impl Setup {
             dir: tempfile::tempdir().expect("temporary directory"),
             l1: String::new(),
             l2: String::new(),
-            agents: Vec::new(),
+            children: Vec::new(),
         };
         setup.l1 = setup.cluster("l1", &["--validators", "4"]);
         setup.l2 = setup.cluster("l2", &["--validators", "1", "--plasma-l2"]);
@@ -143,7 +144,7 @@ impl Setup {
             .stderr(log)
             .spawn()
             .expect("start the agent");
-        self.agents.push(child);
+        self.children.push(child);
     }
 
     fn agent_log(&self) -> String {
@@ -211,6 +212,18 @@ fn transfer(l2: &str, from: usize, to: usize, amount: u128) -> Value {
     value
 }
 
+/// Every L2 block up to `l2_height` has its root on L1, equal to the L2 state's root.
+fn assert_roots_match(rt: &tokio::runtime::Runtime, l1: &Chain, l2: &Chain, chain: &Name, l2_height: u64) {
+    for height in 1..=l2_height {
+        let (expected, _) = rt.block_on(l2_root(l2, height)).expect("L2 root");
+        let held = rt
+            .block_on(committed_root(l1, chain, height))
+            .expect("L1 root")
+            .unwrap_or_else(|| panic!("root {height} lost"));
+        assert_eq!(held.root, expected, "root {height}");
+    }
+}
+
 #[test]
 fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     let mut setup = Setup::new();
@@ -251,7 +264,7 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     assert_eq!(outputs(&l2, 1), vec![(change.clone(), 700)]);
 
     // The agent dies (SIGKILL) mid-run; L2 goes on without it.
-    let mut agent = setup.agents.remove(0);
+    let mut agent = setup.children.remove(0);
     agent.kill().expect("kill the agent");
     agent.wait().expect("reap the agent");
     let second = transfer(&l2, 2, 3, 100);
@@ -283,14 +296,49 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
         let record = rt.block_on(chain_record(&l1_chain, &side)).ok()?;
         (record.roots >= l2_height).then_some(())
     });
-    for height in 1..=l2_height {
-        let (expected, _) = rt.block_on(l2_root(&l2_chain, height)).expect("L2 root");
-        let held = rt
-            .block_on(committed_root(&l1_chain, &side, height))
-            .expect("L1 root")
-            .unwrap_or_else(|| panic!("root {height} lost"));
-        assert_eq!(held.root, expected, "root {height}");
-    }
+    assert_roots_match(&rt, &l1_chain, &l2_chain, &side, l2_height);
+    let log = setup.agent_log();
+    assert!(!log.contains("alarm"), "{log}");
+
+    // A transient L1 failure: the L1 node the agents talk to is killed (SIGKILL) while L2 goes
+    // on. The agents fail to reach it and retry; once it is restarted they catch up, and every
+    // root is still L2's (nothing skipped, nothing wrong).
+    let node_dir = setup.dir.path().join("l1").join("node-0");
+    let pid = std::fs::read_to_string(node_dir.join("node.pid"))
+        .expect("node-0's pid file")
+        .trim()
+        .to_string();
+    let killed = Command::new("kill").args(["-KILL", &pid]).status().expect("run kill");
+    assert!(killed.success(), "kill -KILL {pid}");
+    transfer(&l2, 4, 5, 5);
+    transfer(&l2, 5, 6, 1);
+    eventually("the agents to meet the failure", Duration::from_secs(30), || {
+        setup.agent_log().contains("retrying").then_some(())
+    });
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node_dir.join("node.log"))
+        .expect("node log");
+    let restarted = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(node_dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("restart L1 node-0");
+    setup.children.push(restarted);
+    let l2_height = rt.block_on(l2_chain.height()).expect("L2 height");
+    eventually(
+        "roots to catch up after the L1 node answers again",
+        Duration::from_secs(60),
+        || {
+            let record = rt.block_on(chain_record(&l1_chain, &side)).ok()?;
+            (record.roots >= l2_height).then_some(())
+        },
+    );
+    assert_roots_match(&rt, &l1_chain, &l2_chain, &side, l2_height);
     let log = setup.agent_log();
     assert!(!log.contains("alarm"), "{log}");
 
