@@ -1,13 +1,18 @@
 //! The plasma Layer 2 end to end on real processes (docs/PLASMA.md): a 4-node L1 and a
 //! 1-node L2 on loopback, the settlement agent as its own process, and the wallet commands.
 //!
-//! One test walks the whole life: deposit on L1, transfers on L2, every L2 block's root on L1,
-//! the agent killed (SIGKILL) and restarted mid-run with no root lost or committed twice (and a
-//! second agent racing the first), the L1 node the agents talk to killed and restarted (they
-//! retry, then catch up with every root right), a valid exit finalised after the challenge period with the
-//! L1 balance restored, an exit of a spent output challenged and cancelled, and forged proofs
-//! refused. Every process it starts is stopped when it ends, pass or fail; every wait has a
-//! deadline.
+//! One test walks the whole life:
+//! - deposit on L1, transfers on L2, every L2 block's root on L1;
+//! - the agent killed (SIGKILL) and restarted mid-run, with a second agent racing it: no root
+//!   lost or committed twice;
+//! - the L1 node the agents talk to killed and restarted: they retry, then catch up, every root
+//!   right;
+//! - forged proofs refused;
+//! - exits of spent outputs challenged and cancelled, by hand and by `kasane plasma watch` (a
+//!   deposit exited after it was spent on L2);
+//! - a valid exit finalised after the challenge period, the L1 balance restored.
+//!
+//! Every process it starts is stopped when it ends, pass or fail; every wait has a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -384,6 +389,8 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     };
     committed(&exit("1", &change));
     committed(&exit("2", &paid));
+    // User 1 also tries to take its deposit back, though it spent it on L2 (no proof needed).
+    committed(&exit("1", "deposit:0"));
     let again = exit("1", &change);
     assert!(
         again["outcome"]["rejected"]
@@ -410,13 +417,30 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
         &format!("{spending_block}:{spending_index}"),
     ]);
     committed(&challenge);
-    let open = rt.block_on(open_exits(&l1_chain, &side)).expect("exits");
-    assert_eq!(open.len(), 1, "only user 1's exit is left");
     assert_eq!(
         l1_balance(&l1, 3),
         TEST_ACCOUNT_COINS + BOND,
         "the challenger takes the bond"
     );
+
+    // A watcher (user 4) finds the deposit's spender on L2 by itself and challenges that exit,
+    // and leaves the rightful one alone.
+    let watched = plasma(&[
+        "watch", "--l1", &l1, "--l2", &l2, "--chain", "side", "--user", "4", "--once",
+    ]);
+    let actions = watched["actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 1, "{watched}");
+    assert_eq!(actions[0]["position"], "deposit:0");
+    let spent_by: Vec<&str> = paid.split(':').take(2).collect();
+    assert_eq!(actions[0]["challenged_with"], spent_by.join(":"), "{watched}");
+    committed(&actions[0]);
+    assert_eq!(
+        l1_balance(&l1, 4),
+        TEST_ACCOUNT_COINS + BOND,
+        "the watcher takes the bond"
+    );
+    let open = rt.block_on(open_exits(&l1_chain, &side)).expect("exits");
+    assert_eq!(open.len(), 1, "only user 1's rightful exit is left");
 
     // Finalise: within the period nothing is paid; after it, user 1 has its 700 and bond back.
     let started = open[0].started;
@@ -434,7 +458,11 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
         rounds += 1;
         assert!(rounds < 20, "the challenge period never ended");
     }
-    assert_eq!(l1_balance(&l1, 1), TEST_ACCOUNT_COINS - 1000 + 700);
+    assert_eq!(
+        l1_balance(&l1, 1),
+        TEST_ACCOUNT_COINS - 1000 + 700 - BOND,
+        "its 700 back, less the bond of its false exit"
+    );
     assert_eq!(
         l1_balance(&l1, 2),
         TEST_ACCOUNT_COINS - BOND,

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ pub enum PlasmaCommand {
     Challenge(ChallengeArgs),
     /// Pays out exits whose challenge period has passed, in priority order.
     Finalize(FinalizeArgs),
+    /// Watches the chain's open exits and challenges every one whose output was spent on L2.
+    Watch(watch::WatchArgs),
     /// The chain's record on L1: roots, deposits, what it holds, open exits.
     Status(StatusArgs),
     /// Measures L2 throughput with roots committed to a 4-node L1, beside L1-only throughput.
@@ -65,6 +68,7 @@ pub fn run(command: PlasmaCommand) -> anyhow::Result<ExitCode> {
     match command {
         PlasmaCommand::Bench(args) => bench::run(args),
         PlasmaCommand::Agent(args) => runtime()?.block_on(agent::run(args)),
+        PlasmaCommand::Watch(args) => runtime()?.block_on(watch::run(args)),
         command => runtime()?.block_on(run_wallet(command)),
     }
 }
@@ -119,7 +123,9 @@ async fn run_wallet(command: PlasmaCommand) -> anyhow::Result<ExitCode> {
                 "open_exits": exits.iter().map(exit_json).collect::<Vec<_>>(),
             })
         }
-        PlasmaCommand::Agent(_) | PlasmaCommand::Bench(_) => unreachable!("handled by run"),
+        PlasmaCommand::Agent(_) | PlasmaCommand::Bench(_) | PlasmaCommand::Watch(_) => {
+            unreachable!("handled by run")
+        }
     };
     println!("{}", serde_json::to_string_pretty(&value)?);
     let refused = value
