@@ -306,8 +306,12 @@ mod tests {
     fn funded() -> (UtxoSet, KeyPair, KeyPair) {
         let (alice, bob) = (key(0), key(1));
         let mut utxos = UtxoSet::default();
-        utxos.note_deposit(0, output(&alice, "coin#l1", 10)).unwrap();
-        utxos.note_deposit(1, output(&alice, "gem#l1", 3)).unwrap();
+        utxos
+            .note_deposit(0, output(&alice, "coin#l1", 10))
+            .expect("noted in order");
+        utxos
+            .note_deposit(1, output(&alice, "gem#l1", 3))
+            .expect("noted in order");
         (utxos, alice, bob)
     }
 
@@ -323,7 +327,7 @@ mod tests {
             ],
             &[&alice, &alice],
         );
-        utxos.apply(&pay, 7, 2).unwrap();
+        utxos.apply(&pay, 7, 2).expect("a valid spend");
         let at = |output_index| Position::Block {
             block: 7,
             tx_index: 2,
@@ -352,7 +356,7 @@ mod tests {
         let mut borrowed = by_bob.clone();
         borrowed.signatures[0].signature = by_alice.signatures[0].signature;
         assert_eq!(utxos.check(&borrowed), Err(PlasmaError::BadSignature { index: 0 }));
-        utxos.apply(&by_bob, 8, 0).unwrap();
+        utxos.apply(&by_bob, 8, 0).expect("a valid spend");
         assert_eq!(utxos.len(), 3);
     }
 
@@ -410,7 +414,9 @@ mod tests {
             utxos.note_deposit(1, output(&alice, "coin#l1", 1)),
             Err(PlasmaError::DepositOrder { number: 1, expected: 2 })
         );
-        utxos.note_deposit(2, output(&alice, "coin#l1", 1)).unwrap();
+        utxos
+            .note_deposit(2, output(&alice, "coin#l1", 1))
+            .expect("noted in order");
     }
 
     #[test]

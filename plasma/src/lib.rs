@@ -1,10 +1,14 @@
 //! kasane's plasma Layer 2 (docs/PLASMA.md): a UTXO chain whose block roots are committed to the
 //! kasane Layer 1.
 //!
-//! Built so far: the ledger (outputs, positions and their exit priority, plasma transactions and
-//! their signatures, the unspent set and its rules) and the roots and inclusion proofs over a
-//! block's plasma transactions. Not built yet: the L2 validator plugin, the L1 contract, the
-//! settlement agent, the wallet and the benchmark (docs/PLASMA.md section 9).
+//! - [`ledger`]: outputs, positions and their exit priority, plasma transactions and their
+//!   signatures, the rules of a spend, the unspent set;
+//! - [`proof`]: roots and inclusion proofs over a block's plasma transactions, and the root
+//!   accumulator the L2 state keeps per block;
+//! - [`chain`]: the L2 side, the ledger contract and validator plugin every node registers;
+//! - [`contract`]: the L1 contract (chains, roots, deposits, exits, challenges, finalisation).
+//!
+//! The settlement agent, the wallet and the benchmark are `kasane plasma` (src/cli/plasma/).
 //!
 //! ```
 //! use kasane_model::KeyPair;

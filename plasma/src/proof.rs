@@ -115,7 +115,7 @@ mod tests {
             let transactions = block(size);
             let root = root(&transactions);
             for (index, transaction) in transactions.iter().enumerate() {
-                let proof = prove(&transactions, index).unwrap();
+                let proof = prove(&transactions, index).expect("an index in range");
                 assert_eq!(verify(transaction, &proof, &root), Ok(()), "size {size} index {index}");
                 // Another transaction, another position, another root, a changed amount: refused.
                 let other = &transactions[(index + 1) % transactions.len()];
