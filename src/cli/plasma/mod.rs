@@ -142,6 +142,7 @@ pub struct WalletArgs {
     /// Test account `user<N>@test`.
     #[arg(long, conflicts_with_all = ["account", "key"])]
     pub user: Option<usize>,
+    /// An account id (with --key).
     #[arg(long, requires = "key")]
     pub account: Option<AccountId>,
     /// File holding the account's secret key in hex.
@@ -523,6 +524,7 @@ pub async fn unspent_of(l2_node: &Chain, owner: &PublicKey) -> anyhow::Result<Ve
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
     /// The L1 node's API.
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
     /// The L1 genesis authority's secret key file.
@@ -531,13 +533,16 @@ pub struct RegisterArgs {
     /// The operator's secret key file (the L2 chain's genesis.key).
     #[arg(long)]
     pub operator_key: PathBuf,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     /// Challenge period, in L1 blocks.
     #[arg(long, default_value_t = 20)]
     pub challenge_blocks: u64,
+    /// The asset exit bonds are paid in.
     #[arg(long, default_value = "coin#test")]
     pub bond_asset: AssetDefinitionId,
+    /// What starting an exit costs until it is finalised (or is lost to a challenger).
     #[arg(long, default_value_t = 10)]
     pub exit_bond: u128,
 }
@@ -578,14 +583,18 @@ async fn register(args: &RegisterArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct DepositArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     #[command(flatten)]
     pub wallet: WalletArgs,
+    /// In the asset's smallest unit.
     #[arg(long)]
     pub amount: u128,
+    /// The L1 asset definition (an L2 output stands for it).
     #[arg(long, default_value = "coin#test")]
     pub asset: AssetDefinitionId,
     /// The L2 key to own the output (default: the wallet's key).
@@ -632,6 +641,7 @@ async fn deposit(args: &DepositArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct TransferArgs {
+    /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
     #[command(flatten)]
@@ -639,8 +649,10 @@ pub struct TransferArgs {
     /// The payee: a test account index, or a public key in hex.
     #[arg(long)]
     pub to: String,
+    /// In the asset's smallest unit.
     #[arg(long)]
     pub amount: u128,
+    /// The L1 asset definition (an L2 output stands for it).
     #[arg(long, default_value = "coin#test")]
     pub asset: AssetDefinitionId,
 }
@@ -743,6 +755,7 @@ async fn transfer(args: &TransferArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct BalanceArgs {
+    /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
     #[command(flatten)]
@@ -770,6 +783,7 @@ async fn balance(args: &BalanceArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct ProofArgs {
+    /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
     /// BLOCK:TX:OUTPUT
@@ -779,11 +793,13 @@ pub struct ProofArgs {
 
 #[derive(Debug, Args)]
 pub struct ExitArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
     /// Where to read the output's transaction and proof (not needed for a deposit).
     #[arg(long)]
     pub l2: Option<String>,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     #[command(flatten)]
@@ -820,10 +836,13 @@ async fn exit(args: &ExitArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct ChallengeArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
+    /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     #[command(flatten)]
@@ -859,20 +878,25 @@ async fn challenge(args: &ChallengeArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct FinalizeArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     #[command(flatten)]
     pub wallet: WalletArgs,
+    /// Most exits paid by this call.
     #[arg(long, default_value_t = 64)]
     pub max: u32,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
 }

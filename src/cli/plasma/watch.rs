@@ -23,10 +23,13 @@ use super::{block_leaves, l1_instruction, open_exits, outcome_json, Chain, Walle
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
+    /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
+    /// The plasma chain's name on L1.
     #[arg(long)]
     pub chain: Name,
     /// Who signs the challenges (and is paid their bonds).
