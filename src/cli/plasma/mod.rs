@@ -523,7 +523,6 @@ pub async fn unspent_of(l2_node: &Chain, owner: &PublicKey) -> anyhow::Result<Ve
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// The L1 node's API.
     /// The L1 node's API URL.
     #[arg(long)]
     pub l1: String,
