@@ -12,7 +12,9 @@
 //!   deposit exited after it was spent on L2);
 //! - a valid exit finalised after the challenge period, the L1 balance restored.
 //!
-//! Every process it starts is stopped when it ends, pass or fail; every wait has a deadline.
+//! A second test runs the L2 as a committee of 4 validators.
+//!
+//! Every process a test starts is stopped when it ends, pass or fail; every wait has a deadline.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +31,13 @@ use kasane_plasma::contract::PlasmaCall;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kasane");
+
+/// The tests run one at a time: each starts up to nine node processes on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const CHALLENGE_BLOCKS: u64 = 4;
 const BOND: u128 = 10;
 
@@ -90,6 +99,10 @@ fn path_str(path: &Path) -> &str {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_l2_validators(1)
+    }
+
+    fn with_l2_validators(validators: usize) -> Setup {
         let mut setup = Setup {
             dir: tempfile::tempdir().expect("temporary directory"),
             l1: String::new(),
@@ -97,7 +110,7 @@ impl Setup {
             children: Vec::new(),
         };
         setup.l1 = setup.cluster("l1", &["--validators", "4"]);
-        setup.l2 = setup.cluster("l2", &["--validators", "1", "--plasma-l2"]);
+        setup.l2 = setup.cluster("l2", &["--validators", &validators.to_string(), "--plasma-l2"]);
         setup
     }
 
@@ -127,6 +140,25 @@ impl Setup {
             String::from_utf8_lossy(&output.stderr)
         );
         Manifest::load(&out).expect("manifest").nodes[0].api.clone()
+    }
+
+    /// Registers chain `side` on L1, with the L2's genesis key as the operator's.
+    fn register(&self) -> Value {
+        plasma(&[
+            "register",
+            "--l1",
+            &self.l1,
+            "--genesis-key",
+            path_str(&self.key("l1")),
+            "--operator-key",
+            path_str(&self.key("l2")),
+            "--chain",
+            "side",
+            "--challenge-blocks",
+            &CHALLENGE_BLOCKS.to_string(),
+            "--exit-bond",
+            &BOND.to_string(),
+        ])
     }
 
     fn key(&self, cluster: &str) -> PathBuf {
@@ -231,23 +263,10 @@ fn assert_roots_match(rt: &tokio::runtime::Runtime, l1: &Chain, l2: &Chain, chai
 
 #[test]
 fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
+    let _serial = serial();
     let mut setup = Setup::new();
     let (l1, l2) = (setup.l1.clone(), setup.l2.clone());
-    let registered = plasma(&[
-        "register",
-        "--l1",
-        &l1,
-        "--genesis-key",
-        path_str(&setup.key("l1")),
-        "--operator-key",
-        path_str(&setup.key("l2")),
-        "--chain",
-        "side",
-        "--challenge-blocks",
-        &CHALLENGE_BLOCKS.to_string(),
-        "--exit-bond",
-        &BOND.to_string(),
-    ]);
+    let registered = setup.register();
     committed(&registered);
     setup.start_agent();
 
@@ -474,4 +493,57 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
         300,
         "the rest stays locked for L2"
     );
+}
+
+/// An L2 run by a committee of 4 validators settles like a single operator's: transfers sent to
+/// different L2 nodes commit, every L2 node holds the same chain, and every root on L1 is that
+/// chain's.
+#[test]
+fn a_committee_l2_of_four_validators_settles_on_l1() {
+    let _serial = serial();
+    let mut setup = Setup::with_l2_validators(4);
+    let l1 = setup.l1.clone();
+    committed(&setup.register());
+    setup.start_agent();
+    let l2_nodes: Vec<String> = Manifest::load(&setup.dir.path().join("l2"))
+        .expect("manifest")
+        .nodes
+        .iter()
+        .map(|node| node.api.clone())
+        .collect();
+    committed(&plasma(&[
+        "deposit", "--l1", &l1, "--chain", "side", "--user", "1", "--amount", "1000",
+    ]));
+    eventually("the deposit noted on L2", Duration::from_secs(20), || {
+        (outputs(&l2_nodes[1], 1) == vec![("deposit:0".to_string(), 1000)]).then_some(())
+    });
+    transfer(&l2_nodes[2], 1, 2, 300);
+    // The payee's output is read from another node than the one that took the transfer.
+    eventually("the payment seen on L2 node 3", Duration::from_secs(20), || {
+        (outputs(&l2_nodes[3], 2).len() == 1).then_some(())
+    });
+    transfer(&l2_nodes[3], 2, 3, 100);
+
+    let rt = runtime().expect("runtime");
+    let l1_chain = rt.block_on(Chain::connect(&l1)).expect("L1");
+    let l2_chains: Vec<Chain> = l2_nodes
+        .iter()
+        .map(|url| rt.block_on(Chain::connect(url)).expect("L2 node"))
+        .collect();
+    let side: Name = "side".parse().expect("name");
+    let height = rt.block_on(l2_chains[0].height()).expect("L2 height");
+    eventually("every L2 node at the same height", Duration::from_secs(20), || {
+        l2_chains
+            .iter()
+            .all(|chain| rt.block_on(chain.height()).is_ok_and(|at| at >= height))
+            .then_some(())
+    });
+    eventually("roots to catch up", Duration::from_secs(30), || {
+        let record = rt.block_on(chain_record(&l1_chain, &side)).ok()?;
+        (record.roots >= height).then_some(())
+    });
+    for l2_chain in &l2_chains {
+        assert_roots_match(&rt, &l1_chain, l2_chain, &side, height);
+    }
+    assert!(!setup.agent_log().contains("alarm"));
 }
