@@ -166,21 +166,29 @@ impl Setup {
     }
 
     fn start_agent(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .expect("agent log");
-        let child = Command::new(BIN)
+        let mut agent = Command::new(BIN);
+        agent
             .args([
                 "plasma", "agent", "--chain", "side", "--l1", &self.l1, "--l2", &self.l2, "--key",
             ])
-            .arg(self.key("l2"))
+            .arg(self.key("l2"));
+        let log = self.dir.path().join("agent.log");
+        self.spawn(agent, &log, "start the agent");
+    }
+
+    /// Starts `command` with its output appended to `log`; it is stopped with the setup.
+    fn spawn(&mut self, mut command: Command, log: &Path, what: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start the agent");
+            .unwrap_or_else(|error| panic!("{what}: {error}"));
         self.children.push(child);
     }
 
@@ -339,20 +347,9 @@ fn deposit_transfer_commit_roots_exit_challenge_and_survive_an_agent_restart() {
     eventually("the agents to meet the failure", Duration::from_secs(30), || {
         setup.agent_log().contains("retrying").then_some(())
     });
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(node_dir.join("node.log"))
-        .expect("node log");
-    let restarted = Command::new(BIN)
-        .args(["node", "--config"])
-        .arg(node_dir.join("config.toml"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("restart L1 node-0");
-    setup.children.push(restarted);
+    let mut node = Command::new(BIN);
+    node.args(["node", "--config"]).arg(node_dir.join("config.toml"));
+    setup.spawn(node, &node_dir.join("node.log"), "restart L1 node-0");
     let l2_height = rt.block_on(l2_chain.height()).expect("L2 height");
     eventually(
         "roots to catch up after the L1 node answers again",

@@ -53,26 +53,7 @@ impl ApiClient {
     /// GET a JSON document that may not exist: `None` on 404.
     pub async fn get_json_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("GET {url}: reading the body"))?;
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {text}");
-        }
-        Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("GET {url}: the body is not JSON"))?,
-        ))
+        answer("GET", &url, self.client.get(&url), true).await
     }
 
     /// GET a committed block with its transactions (postcard).
@@ -141,16 +122,33 @@ impl ApiClient {
 
 /// Sends `request` and reads its JSON answer; a non-2xx answer is an error with the body.
 async fn json_answer(method: &str, url: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    answer(method, url, request, false)
+        .await?
+        .with_context(|| format!("{method} {url}: not found"))
+}
+
+/// [`json_answer`], with 404 read as `None` when `absent_ok`.
+async fn answer(
+    method: &str,
+    url: &str,
+    request: reqwest::RequestBuilder,
+    absent_ok: bool,
+) -> anyhow::Result<Option<Value>> {
     let response = request.send().await.with_context(|| format!("{method} {url}"))?;
     let status = response.status();
     let text = response
         .text()
         .await
         .with_context(|| format!("{method} {url}: reading the body"))?;
+    if absent_ok && status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
     if !status.is_success() {
         bail!("{method} {url}: {status}: {text}");
     }
-    serde_json::from_str(&text).with_context(|| format!("{method} {url}: the body is not JSON"))
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{method} {url}: the body is not JSON"))
 }
 
 /// A small async runtime for the client commands.

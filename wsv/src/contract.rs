@@ -13,6 +13,7 @@
 
 use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, Name};
 
+use crate::execute::add_balance;
 use crate::layer::Layered;
 use crate::world::{decode_amount, Account, Domain, StoreKey};
 
@@ -111,16 +112,12 @@ impl ContractContext<'_, '_> {
         if amount == 0 {
             return Err("amount must be positive".to_string());
         }
-        let asset = AssetId::new(definition.clone(), self.caller.clone());
-        let balance = self.state.balance(&asset);
-        let Some(after) = balance.checked_sub(amount) else {
-            return Err(format!("{asset} holds {balance}, less than {amount}"));
-        };
         let locked = self
             .locked(definition)
             .checked_add(amount)
             .ok_or("the locked amount overflows")?;
-        self.set_balance(&asset, balance, after)?;
+        let asset = AssetId::new(definition.clone(), self.caller.clone());
+        self.move_balance(&asset, amount, false)?;
         self.set_locked(definition, locked);
         Ok(())
     }
@@ -139,32 +136,16 @@ impl ContractContext<'_, '_> {
             ));
         };
         let asset = AssetId::new(definition.clone(), to.clone());
-        let balance = self.state.balance(&asset);
-        let after = balance.checked_add(amount).ok_or("the balance overflows")?;
-        self.set_balance(&asset, balance, after)?;
+        self.move_balance(&asset, amount, true)?;
         self.set_locked(definition, rest);
         Ok(())
     }
 
-    /// Sets a balance, keeping the holder's count of held assets.
-    fn set_balance(&mut self, asset: &AssetId, before: u128, after: u128) -> ContractResult {
-        if (before == 0) != (after == 0) {
-            let mut holder = self
-                .state
-                .account(&asset.account)
-                .ok_or_else(|| format!("account {} does not exist", asset.account))?
-                .clone();
-            if after == 0 {
-                holder.held_asset_count = holder.held_asset_count.saturating_sub(1);
-            } else {
-                holder.held_asset_count += 1;
-            }
-            self.state.set_account(asset.account.clone(), Some(holder));
-        }
+    /// Changes a balance the way instructions do ([`add_balance`]), for a definition that exists.
+    fn move_balance(&mut self, asset: &AssetId, amount: u128, add: bool) -> ContractResult {
         if self.state.asset_definition(&asset.definition).is_none() {
             return Err(format!("asset definition {} does not exist", asset.definition));
         }
-        self.state.set_balance(asset.clone(), after);
-        Ok(())
+        add_balance(self.state, asset, amount, add).map_err(|error| error.to_string())
     }
 }

@@ -113,6 +113,37 @@ pub struct Executor<'a, 'w> {
     pub(crate) height: u64,
 }
 
+/// Moves a balance by `amount` (up when `add`), keeping the holder's count of held assets. The
+/// one way balances change: instructions and contracts (wsv/src/contract.rs) both come here.
+pub(crate) fn add_balance(state: &mut Layered<'_>, asset: &AssetId, amount: u128, add: bool) -> Outcome {
+    let before = state.balance(asset);
+    let after = if add {
+        before.checked_add(amount).ok_or(InstructionError::Overflow)?
+    } else {
+        before
+            .checked_sub(amount)
+            .ok_or_else(|| InstructionError::InsufficientBalance {
+                asset: asset.clone(),
+                balance: before,
+                amount,
+            })?
+    };
+    if (before == 0) != (after == 0) {
+        let mut holder = state
+            .account(&asset.account)
+            .ok_or_else(|| InstructionError::NoSuchAccount(asset.account.clone()))?
+            .clone();
+        if after == 0 {
+            holder.held_asset_count -= 1;
+        } else {
+            holder.held_asset_count += 1;
+        }
+        state.set_account(asset.account.clone(), Some(holder));
+    }
+    state.set_balance(asset.clone(), after);
+    Ok(())
+}
+
 fn check_key(key: &PublicKey) -> Outcome {
     key.to_verifying_key()
         .map(|_| ())
@@ -228,31 +259,9 @@ impl Executor<'_, '_> {
         }
     }
 
-    /// Moves a balance by `delta` (positive adds), keeping the holder's count of held assets.
+    /// See [`add_balance`].
     fn add_balance(&mut self, asset: &AssetId, amount: u128, add: bool) -> Outcome {
-        let before = self.state.balance(asset);
-        let after = if add {
-            before.checked_add(amount).ok_or(InstructionError::Overflow)?
-        } else {
-            before
-                .checked_sub(amount)
-                .ok_or_else(|| InstructionError::InsufficientBalance {
-                    asset: asset.clone(),
-                    balance: before,
-                    amount,
-                })?
-        };
-        if (before == 0) != (after == 0) {
-            let mut holder = self.account(&asset.account)?.clone();
-            if after == 0 {
-                holder.held_asset_count -= 1;
-            } else {
-                holder.held_asset_count += 1;
-            }
-            self.state.set_account(asset.account.clone(), Some(holder));
-        }
-        self.state.set_balance(asset.clone(), after);
-        Ok(())
+        add_balance(self.state, asset, amount, add)
     }
 
     fn transfer(&mut self, source: &AssetId, destination: &AccountId, amount: u128) -> Outcome {

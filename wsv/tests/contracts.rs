@@ -131,7 +131,7 @@ fn locked_assets_leave_the_balance_stay_in_supply_and_come_out_only_up_to_the_lo
     assert_contract_refused(
         &outcome,
         0,
-        "coin#wonderland#carol@looking_glass holds 0, less than 200",
+        "asset coin#wonderland#carol@looking_glass holds 0, less than 200",
     );
 }
 

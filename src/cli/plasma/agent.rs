@@ -20,23 +20,20 @@ use anyhow::{bail, Context};
 use clap::Args;
 use kasane_model::codec;
 use kasane_model::hash::Hash;
-use kasane_model::ids::{AccountId, Name};
+use kasane_model::ids::AccountId;
 use kasane_plasma::chain::{L2Call, L2_CONTRACT, NOTED_KEY};
 use kasane_plasma::contract::{self as l1, DepositRecord, PlasmaCall, ROOTS_PER_CALL_MAX};
 use kasane_plasma::ledger::Output;
 
-use super::{chain_record, committed_root, l1_instruction, l2_root, operator_account, read_key, Chain, Wallet};
+use super::{chain_record, committed_root, l1_instruction, l2_root, operator_account, read_key, Chain, OnL1, Wallet};
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The L1 node's API.
-    #[arg(long)]
-    pub l1: String,
+    #[command(flatten)]
+    pub on: OnL1,
     /// The L2 node's API.
     #[arg(long)]
     pub l2: String,
-    #[arg(long)]
-    pub chain: Name,
     /// The operator's secret key file (the L2 chain's genesis.key).
     #[arg(long)]
     pub key: PathBuf,
@@ -66,7 +63,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut backoff = Duration::from_millis(100);
     // Connect, retrying: the agent may start before the nodes do.
     let (l1, l2) = loop {
-        match (Chain::connect(&args.l1).await, Chain::connect(&args.l2).await) {
+        match (Chain::connect(&args.on.l1).await, Chain::connect(&args.l2).await) {
             (Ok(l1), Ok(l2)) => break (l1, l2),
             (Err(error), _) | (_, Err(error)) => {
                 eprintln!("agent: waiting for the nodes: {error:#}");
@@ -77,7 +74,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let agent = Agent {
         l1_operator: Wallet {
-            account: operator_account(&args.chain)?,
+            account: operator_account(&args.on.chain)?,
             key: key.clone(),
         },
         l2_operator: Wallet {
@@ -90,7 +87,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     eprintln!(
         "agent: chain {} from {} to {}",
-        agent.args.chain,
+        agent.args.on.chain,
         agent.l2.api.base(),
         agent.l1.api.base()
     );
@@ -132,7 +129,7 @@ impl Agent {
     }
 
     async fn commit_roots(&self) -> anyhow::Result<bool> {
-        let chain = &self.args.chain;
+        let chain = &self.args.on.chain;
         let record = chain_record(&self.l1, chain).await?;
         let l2_height = self.l2.height().await?;
         if l2_height <= record.roots {
@@ -189,7 +186,7 @@ impl Agent {
     }
 
     async fn note_deposits(&self) -> anyhow::Result<bool> {
-        let chain = &self.args.chain;
+        let chain = &self.args.on.chain;
         let record = chain_record(&self.l1, chain).await?;
         let noted = match self.l2.entry(L2_CONTRACT, NOTED_KEY).await? {
             Some(bytes) => codec::decode_body::<u64>("noted deposits", &bytes).context("the L2 deposit count")?,

@@ -284,10 +284,12 @@ fn measure(args: &PlasmaBenchArgs, dir: &Path) -> anyhow::Result<PlasmaBenchRepo
         .context("starting the async runtime")?;
     let chain: Name = "bench".parse().expect("constant names are valid");
     rt.block_on(super::register(&super::RegisterArgs {
-        l1: l1_url.clone(),
+        on: super::OnL1 {
+            l1: l1_url.clone(),
+            chain: chain.clone(),
+        },
         genesis_key: l1_dir.join("genesis.key"),
         operator_key: l2_dir.join("genesis.key"),
-        chain: chain.clone(),
         challenge_blocks: 20,
         bond_asset: "coin#test".parse().expect("constant names are valid"),
         exit_bond: 10,
@@ -518,7 +520,7 @@ async fn settle<'a>(
             continue;
         }
         for block in height + 1..=head {
-            for (leaf, tx) in block_leaves(l2, block).await?.iter().enumerate() {
+            for (leaf, tx) in block_leaves(l2, block).await?.0.iter().enumerate() {
                 if let Some(at) = index.remove(&proof::leaf_hash(tx)) {
                     found[at] = Some(Position::Block {
                         block,

@@ -95,24 +95,24 @@ async fn run_wallet(command: PlasmaCommand) -> anyhow::Result<ExitCode> {
         PlasmaCommand::Exit(args) => exit(&args).await?,
         PlasmaCommand::Challenge(args) => challenge(&args).await?,
         PlasmaCommand::Finalize(args) => {
-            let node = Chain::connect(&args.l1).await?;
+            let node = Chain::connect(&args.on.l1).await?;
             let wallet = args.wallet.resolve()?;
             let call = PlasmaCall::FinalizeExits {
-                chain: args.chain.clone(),
+                chain: args.on.chain.clone(),
                 max: args.max,
             };
-            let before = chain_record(&node, &args.chain).await?;
+            let before = chain_record(&node, &args.on.chain).await?;
             let outcome = node.run(&wallet, vec![l1_instruction(&call)]).await?;
-            let open = open_exits(&node, &args.chain).await?;
-            let after = chain_record(&node, &args.chain).await?;
+            let open = open_exits(&node, &args.on.chain).await?;
+            let after = chain_record(&node, &args.on.chain).await?;
             json!({"outcome": outcome, "open_exits": open.len(), "locked_before": locked_json(&before), "locked_after": locked_json(&after)})
         }
         PlasmaCommand::Status(args) => {
-            let node = Chain::connect(&args.l1).await?;
-            let record = chain_record(&node, &args.chain).await?;
-            let exits = open_exits(&node, &args.chain).await?;
+            let node = Chain::connect(&args.on.l1).await?;
+            let record = chain_record(&node, &args.on.chain).await?;
+            let exits = open_exits(&node, &args.on.chain).await?;
             json!({
-                "chain": args.chain.to_string(),
+                "chain": args.on.chain.to_string(),
                 "operator": record.operator.to_string(),
                 "challenge_blocks": record.challenge_blocks,
                 "exit_bond": record.exit_bond.to_string(),
@@ -133,6 +133,17 @@ async fn run_wallet(command: PlasmaCommand) -> anyhow::Result<ExitCode> {
         .and_then(|outcome| outcome.get("rejected"))
         .is_some();
     Ok(if refused { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The L1 node to talk to and the plasma chain on it.
+#[derive(Debug, Clone, Args)]
+pub struct OnL1 {
+    /// The L1 node's API URL.
+    #[arg(long)]
+    pub l1: String,
+    /// The plasma chain's name on L1.
+    #[arg(long)]
+    pub chain: Name,
 }
 
 /// Who signs: a test account by index (its key is derived from the public test label), or an
@@ -433,8 +444,9 @@ pub async fn l2_root(l2_node: &Chain, height: u64) -> anyhow::Result<(Hash, u64)
 }
 
 /// The plasma transactions L2 block `height` applied, in order (its leaves), read from the
-/// block and told apart from rejected ones by the leaf hashes the L2 state keeps.
-pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<PlasmaTx>> {
+/// block and told apart from rejected ones by the leaf hashes the L2 state keeps; with the
+/// block's root from the L2 state, which they are checked to make.
+pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<(Vec<PlasmaTx>, Hash)> {
     let committed = l2_node.api.block(height).await?;
     let candidates = l2::block_leaves(
         committed
@@ -446,7 +458,7 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
     // Usually every transfer of a block applied: then the count and the root agree at once.
     let (root, count) = l2_root(l2_node, height).await?;
     if candidates.len() as u64 == count && proof::root(&candidates) == root {
-        return Ok(candidates);
+        return Ok((candidates, root));
     }
     let stored = l2_node.entries(L2_CONTRACT, &l2::leaf_prefix(height), None).await?;
     let mut hashes: Vec<(u64, Hash)> = Vec::with_capacity(stored.len());
@@ -476,7 +488,7 @@ pub async fn block_leaves(l2_node: &Chain, height: u64) -> anyhow::Result<Vec<Pl
         proof::root(&leaves) == root,
         "the leaves of L2 block {height} do not make its root"
     );
-    Ok(leaves)
+    Ok((leaves, root))
 }
 
 /// The L2 transaction that created the output at `position` (a block position), its
@@ -485,24 +497,22 @@ pub async fn created_by(l2_node: &Chain, position: Position) -> anyhow::Result<(
     let Position::Block { block, tx_index, .. } = position else {
         bail!("a deposit's output needs no proof: L1 holds its record");
     };
-    let (tx, inclusion, root) = leaf_with_proof(l2_node, block, tx_index as usize).await?;
-    Ok((tx, inclusion, root))
+    leaf_with_proof(l2_node, block, tx_index as usize).await
 }
 
-/// Leaf `index` of L2 block `block`, its proof and the block's root (checked against the L2
-/// state's root before it is returned).
+/// Leaf `index` of L2 block `block`, its proof and the block's root (the proof checked against
+/// the L2 state's root before it is returned).
 pub async fn leaf_with_proof(
     l2_node: &Chain,
     block: u64,
     index: usize,
 ) -> anyhow::Result<(PlasmaTx, InclusionProof<Hash>, Hash)> {
-    let leaves = block_leaves(l2_node, block).await?;
+    let (leaves, root) = block_leaves(l2_node, block).await?;
     let tx = leaves
         .get(index)
         .cloned()
         .with_context(|| format!("L2 block {block} has {} plasma transactions, no {index}", leaves.len()))?;
     let inclusion = proof::prove(&leaves, index).context("building the proof")?;
-    let (root, _) = l2_root(l2_node, block).await?;
     proof::verify(&tx, &inclusion, &root).context("the proof does not match the L2 state's root")?;
     Ok((tx, inclusion, root))
 }
@@ -523,18 +533,14 @@ pub async fn unspent_of(l2_node: &Chain, owner: &PublicKey) -> anyhow::Result<Ve
 
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
+    #[command(flatten)]
+    pub on: OnL1,
     /// The L1 genesis authority's secret key file.
     #[arg(long)]
     pub genesis_key: PathBuf,
     /// The operator's secret key file (the L2 chain's genesis.key).
     #[arg(long)]
     pub operator_key: PathBuf,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
     /// Challenge period, in L1 blocks.
     #[arg(long, default_value_t = 20)]
     pub challenge_blocks: u64,
@@ -552,13 +558,13 @@ pub fn operator_account(chain: &Name) -> anyhow::Result<AccountId> {
 }
 
 async fn register(args: &RegisterArgs) -> anyhow::Result<Value> {
-    let node = Chain::connect(&args.l1).await?;
+    let node = Chain::connect(&args.on.l1).await?;
     let authority = Wallet {
         account: AccountId::new("genesis", "genesis").expect("constant names are valid"),
         key: read_key(&args.genesis_key)?,
     };
     let operator_key = read_key(&args.operator_key)?;
-    let operator = operator_account(&args.chain)?;
+    let operator = operator_account(&args.on.chain)?;
     let instructions = vec![
         Instruction::RegisterDomain {
             domain: operator.domain.clone(),
@@ -569,7 +575,7 @@ async fn register(args: &RegisterArgs) -> anyhow::Result<Value> {
             signatories: vec![operator_key.public_key()],
         },
         l1_instruction(&PlasmaCall::RegisterChain {
-            chain: args.chain.clone(),
+            chain: args.on.chain.clone(),
             operator: operator.clone(),
             challenge_blocks: args.challenge_blocks,
             bond_asset: args.bond_asset.clone(),
@@ -577,17 +583,13 @@ async fn register(args: &RegisterArgs) -> anyhow::Result<Value> {
         }),
     ];
     let outcome = node.run(&authority, instructions).await?;
-    Ok(json!({"chain": args.chain.to_string(), "operator": operator.to_string(), "outcome": outcome}))
+    Ok(json!({"chain": args.on.chain.to_string(), "operator": operator.to_string(), "outcome": outcome}))
 }
 
 #[derive(Debug, Args)]
 pub struct DepositArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
+    #[command(flatten)]
+    pub on: OnL1,
     #[command(flatten)]
     pub wallet: WalletArgs,
     /// In the asset's smallest unit.
@@ -602,14 +604,14 @@ pub struct DepositArgs {
 }
 
 async fn deposit(args: &DepositArgs) -> anyhow::Result<Value> {
-    let node = Chain::connect(&args.l1).await?;
+    let node = Chain::connect(&args.on.l1).await?;
     let wallet = args.wallet.resolve()?;
     let owner = match &args.owner {
         Some(text) => PublicKey::from_hex(text).map_err(|error| anyhow::anyhow!("--owner: {error}"))?,
         None => wallet.key.public_key(),
     };
     let call = PlasmaCall::Deposit {
-        chain: args.chain.clone(),
+        chain: args.on.chain.clone(),
         asset: args.asset.clone(),
         amount: args.amount,
         owner,
@@ -623,7 +625,7 @@ async fn deposit(args: &DepositArgs) -> anyhow::Result<Value> {
         let deposits = node
             .entries(
                 L1_CONTRACT,
-                &l1::deposit_prefix(&args.chain),
+                &l1::deposit_prefix(&args.on.chain),
                 Some(&codec::encode_body(&owner)),
             )
             .await?;
@@ -708,21 +710,18 @@ pub fn pay(
 
 /// Where the outputs of `tx`, committed in L2 block `height`, are.
 async fn positions_of(l2_node: &Chain, height: u64, tx: &PlasmaTx) -> anyhow::Result<Vec<Position>> {
-    let wanted = proof::leaf_hash(tx);
-    let stored = l2_node.entries(L2_CONTRACT, &l2::leaf_prefix(height), None).await?;
-    for (key, value) in stored {
-        if value == wanted.as_bytes() {
-            let (_, _, index): (u8, u64, u64) = decode("leaf key", &key)?;
-            return Ok((0..tx.outputs.len())
-                .map(|output_index| Position::Block {
-                    block: height,
-                    tx_index: index as u32,
-                    output_index: output_index as u8,
-                })
-                .collect());
-        }
-    }
-    bail!("the transaction committed in L2 block {height} but is not among its leaves")
+    let (leaves, _) = block_leaves(l2_node, height).await?;
+    let index = leaves
+        .iter()
+        .position(|leaf| leaf == tx)
+        .with_context(|| format!("the transaction committed in L2 block {height} but is not among its leaves"))?;
+    Ok((0..tx.outputs.len())
+        .map(|output_index| Position::Block {
+            block: height,
+            tx_index: index as u32,
+            output_index: output_index as u8,
+        })
+        .collect())
 }
 
 async fn transfer(args: &TransferArgs) -> anyhow::Result<Value> {
@@ -792,15 +791,11 @@ pub struct ProofArgs {
 
 #[derive(Debug, Args)]
 pub struct ExitArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
+    #[command(flatten)]
+    pub on: OnL1,
     /// Where to read the output's transaction and proof (not needed for a deposit).
     #[arg(long)]
     pub l2: Option<String>,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
     #[command(flatten)]
     pub wallet: WalletArgs,
     /// BLOCK:TX:OUTPUT or deposit:N
@@ -809,7 +804,7 @@ pub struct ExitArgs {
 }
 
 async fn exit(args: &ExitArgs) -> anyhow::Result<Value> {
-    let node = Chain::connect(&args.l1).await?;
+    let node = Chain::connect(&args.on.l1).await?;
     let wallet = args.wallet.resolve()?;
     let position = args.position.0;
     let created = match position {
@@ -825,7 +820,7 @@ async fn exit(args: &ExitArgs) -> anyhow::Result<Value> {
         }
     };
     let call = PlasmaCall::StartExit {
-        chain: args.chain.clone(),
+        chain: args.on.chain.clone(),
         position,
         created_by: created,
     };
@@ -835,15 +830,11 @@ async fn exit(args: &ExitArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct ChallengeArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
+    #[command(flatten)]
+    pub on: OnL1,
     /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
     #[command(flatten)]
     pub wallet: WalletArgs,
     /// The exiting output: BLOCK:TX:OUTPUT or deposit:N.
@@ -855,7 +846,7 @@ pub struct ChallengeArgs {
 }
 
 async fn challenge(args: &ChallengeArgs) -> anyhow::Result<Value> {
-    let node = Chain::connect(&args.l1).await?;
+    let node = Chain::connect(&args.on.l1).await?;
     let l2_node = Chain::connect(&args.l2).await?;
     let wallet = args.wallet.resolve()?;
     let (block, index) = args
@@ -865,7 +856,7 @@ async fn challenge(args: &ChallengeArgs) -> anyhow::Result<Value> {
         .with_context(|| format!("--spending {:?} is not BLOCK:TX", args.spending))?;
     let (spending_tx, inclusion, _) = leaf_with_proof(&l2_node, block, index).await?;
     let call = PlasmaCall::ChallengeExit {
-        chain: args.chain.clone(),
+        chain: args.on.chain.clone(),
         position: args.position.0,
         spending_tx,
         spending_block: block,
@@ -877,12 +868,8 @@ async fn challenge(args: &ChallengeArgs) -> anyhow::Result<Value> {
 
 #[derive(Debug, Args)]
 pub struct FinalizeArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
+    #[command(flatten)]
+    pub on: OnL1,
     #[command(flatten)]
     pub wallet: WalletArgs,
     /// Most exits paid by this call.
@@ -892,10 +879,6 @@ pub struct FinalizeArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
+    #[command(flatten)]
+    pub on: OnL1,
 }

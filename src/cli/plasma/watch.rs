@@ -13,25 +13,20 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use clap::Args;
-use kasane_model::ids::Name;
 use kasane_plasma::chain::{self as l2, L2_CONTRACT};
 use kasane_plasma::contract::PlasmaCall;
 use kasane_plasma::ledger::Position;
 use serde_json::{json, Value};
 
-use super::{block_leaves, l1_instruction, open_exits, outcome_json, Chain, WalletArgs};
+use super::{block_leaves, l1_instruction, open_exits, outcome_json, Chain, OnL1, WalletArgs};
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The L1 node's API URL.
-    #[arg(long)]
-    pub l1: String,
+    #[command(flatten)]
+    pub on: OnL1,
     /// The L2 node's API URL.
     #[arg(long)]
     pub l2: String,
-    /// The plasma chain's name on L1.
-    #[arg(long)]
-    pub chain: Name,
     /// Who signs the challenges (and is paid their bonds).
     #[command(flatten)]
     pub wallet: WalletArgs,
@@ -44,7 +39,7 @@ pub struct WatchArgs {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
-    let l1_node = Chain::connect(&args.l1).await?;
+    let l1_node = Chain::connect(&args.on.l1).await?;
     let l2_node = Chain::connect(&args.l2).await?;
     let wallet = args.wallet.resolve()?;
     // Per exiting position: the last L2 height searched for its spender.
@@ -53,7 +48,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut reported: HashSet<Position> = HashSet::new();
     loop {
         let mut actions: Vec<Value> = Vec::new();
-        let exits = open_exits(&l1_node, &args.chain).await?;
+        let exits = open_exits(&l1_node, &args.on.chain).await?;
         let head = l2_node.height().await?;
         searched.retain(|position, _| exits.iter().any(|exit| exit.position == *position));
         for exit in &exits {
@@ -67,16 +62,16 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
             };
             let from = searched.get(&position).map_or(first, |done| done + 1).max(first);
             let mut spender = None;
-            'blocks: for height in from..=head {
-                for (index, tx) in block_leaves(&l2_node, height).await?.into_iter().enumerate() {
-                    if tx.inputs.contains(&position) {
-                        spender = Some((height, index, tx));
-                        break 'blocks;
-                    }
+            for height in from..=head {
+                let (leaves, _) = block_leaves(&l2_node, height).await?;
+                if let Some(index) = leaves.iter().position(|tx| tx.inputs.contains(&position)) {
+                    let proof = kasane_plasma::proof::prove(&leaves, index)?;
+                    spender = Some((height, index, leaves[index].clone(), proof));
+                    break;
                 }
                 searched.insert(position, height);
             }
-            let Some((height, index, spending_tx)) = spender else {
+            let Some((height, index, spending_tx, proof)) = spender else {
                 if reported.insert(position) || args.once {
                     actions.push(json!({
                         "position": position.to_string(),
@@ -87,10 +82,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<std::process::ExitCode> {
                 }
                 continue;
             };
-            let leaves = block_leaves(&l2_node, height).await?;
-            let proof = kasane_plasma::proof::prove(&leaves, index)?;
             let call = PlasmaCall::ChallengeExit {
-                chain: args.chain.clone(),
+                chain: args.on.chain.clone(),
                 position,
                 spending_tx,
                 spending_block: height,
