@@ -152,8 +152,23 @@ impl FixtureChain {
     /// Builds, executes and certifies the next block, and applies it to the fixture's state.
     pub fn next_block(&mut self) -> Result<(CommittedBlock, Vec<TransactionHashes>), FixtureError> {
         let height = self.wsv.height() + 1;
-        let timestamp_ms = FIXTURE_GENESIS_MS + (height - 1) * FIXTURE_BLOCK_INTERVAL_MS;
-        let transactions = self.next_transactions(height, timestamp_ms);
+        let transactions = self.next_transactions(height, self.timestamp_of(height));
+        self.next_block_of(transactions)
+    }
+
+    /// The timestamp of the fixture block at `height`.
+    pub fn timestamp_of(&self, height: u64) -> u64 {
+        FIXTURE_GENESIS_MS + (height - 1) * FIXTURE_BLOCK_INTERVAL_MS
+    }
+
+    /// Builds, executes and certifies the next block with the caller's `transactions` (whose
+    /// signatures are not checked here), and applies it to the fixture's state.
+    pub fn next_block_of(
+        &mut self,
+        transactions: Vec<SignedTransaction>,
+    ) -> Result<(CommittedBlock, Vec<TransactionHashes>), FixtureError> {
+        let height = self.wsv.height() + 1;
+        let timestamp_ms = self.timestamp_of(height);
         let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
         let executed = self.wsv.execute(height, timestamp_ms, &transactions, &hashes)?;
         let proposer = &self.validators[(height as usize) % self.validators.len()];
@@ -203,15 +218,24 @@ fn sign_in_parallel(
         .unwrap_or(1)
         .max(1);
     let per_thread = payloads.len().div_ceil(threads).max(1);
+    // The signing threads sign the way this thread does (real or mock signatures).
+    let mock = kasane_model::crypto::rule::mock_signatures();
+    let sign = move |chunk: &[(usize, TransactionPayload)]| {
+        chunk
+            .iter()
+            .map(|(sender, payload)| SignedTransaction::sign(payload.clone(), &[&accounts[*sender].1]))
+            .collect::<Vec<_>>()
+    };
     std::thread::scope(|scope| {
         let handles: Vec<_> = payloads
             .chunks(per_thread)
             .map(|chunk| {
                 scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(sender, payload)| SignedTransaction::sign(payload.clone(), &[&accounts[*sender].1]))
-                        .collect::<Vec<_>>()
+                    if mock {
+                        kasane_model::crypto::with_mock_signatures(|| sign(chunk))
+                    } else {
+                        sign(chunk)
+                    }
                 })
             })
             .collect();

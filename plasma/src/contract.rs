@@ -264,7 +264,7 @@ impl Contract for PlasmaContract {
                 owner,
             } => {
                 let mut record = chain_record(context, &chain)?;
-                if owner.to_verifying_key().is_err() {
+                if owner.check().is_err() {
                     return Err(format!("owner {owner} is not a usable ed25519 key"));
                 }
                 context.lock_from_caller(&asset, amount)?;

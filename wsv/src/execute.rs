@@ -145,9 +145,7 @@ pub(crate) fn add_balance(state: &mut Layered<'_>, asset: &AssetId, amount: u128
 }
 
 fn check_key(key: &PublicKey) -> Outcome {
-    key.to_verifying_key()
-        .map(|_| ())
-        .map_err(|_| InstructionError::BadKey(*key))
+    key.check().map_err(|_| InstructionError::BadKey(*key))
 }
 
 impl Executor<'_, '_> {

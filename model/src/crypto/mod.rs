@@ -5,18 +5,20 @@
 //! together with [`verify_batch`], which costs about a third of one-by-one verification and
 //! falls back to one-by-one checks only to name the bad signature.
 //!
-//! Verification rules. One-by-one checks use `verify_strict` (no weak keys, no small-order `R`,
-//! canonical `s`); weak (small-order) public keys are refused before any signature is checked.
-//! A batch that passes is accepted. ed25519-dalek's batch equation is cofactorless and randomised,
-//! so a signature crafted with torsion components by its own signer could pass a batch and fail a
-//! one-by-one check; honest signers never produce one. docs/PROTOCOL.md (consensus issue) decides
-//! whether block validity needs a deterministic rule such as ZIP-215.
+//! Validity is one rule, [`rule`]: ZIP-215's cofactored equation, with small-order public keys
+//! refused. [`verify_one`] and [`verify_batch`] apply the same equation, so no signature is valid
+//! alone and invalid in a batch or the other way round, and every honest node reaches the same
+//! verdict on a transaction whichever batch it happened to be checked in (docs/PROTOCOL.md
+//! section 1). `tests/signature_rule.rs` holds the public edge-case vectors to that.
+
+pub mod rule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::{CryptoRngCore, OsRng};
+pub use rule::{with_mock_signatures, DecodedKey};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::HexError;
@@ -41,7 +43,21 @@ impl PublicKey {
         Ok(PublicKey(out))
     }
 
-    /// Decompresses the key, refusing points that are not on the curve and weak keys.
+    /// Checks the key under kasane's signature rule: a curve point, not of small order.
+    pub fn check(&self) -> Result<(), SignatureError> {
+        self.decode().map(|_| ())
+    }
+
+    /// Decodes the key under kasane's signature rule ([`rule`]).
+    pub fn decode(&self) -> Result<DecodedKey, SignatureError> {
+        rule::decode_key(self).map_err(|defect| match defect {
+            rule::KeyDefect::NotAPoint => SignatureError::MalformedKey { key: *self },
+            rule::KeyDefect::SmallOrder => SignatureError::WeakKey { key: *self },
+        })
+    }
+
+    /// Decompresses the key for ed25519-dalek, refusing points that are not on the curve and weak
+    /// keys (the transport's TLS handshake uses it; consensus validity uses [`PublicKey::decode`]).
     pub fn to_verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey { key: *self })?;
         if key.is_weak() {
@@ -162,6 +178,9 @@ impl KeyPair {
     }
 
     pub fn sign(&self, message: &[u8]) -> Signature {
+        if rule::mock_signatures() {
+            return rule::mock_signature(&self.public, message);
+        }
         Signature(self.signing.sign(message).to_bytes())
     }
 }
@@ -208,7 +227,7 @@ pub struct KeyCache {
 
 #[derive(Debug, Default)]
 struct CacheInner {
-    keys: Mutex<Generations<PublicKey, Result<VerifyingKey, SignatureError>>>,
+    keys: Mutex<Generations<PublicKey, Result<DecodedKey, SignatureError>>>,
     /// Every signature that verified, by its bytes, with the key and message it verified for.
     /// A lookup compares key and message exactly, so no hashing is needed to find a hit.
     verified: Mutex<Generations<[u8; 64], Checked>>,
@@ -315,11 +334,11 @@ impl KeyCache {
         KeyCache::default()
     }
 
-    pub fn get(&mut self, key: &PublicKey) -> Result<VerifyingKey, SignatureError> {
+    pub fn get(&mut self, key: &PublicKey) -> Result<DecodedKey, SignatureError> {
         if let Some(found) = locked(&self.inner.keys).get(key) {
             return found.clone();
         }
-        let decoded = key.to_verifying_key();
+        let decoded = key.decode();
         locked(&self.inner.keys).insert(*key, decoded.clone(), KEY_CACHE_ENTRIES_MAX);
         decoded
     }
@@ -364,7 +383,7 @@ impl KeyCache {
     }
 }
 
-/// Checks one signature with the strict rules.
+/// Checks one signature under kasane's rule ([`rule`]).
 pub fn verify_one(
     cache: &mut KeyCache,
     key: &PublicKey,
@@ -375,11 +394,10 @@ pub fn verify_one(
     if cache.is_verified(&check) {
         return Ok(());
     }
-    let verifying = cache.get(key)?;
-    let signature_value = ed25519_dalek::Signature::from_bytes(&signature.0);
-    verifying
-        .verify_strict(message, &signature_value)
-        .map_err(|_| SignatureError::Invalid { index: 0, key: *key })?;
+    let decoded = cache.get(key)?;
+    if !rule::verify_single(key, &decoded, message, signature) {
+        return Err(SignatureError::Invalid { index: 0, key: *key });
+    }
     cache.remember_verified([&check]);
     Ok(())
 }
@@ -392,8 +410,9 @@ pub struct SignedMessage<'a> {
     pub signature: &'a Signature,
 }
 
-/// Verifies many signatures at once. On failure the error names the first bad item (by index in
-/// `items`), found by checking one by one; a batch that passes costs no more than the batch.
+/// Verifies many signatures at once, under the same rule as [`verify_one`]. On failure the error
+/// names the first bad item (by index in `items`), found by checking one by one; a batch that
+/// passes costs no more than the batch.
 pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result<(), SignatureError> {
     if items.is_empty() {
         return Ok(());
@@ -408,23 +427,34 @@ pub fn verify_batch(cache: &mut KeyCache, items: &[SignedMessage<'_>]) -> Result
         return Ok(());
     }
     let mut keys = Vec::with_capacity(pending.len());
-    let mut messages = Vec::with_capacity(pending.len());
-    let mut signatures = Vec::with_capacity(pending.len());
     for &index in &pending {
-        let item = &items[index];
-        keys.push(cache.get(item.key)?);
-        messages.push(item.message);
-        signatures.push(ed25519_dalek::Signature::from_bytes(&item.signature.0));
+        let key = items[index].key;
+        keys.push(
+            cache
+                .get(key)
+                .map_err(|_| SignatureError::Invalid { index, key: *key })?,
+        );
     }
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
-        for &index in &pending {
-            let item = &items[index];
-            verify_one(cache, item.key, item.message, item.signature)
-                .map_err(|_| SignatureError::Invalid { index, key: *item.key })?;
+    let batch: Vec<rule::BatchItem> = pending
+        .iter()
+        .zip(&keys)
+        .map(|(&index, decoded)| rule::BatchItem {
+            key: items[index].key,
+            decoded,
+            message: items[index].message,
+            signature: items[index].signature,
+        })
+        .collect();
+    if !rule::verify_batch_equation(&batch) {
+        // Some item is bad: name the first, one by one under the same rule. Should every item
+        // pass alone, the batch is accepted: both equations are the cofactored one, so that
+        // only happens with the negligible chance that the coefficients met a bad combination
+        // of valid items, which cannot be.
+        for (&index, item) in pending.iter().zip(&batch) {
+            if !rule::verify_single(item.key, item.decoded, item.message, item.signature) {
+                return Err(SignatureError::Invalid { index, key: *item.key });
+            }
         }
-        // Every item verified alone although the batch failed: the batch's random coefficients
-        // met a torsion component that one-by-one strict checks allow. Treat it as valid, as
-        // the strict rules do.
     }
     cache.remember_verified(pending.iter().map(|index| &checks[*index]));
     Ok(())
@@ -552,13 +582,13 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert!(matches!(
-            PublicKey(identity).to_verifying_key(),
+            PublicKey(identity).decode(),
             Err(SignatureError::WeakKey { .. })
         ));
         // y = 2 is not the y-coordinate of a curve point.
         let mut off_curve = [0u8; 32];
         off_curve[0] = 2;
-        assert!(PublicKey(off_curve).to_verifying_key().is_err());
+        assert!(PublicKey(off_curve).decode().is_err());
     }
 
     #[test]
