@@ -7,7 +7,7 @@ use kasane_model::block::{Certificate, ViewChangeProof};
 use kasane_model::{Block, CommittedBlock, Hash, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::message::Message;
+use crate::message::{Message, ViewChangeVote};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -76,8 +76,23 @@ pub enum Timer {
     View { height: u64, view: u64 },
     /// Broadcast status (R19).
     Status,
-    /// A block-sync request went unanswered.
-    Sync { height: u64 },
+    /// The block-sync request to `peer` for blocks from `from_height` went unanswered (R19).
+    Sync { peer: PublicKey, from_height: u64 },
+    /// Judge a block again that was too far ahead of this replica's clock to vote for (R5).
+    Revalidate { height: u64, hash: Hash },
+}
+
+/// The host's verdict on a block (R5). Validity is a function of the chain alone; only the
+/// moment of a vote may depend on the local clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    /// Valid by the chain, but stamped more than the allowed skew ahead of this replica's clock:
+    /// no vote yet; judge again after `retry_after_ms`.
+    Early {
+        retry_after_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +120,7 @@ pub enum Input {
     BlockValidated {
         height: u64,
         hash: Hash,
-        valid: bool,
+        verdict: Verdict,
     },
     /// Answer to `CommitBlock`: the block is durable in Kura and applied; `validators` is the
     /// validator set after it.
@@ -136,7 +151,8 @@ pub enum Effect {
         after_ms: u64,
     },
     /// Validate the block against the committed state (signatures, Merkle root, execution,
-    /// state commitment) and answer `BlockValidated`.
+    /// state commitment) and its timestamp against the local clock, and answer
+    /// `BlockValidated`.
     ValidateBlock {
         block: Block,
     },
@@ -175,7 +191,14 @@ pub enum Effect {
 pub struct LockRecord {
     pub height: u64,
     pub view: u64,
+    /// The view-change votes that made `view` (empty for view 0), so a restarted replica can
+    /// show other replicas how it got there (R15a) and, as leader, build a block of that view.
+    pub proof: Vec<ViewChangeVote>,
     pub lock: Option<Certificate>,
+    /// The block `lock` certifies: a locked replica must be able to re-propose it after a
+    /// restart, or a cluster whose every replica lost power could stay locked on a block nobody
+    /// holds (R4, R17).
+    pub block: Option<Block>,
     pub voted_prepare: Option<u64>,
     pub voted_commit: Option<u64>,
 }
@@ -196,6 +219,8 @@ pub enum DropReason {
     BadProposal,
     BadProof,
     Duplicate,
+    /// A block, or more view-change votes, that nobody asked for.
+    Unsolicited,
     Unexpected,
     Full,
 }

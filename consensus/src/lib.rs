@@ -12,8 +12,9 @@ pub mod replica;
 pub mod sumeragi;
 pub mod topology;
 pub mod votes;
+pub mod wire;
 
-pub use io::{Config, Counters, DropReason, Effect, Input, LockRecord, Timer};
+pub use io::{Config, Counters, DropReason, Effect, Input, LockRecord, Timer, Verdict};
 pub use message::{Message, Proposal, SignedVote, ViewChangeVote};
-pub use sumeragi::Sumeragi;
+pub use sumeragi::{Sumeragi, Validity};
 pub use topology::{Role, Topology};

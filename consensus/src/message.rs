@@ -171,11 +171,24 @@ pub enum Message {
         block: Hash,
         transactions: Vec<SignedTransaction>,
     },
+    /// The `q` view-change votes that moved the sender into their view, sent to a replica that
+    /// showed it is behind (R15a). Judged as a whole, however far ahead the view is.
+    ViewChangeProof(Vec<ViewChangeVote>),
+    /// "Send me the block of this height with this hash": a leader that must re-propose a
+    /// certified block it does not hold (R4a).
+    BlockWanted {
+        height: u64,
+        hash: Hash,
+    },
+    /// The answer to [`Message::BlockWanted`].
+    BlockFound(Box<Block>),
 }
 
 impl Versioned for Message {
     const NAME: &'static str = "consensus message";
-    const VERSION: u8 = 1;
+    /// 2: view-change proofs, blocks fetched by hash, and the rules of docs/PROTOCOL.md as of
+    /// that version (round-robin leaders per height); a node of version 1 cannot take part.
+    const VERSION: u8 = 2;
     const ENCODED_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
 }
 
@@ -195,6 +208,9 @@ impl Message {
             Message::ProposalDigest(_) => "proposal-digest",
             Message::TransactionsWanted { .. } => "transactions-wanted",
             Message::TransactionsFound { .. } => "transactions-found",
+            Message::ViewChangeProof(_) => "view-change-proof",
+            Message::BlockWanted { .. } => "block-wanted",
+            Message::BlockFound(_) => "block-found",
         }
     }
 }

@@ -13,16 +13,20 @@ use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransa
 use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
-use crate::io::{Config, Effect, Input, LockRecord, Timer};
+use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
 use crate::message::{Message, Proposal, ProposalDigest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
 use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
+use crate::wire::{self, Found, Wire, WireCounts};
 
 /// Most block bytes in one block-sync response: half a message, so framing never pushes a
 /// response past the message limit.
 pub const SYNC_RESPONSE_BYTES_MAX: usize = crate::message::MESSAGE_BYTES_MAX / 2;
 
-/// How far ahead of the replica's clock a block's timestamp may be.
+/// How far ahead of the replica's clock a block's timestamp may be for the replica to vote for
+/// it. A block stamped later is not invalid: the replica waits until its clock is within this
+/// bound (R5), and commits it on its certificate like any other. So no block's validity depends
+/// on a clock, and chain time runs ahead of the honest clocks by at most this much.
 pub const BLOCK_FUTURE_MS_MAX: u64 = 10_000;
 
 /// Where the consensus write-ahead record lives (R17). `save` must be durable when it returns.
@@ -119,6 +123,9 @@ pub struct Replica<B: Backend + Sync> {
     known_hashes: BTreeMap<Hash, PreparedBlock>,
     lock_store: Box<dyn LockStore>,
     events: Vec<ReplicaEvent>,
+    /// Proposals travel as digests (the wire protocol, `wire.rs`).
+    wire: Wire,
+    digest_proposals: bool,
 }
 
 impl<B: Backend + Sync> std::fmt::Debug for Replica<B> {
@@ -178,7 +185,22 @@ impl<B: Backend + Sync> Replica<B> {
             known_hashes: BTreeMap::new(),
             lock_store,
             events: Vec::new(),
+            wire: Wire::default(),
+            digest_proposals: true,
         }
+    }
+
+    /// Whether this replica broadcasts its proposals as digests (the default) or whole. A
+    /// replica that is Byzantine on purpose sends them whole, so its rewrites work on blocks;
+    /// every replica accepts both forms.
+    pub fn with_proposal_digests(mut self, digests: bool) -> Self {
+        self.digest_proposals = digests;
+        self
+    }
+
+    /// What the wire protocol did so far.
+    pub fn wire_counts(&self) -> WireCounts {
+        self.wire.counts
     }
 
     /// Makes the replica share `cache` (with the validator plugins that verify signatures, say).
@@ -243,15 +265,34 @@ impl<B: Backend + Sync> Replica<B> {
         message: Message,
         hashes: PreparedHashes,
     ) -> Vec<Outbound> {
-        if let Message::Transactions(transactions) = message {
-            let prepared = match hashes {
-                PreparedHashes::Transactions(prepared) => Some(prepared),
-                _ => None,
-            };
-            let mut out = Vec::new();
-            self.admit(now_ms, transactions, prepared, false, &mut out);
-            return out;
-        }
+        let message = match message {
+            Message::Transactions(transactions) => {
+                let prepared = match hashes {
+                    PreparedHashes::Transactions(prepared) => Some(prepared),
+                    _ => None,
+                };
+                let mut out = Vec::new();
+                self.admit(now_ms, transactions, prepared, false, &mut out);
+                return out;
+            }
+            Message::ProposalDigest(digest) => return self.on_digest(now_ms, from, *digest, None),
+            Message::TransactionsWanted { block, transactions } => {
+                return self
+                    .wire
+                    .answer(&block, &transactions)
+                    .map(|message| Outbound::Send { to: from, message })
+                    .into_iter()
+                    .collect();
+            }
+            Message::TransactionsFound { block, transactions } => {
+                let Some(pending) = self.wire.take_pending(&from, &block) else {
+                    return Vec::new();
+                };
+                let found = wire::found(transactions, hashes, &pending.missing);
+                return self.on_digest(now_ms, from, pending.digest, Some(found));
+            }
+            message => message,
+        };
         if let PreparedHashes::Blocks(blocks) = hashes {
             self.known_hashes
                 .extend(blocks.into_iter().map(|block| (block.hash, block)));
@@ -260,6 +301,43 @@ impl<B: Backend + Sync> Replica<B> {
         let out = self.run(now_ms, effects);
         self.known_hashes.clear();
         out
+    }
+
+    /// Rebuilds a proposal from a digest and steps the core with it; asks the sender once for
+    /// what is missing (`found` is what that answer brought). Only validators' digests are
+    /// held.
+    fn on_digest(
+        &mut self,
+        now_ms: u64,
+        from: PublicKey,
+        digest: ProposalDigest,
+        found: Option<Found>,
+    ) -> Vec<Outbound> {
+        if !self.core.topology().contains(&from) {
+            return Vec::new();
+        }
+        let retried = found.is_some();
+        match self.assemble(digest, &found.unwrap_or_default()) {
+            Ok((proposal, prepared)) => {
+                self.wire.counts.rebuilt += 1;
+                self.on_prepared(
+                    now_ms,
+                    from,
+                    Message::Proposal(Box::new(proposal)),
+                    PreparedHashes::Blocks(vec![prepared]),
+                )
+            }
+            Err((digest, missing)) if !retried => vec![Outbound::Send {
+                to: from,
+                message: self.wire.hold(from, digest, missing),
+            }],
+            // The sender did not send what its proposal holds: like a leader that proposes
+            // nothing, the view timer moves on.
+            Err(_) => {
+                self.wire.counts.abandoned += 1;
+                Vec::new()
+            }
+        }
     }
 
     pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
@@ -440,6 +518,15 @@ impl<B: Backend + Sync> Replica<B> {
                     out.push(Outbound::Send { to, message });
                     None
                 }
+                Effect::Broadcast {
+                    message: Message::Proposal(proposal),
+                } if self.digest_proposals => {
+                    let hashes = self.block_transaction_hashes(&proposal.block.hash());
+                    out.push(Outbound::Broadcast {
+                        message: self.wire.compact(proposal, hashes),
+                    });
+                    None
+                }
                 Effect::Broadcast { message } => {
                     out.push(Outbound::Broadcast { message });
                     None
@@ -456,14 +543,11 @@ impl<B: Backend + Sync> Replica<B> {
                     self.lock_store.save(&record);
                     None
                 }
-                Effect::ValidateBlock { block } => {
-                    let valid = self.validate(now_ms, &block, true);
-                    Some(Input::BlockValidated {
-                        height: block.header.height,
-                        hash: block.hash(),
-                        valid,
-                    })
-                }
+                Effect::ValidateBlock { block } => Some(Input::BlockValidated {
+                    height: block.header.height,
+                    hash: block.hash(),
+                    verdict: self.judge(now_ms, &block),
+                }),
                 Effect::BuildProposal {
                     height,
                     view,
@@ -476,7 +560,7 @@ impl<B: Backend + Sync> Replica<B> {
                     },
                 ),
                 Effect::CommitBlock { block } => {
-                    let answer = self.commit(now_ms, block);
+                    let answer = self.commit(block);
                     pending.extend(self.core.step(answer));
                     // The block's transactions left the queue.
                     Some(Input::QueueLength(self.queue.len()))
@@ -521,17 +605,29 @@ impl<B: Backend + Sync> Replica<B> {
         Ok(blocks)
     }
 
-    /// Everything a validator checks of a block before voting (R5): header against the head,
-    /// Merkle root, every signature, execution and the claimed state commitment.
-    /// Checks `block` against the committed state: header, Merkle root, (when
-    /// `check_signatures`) every transaction signature, and the state commitment after
-    /// execution.
-    fn validate(&mut self, now_ms: u64, block: &Block, check_signatures: bool) -> bool {
-        let header = &block.header;
-        if self.wsv.check_header(header).is_err() || header.timestamp_ms > now_ms.saturating_add(BLOCK_FUTURE_MS_MAX) {
-            return false;
+    /// R5: the verdict on a block a validator may vote for: valid by the chain
+    /// ([`Replica::validate`]), and not stamped more than [`BLOCK_FUTURE_MS_MAX`] ahead of this
+    /// replica's clock (else it is early: judged again later, never invalid for it).
+    fn judge(&mut self, now_ms: u64, block: &Block) -> Verdict {
+        let hash = block.hash();
+        if !self.validated.contains_key(&hash) && !self.validate(block, true) {
+            return Verdict::Invalid;
         }
-        if block.transactions.is_empty() {
+        let latest = now_ms.saturating_add(BLOCK_FUTURE_MS_MAX);
+        if block.header.timestamp_ms > latest {
+            return Verdict::Early {
+                retry_after_ms: block.header.timestamp_ms - latest,
+            };
+        }
+        Verdict::Valid
+    }
+
+    /// Checks `block` against the committed state, by the chain alone: header, view-change
+    /// proof, Merkle root, (when `check_signatures`) every transaction signature, and the state
+    /// commitment after execution. Keeps the execution of a valid block for its commit.
+    fn validate(&mut self, block: &Block, check_signatures: bool) -> bool {
+        let header = &block.header;
+        if self.wsv.check_header(header).is_err() || block.transactions.is_empty() {
             return false;
         }
         if header
@@ -619,7 +715,7 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// R10: durable in Kura first, then applied to the world state.
-    fn commit(&mut self, now_ms: u64, committed: CommittedBlock) -> Input {
+    fn commit(&mut self, committed: CommittedBlock) -> Input {
         let height = committed.block.header.height;
         let hash = committed.block.hash();
         let failed = Input::CommitFailed { height, hash };
@@ -627,7 +723,7 @@ impl<B: Backend + Sync> Replica<B> {
         // checked their commit certificate; whether their signatures are checked again is the
         // certified-block rule (R19).
         let check_signatures = !self.core.config().certified_blocks_skip_signatures;
-        if !self.validated.contains_key(&hash) && !self.validate(now_ms, &committed.block, check_signatures) {
+        if !self.validated.contains_key(&hash) && !self.validate(&committed.block, check_signatures) {
             return failed;
         }
         let Some(Validated { hashes, executed }) = self.validated.remove(&hash) else {
@@ -652,6 +748,7 @@ impl<B: Backend + Sync> Replica<B> {
         let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
         self.queue.remove_payloads(&payloads);
         self.validated.clear();
+        self.wire.retain(&self.wsv.validators(), height + 1);
         self.events.push(ReplicaEvent::Committed {
             height,
             hash,

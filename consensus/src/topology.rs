@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use kasane_model::block::quorum;
-use kasane_model::{Hash, PublicKey};
+use kasane_model::block::{max_faulty, quorum};
+use kasane_model::PublicKey;
 
 /// A validator's role in one view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +32,14 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// R1: sort the validators, rotate left by the previous block hash's first 8 bytes mod n.
-    pub fn new(validators: &BTreeSet<PublicKey>, previous_hash: &Hash) -> Topology {
+    /// R1: sort the validators, rotate left by `height mod n`. The order is a function of the
+    /// height and the validator set alone: a leader cannot choose the next height's leader by
+    /// grinding the hash of the block it proposes (an order taken from the previous block hash
+    /// let it, through the timestamp and the transactions it picks).
+    pub fn new(validators: &BTreeSet<PublicKey>, height: u64) -> Topology {
         let mut order: Vec<PublicKey> = validators.iter().copied().collect();
         if !order.is_empty() {
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&previous_hash.as_bytes()[..8]);
-            let shift = (u64::from_le_bytes(first) % order.len() as u64) as usize;
+            let shift = (height % order.len() as u64) as usize;
             order.rotate_left(shift);
         }
         Topology { order }
@@ -54,7 +55,7 @@ impl Topology {
 
     /// Faults tolerated: (n - 1) / 3.
     pub fn max_faulty(&self) -> usize {
-        self.order.len().saturating_sub(1) / 3
+        max_faulty(self.order.len())
     }
 
     /// n - f.
@@ -70,26 +71,38 @@ impl Topology {
         self.order.iter().copied().collect()
     }
 
-    /// R2: the peer at `position` of the order of `view`.
-    fn at(&self, view: u64, position: usize) -> PublicKey {
+    /// R2: the peer at `position` of the order of `view`; none in an empty topology (a chain
+    /// without validators cannot decide anything, and the executor refuses to remove the last
+    /// one).
+    fn at(&self, view: u64, position: usize) -> Option<PublicKey> {
         let n = self.order.len();
+        if n == 0 {
+            return None;
+        }
         let start = (view % n as u64) as usize;
-        self.order[(start + position) % n]
+        Some(self.order[(start + position) % n])
     }
 
-    /// R3: A[0]. Panics on an empty topology, which the replica never builds.
-    pub fn leader(&self, view: u64) -> PublicKey {
+    /// R3: A[0].
+    pub fn leader(&self, view: u64) -> Option<PublicKey> {
         self.at(view, 0)
     }
 
     /// R3: A[q-1].
-    pub fn proxy_tail(&self, view: u64) -> PublicKey {
-        self.at(view, self.quorum() - 1)
+    pub fn proxy_tail(&self, view: u64) -> Option<PublicKey> {
+        self.at(view, self.quorum().saturating_sub(1))
+    }
+
+    /// Whether `key` leads `view`.
+    pub fn is_leader(&self, key: &PublicKey, view: u64) -> bool {
+        self.leader(view).as_ref() == Some(key)
     }
 
     /// The order of `view`.
     pub fn order(&self, view: u64) -> Vec<PublicKey> {
-        (0..self.order.len()).map(|position| self.at(view, position)).collect()
+        (0..self.order.len())
+            .filter_map(|position| self.at(view, position))
+            .collect()
     }
 
     pub fn role(&self, key: &PublicKey, view: u64) -> Role {
@@ -126,51 +139,63 @@ mod tests {
     #[test]
     fn sets_and_roles_for_four() {
         let validators = keys(4);
-        let topology = Topology::new(&validators, &Hash::ZERO);
-        // Zero hash: no rotation, the sorted order.
+        let topology = Topology::new(&validators, 4);
+        // Height 4 of 4 validators: no rotation, the sorted order.
         let sorted: Vec<PublicKey> = validators.iter().copied().collect();
         assert_eq!(topology.order(0), sorted);
         assert_eq!(topology.quorum(), 3);
         assert_eq!(topology.max_faulty(), 1);
-        assert_eq!(topology.leader(0), sorted[0]);
-        assert_eq!(topology.proxy_tail(0), sorted[2]);
+        assert_eq!(topology.leader(0), Some(sorted[0]));
+        assert_eq!(topology.proxy_tail(0), Some(sorted[2]));
         assert_eq!(topology.role(&sorted[1], 0), Role::ValidatingPeer);
         assert_eq!(topology.role(&sorted[3], 0), Role::Observer);
         // A view change rotates by one: new leader and new proxy tail.
-        assert_eq!(topology.leader(1), sorted[1]);
-        assert_eq!(topology.proxy_tail(1), sorted[3]);
+        assert_eq!(topology.leader(1), Some(sorted[1]));
+        assert_eq!(topology.proxy_tail(1), Some(sorted[3]));
         assert_eq!(topology.role(&sorted[0], 1), Role::Observer);
-        assert_eq!(topology.leader(4), sorted[0]);
+        assert_eq!(topology.leader(4), Some(sorted[0]));
         let outsider = KeyPair::derive(b"other", 0).public_key();
         assert_eq!(topology.role(&outsider, 0), Role::Outsider);
     }
 
     #[test]
-    fn previous_hash_rotates_the_order() {
+    fn heights_rotate_the_order_round_robin() {
         let validators = keys(7);
-        let mut hash = [0u8; 32];
-        hash[0] = 3;
-        let topology = Topology::new(&validators, &Hash(hash));
         let sorted: Vec<PublicKey> = validators.iter().copied().collect();
-        assert_eq!(topology.leader(0), sorted[3]);
-        assert_eq!(topology.quorum(), 5);
-        assert_eq!(topology.proxy_tail(0), sorted[(3 + 4) % 7]);
+        for height in 0..21u64 {
+            let topology = Topology::new(&validators, height);
+            let first = (height % 7) as usize;
+            assert_eq!(topology.leader(0), Some(sorted[first]), "height {height}");
+            assert_eq!(topology.quorum(), 5);
+            assert_eq!(topology.proxy_tail(0), Some(sorted[(first + 4) % 7]));
+            // Height h, view v leads with the same peer as height h + v, view 0.
+            assert_eq!(topology.leader(3), Topology::new(&validators, height + 3).leader(0));
+        }
+    }
+
+    #[test]
+    fn an_empty_topology_has_no_roles_and_does_not_panic() {
+        let topology = Topology::new(&BTreeSet::new(), 9);
+        assert!(topology.is_empty());
+        assert_eq!(topology.leader(3), None);
+        assert_eq!(topology.proxy_tail(3), None);
+        assert!(topology.order(0).is_empty());
+        let anyone = KeyPair::derive(b"other", 0).public_key();
+        assert_eq!(topology.role(&anyone, 0), Role::Outsider);
+        assert!(!topology.is_leader(&anyone, 0));
     }
 
     #[test]
     fn every_view_has_one_leader_one_proxy_tail_and_q_voters() {
         for n in 1..=31u64 {
             let validators = keys(n);
-            let topology = Topology::new(&validators, &Hash::of(&n.to_le_bytes()));
+            let topology = Topology::new(&validators, n * 7 + 1);
             for view in 0..(2 * n) {
                 let roles: Vec<Role> = validators.iter().map(|key| topology.role(key, view)).collect();
                 let voters = roles.iter().filter(|role| role.votes()).count();
                 assert_eq!(voters, topology.quorum(), "n {n} view {view}");
-                assert_eq!(
-                    topology.role(&topology.leader(view), view),
-                    Role::Leader,
-                    "n {n} view {view}"
-                );
+                let leader = topology.leader(view).expect("a leader");
+                assert_eq!(topology.role(&leader, view), Role::Leader, "n {n} view {view}");
                 let tails = roles.iter().filter(|role| **role == Role::ProxyTail).count();
                 assert_eq!(tails, usize::from(n > 1), "n {n} view {view}");
             }

@@ -1,404 +1,1330 @@
-//! Step tables for the rules of docs/PROTOCOL.md: an input, the effects expected, the state
-//! after. Four validators from the fixture genesis, deciding height 2.
+//! Step tables for the rules of docs/PROTOCOL.md, one test per rule (R1-R19): each row is an
+//! input, every effect it must produce in order, and checks of the state after it. Four
+//! validators from the fixture genesis, deciding height 2 (`common/steps.rs`).
 
-use std::collections::BTreeSet;
+mod common;
 
-use kasane_consensus::{
-    Config, DropReason, Effect, Input, Message, Proposal, Role, SignedVote, Sumeragi, Timer, ViewChangeVote,
-};
-use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_model::block::{Certificate, Vote, VoteKind};
-use kasane_model::{Block, KeyPair, PublicKey};
+use common::steps::{dropped, proposal_in, run, step, view_change_in, Cluster, Expect, TimerKind};
+use kasane_consensus::{Config, DropReason, Input, LockRecord, Message, Role, Sumeragi, Timer, Validity, Verdict};
+use kasane_model::block::VoteKind;
+use kasane_model::{Block, KeyPair};
 
-struct Cluster {
-    keys: Vec<KeyPair>,
-    validators: BTreeSet<PublicKey>,
-    chain: FixtureChain,
-    block: Block,
+use Expect::{Broadcast, Commit, Persist, Send, Validate, ViewChanged};
+use TimerKind::{Revalidate, Sync as SyncTimer, View};
+
+fn vote(kind: VoteKind, view: u64, to: usize) -> Expect {
+    Expect::Vote { kind, view, to }
 }
 
-fn cluster() -> Cluster {
-    let mut chain = FixtureChain::new(FixtureConfig {
-        blocks: 1,
-        transactions_per_block: 2,
-        accounts: 4,
-        validators: 4,
-        seed: 9,
-    })
-    .expect("fixture");
-    let keys = chain.validators.clone();
-    let validators = keys.iter().map(KeyPair::public_key).collect();
-    let fresh = FixtureChain::new(chain.config.clone()).expect("fixture");
-    let (committed, _) = chain.next_block().expect("block");
-    Cluster {
-        keys,
-        validators,
-        chain: fresh,
-        block: committed.block,
+fn timer(kind: TimerKind) -> Expect {
+    Expect::Timer(kind)
+}
+
+fn validated(block: &Block, verdict: Verdict) -> Input {
+    Input::BlockValidated {
+        height: 2,
+        hash: block.hash(),
+        verdict,
     }
 }
 
-impl Cluster {
-    fn replica(&self, index: usize) -> Sumeragi {
-        Sumeragi::new(
-            self.keys[index].clone(),
-            Config::default(),
-            2,
-            self.chain.genesis.block.hash(),
-            &self.validators,
-            None,
-        )
-    }
-
-    /// The index of the validator with `role` in `view`.
-    fn with_role(&self, role: Role, view: u64) -> usize {
-        let replica = self.replica(0);
-        (0..4)
-            .find(|index| replica.topology().role(&self.keys[*index].public_key(), view) == role)
-            .expect("role present")
-    }
-
-    /// Replica `index` after the view-0 leader's proposal reached it and validated.
-    fn after_valid_proposal(&self, index: usize) -> (Sumeragi, Vec<Effect>) {
-        let leader = self.with_role(Role::Leader, 0);
-        let mut replica = self.replica(index);
-        replica.step(Input::Message {
-            from: self.key(leader),
-            message: self.proposal(0, None),
-        });
-        let effects = replica.step(Input::BlockValidated {
-            height: 2,
-            hash: self.block.hash(),
-            valid: true,
-        });
-        (replica, effects)
-    }
-
-    fn key(&self, index: usize) -> PublicKey {
-        self.keys[index].public_key()
-    }
-
-    fn proposal(&self, view: u64, justify: Option<Certificate>) -> Message {
-        Message::Proposal(Box::new(Proposal {
-            height: 2,
-            view,
-            block: self.block.clone(),
-            justify,
-            proof: Vec::new(),
-        }))
-    }
-
-    fn vote(&self, kind: VoteKind, view: u64) -> Vote {
-        Vote {
-            kind,
-            height: 2,
-            view,
-            block_hash: self.block.hash(),
-        }
-    }
-
-    fn certificate(&self, kind: VoteKind, view: u64, signers: &[usize]) -> Certificate {
-        let keys: Vec<&KeyPair> = signers.iter().map(|index| &self.keys[*index]).collect();
-        Certificate::sign(self.vote(kind, view), &keys)
-    }
+fn proposal_message(
+    cluster: &Cluster,
+    view: u64,
+    block: &Block,
+    justify: Option<kasane_model::Certificate>,
+) -> Message {
+    Message::Proposal(Box::new(cluster.proposal(view, block, justify, Vec::new())))
 }
 
-fn sends_vote(effects: &[Effect], kind: VoteKind) -> Option<PublicKey> {
-    effects.iter().find_map(|effect| match effect {
-        Effect::Send {
-            to,
-            message: Message::Vote(vote),
-        } if vote.vote.kind == kind => Some(*to),
-        _ => None,
-    })
+/// `node` after the view-0 leader's proposal of `block` reached it and validated.
+fn voted_in_view_0(cluster: &Cluster, node: usize, block: &Block) -> Sumeragi {
+    let mut replica = cluster.replica(node);
+    let leader = cluster.leader(0);
+    replica.step(cluster.from(leader, proposal_message(cluster, 0, block, None)));
+    replica.step(validated(block, Verdict::Valid));
+    replica
+}
+
+/// `node` locked on `block` in view 0.
+fn locked_in_view_0(cluster: &Cluster, node: usize, block: &Block) -> Sumeragi {
+    let mut replica = voted_in_view_0(cluster, node, block);
+    let certificate = cluster.certificate(VoteKind::Prepare, 0, block, &[0, 1, 2]);
+    replica.step(cluster.from(cluster.proxy_tail(0), Message::PrepareCertificate(certificate)));
+    assert!(replica.lock().is_some());
+    replica
+}
+
+/// A proof of `view` from every node but `node`, delivered by the first of them.
+fn enter_view(cluster: &Cluster, replica: &mut Sumeragi, node: usize, view: u64) {
+    let others = cluster.others(node);
+    let proof = cluster.proof(view, &others);
+    replica.step(cluster.from(others[0], Message::ViewChangeProof(proof)));
+    assert_eq!(replica.view(), view);
 }
 
 #[test]
-fn r4_leader_builds_a_proposal_when_its_block_timer_fires() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let mut replica = cluster.replica(leader);
-    let effects = replica.step(Input::QueueLength(3));
-    assert!(effects.iter().any(|e| matches!(
-        e,
-        Effect::ScheduleTimer {
-            timer: Timer::BlockTime { height: 2, view: 0 },
-            ..
+fn r1_the_order_rotates_round_robin_by_height() {
+    let cluster = Cluster::new();
+    // Height 2 of four validators: the sorted order rotated by two.
+    let sorted: Vec<_> = cluster.validators.iter().copied().collect();
+    assert_eq!(cluster.key(cluster.leader(0)), sorted[2]);
+    for height in [2u64, 3, 4, 5, 6] {
+        let leader = (0..4)
+            .find(|node| cluster.key(*node) == sorted[(height % 4) as usize])
+            .expect("leader");
+        for node in 0..4 {
+            let mut replica = Sumeragi::new(
+                cluster.keys[node].clone(),
+                Config::default(),
+                height,
+                cluster.genesis,
+                &cluster.validators,
+                None,
+            );
+            // Only the leader of (height, 0) arms its block timer when work arrives.
+            let expected = if node == leader {
+                vec![timer(View), timer(TimerKind::Block)]
+            } else {
+                vec![timer(View)]
+            };
+            let effects = replica.step(Input::QueueLength(1));
+            assert_eq!(effects.len(), expected.len(), "height {height} node {node}");
+            assert_eq!(replica.topology().is_leader(&cluster.key(node), 0), node == leader);
         }
-    )));
-    let effects = replica.step(Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }));
+    }
+}
+
+#[test]
+fn r2_a_view_change_rotates_leader_and_proxy_tail() {
+    let cluster = Cluster::new();
+    let (leader_0, leader_1) = (cluster.leader(0), cluster.leader(1));
+    assert_ne!(leader_0, leader_1);
+    assert_ne!(cluster.proxy_tail(0), cluster.proxy_tail(1));
+    let mut replica = cluster.replica(leader_1);
+    replica.step(Input::QueueLength(2));
+    let others = cluster.others(leader_1);
+    run(
+        &cluster,
+        &mut replica,
+        "R2",
+        vec![step(
+            "the leader of view 1 builds as soon as it enters the view, with the view's proof",
+            cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1, &others))),
+            vec![
+                ViewChanged(1),
+                Persist {
+                    view: 1,
+                    lock: None,
+                    block: false,
+                },
+                timer(View),
+                Expect::Build {
+                    view: 1,
+                    with_proof: true,
+                },
+            ],
+        )],
+    );
+}
+
+#[test]
+fn r3_r3a_roles_and_who_votes() {
+    let cluster = Cluster::new();
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let proxy_tail = cluster.proxy_tail(0);
+    let observer = cluster.node(Role::Observer, 0);
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    // Set B validates in view 0 but does not vote.
+    let mut replica = cluster.replica(observer);
+    run(
+        &cluster,
+        &mut replica,
+        "R3a view 0",
+        vec![
+            step(
+                "set B validates the proposal",
+                cluster.from(cluster.leader(0), proposal_message(&cluster, 0, &block, None)),
+                vec![timer(View), Validate],
+            ),
+            step("and does not vote in view 0", validated(&block, Verdict::Valid), vec![]),
+        ],
+    );
+    // In view 1 every validator votes, set B (of view 1) included.
+    let observer_1 = cluster.node(Role::Observer, 1);
+    let mut replica = cluster.replica(observer_1);
+    enter_view(&cluster, &mut replica, observer_1, 1);
+    let fresh = cluster.block(1, cluster.leader(1), 0);
+    run(
+        &cluster,
+        &mut replica,
+        "R3a view 1",
+        vec![
+            step(
+                "a new block of view 1",
+                cluster.from(cluster.leader(1), proposal_message(&cluster, 1, &fresh, None)),
+                vec![timer(View), Validate],
+            ),
+            step(
+                "set B votes Prepare in view 1, to the proxy tail of view 1",
+                validated(&fresh, Verdict::Valid),
+                vec![
+                    Persist {
+                        view: 1,
+                        lock: None,
+                        block: false,
+                    },
+                    vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
+                ],
+            ),
+        ],
+    );
+    // Only the proxy tail counts votes; a vote from a non-voter of the view is dropped.
+    let mut replica = cluster.replica(peer);
+    replica.step(cluster.vote_from(cluster.leader(0), VoteKind::Prepare, 0, &block));
+    assert_eq!(dropped(&replica, DropReason::NotTheProxyTail), 1);
+    let mut replica = cluster.replica(proxy_tail);
+    replica.step(cluster.vote_from(observer, VoteKind::Prepare, 0, &block));
+    assert_eq!(dropped(&replica, DropReason::NotAValidator), 1);
+}
+
+#[test]
+fn r4_the_leader_proposes_once_per_view() {
+    let cluster = Cluster::new();
+    let leader = cluster.leader(0);
+    let block = cluster.block(0, leader, 0);
+    let mut replica = cluster.replica(leader);
+    run(
+        &cluster,
+        &mut replica,
+        "R4",
+        vec![
+            step(
+                "work arrives: view timer and block timer",
+                Input::QueueLength(3),
+                vec![timer(View), timer(TimerKind::Block)],
+            ),
+            step(
+                "the block timer fires: build a block of view 0",
+                Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
+                vec![Expect::Build {
+                    view: 0,
+                    with_proof: false,
+                }],
+            ),
+            step(
+                "not twice in one view",
+                Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
+                vec![],
+            ),
+            step(
+                "the built block is broadcast, and the leader votes for it",
+                Input::ProposalBuilt {
+                    height: 2,
+                    view: 0,
+                    block: block.clone(),
+                },
+                vec![
+                    Broadcast("proposal"),
+                    Persist {
+                        view: 0,
+                        lock: None,
+                        block: false,
+                    },
+                    vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
+                ],
+            ),
+        ],
+    );
+    // A full queue proposes at once; a non-leader never builds.
+    let mut replica = cluster.replica_with(
+        leader,
+        Config {
+            block_txs_max: 5,
+            ..Config::default()
+        },
+        None,
+    );
+    let effects = replica.step(Input::QueueLength(5));
     assert!(effects
         .iter()
-        .any(|e| matches!(e, Effect::BuildProposal { height: 2, view: 0, .. })));
-    // Not twice in one view.
-    let effects = replica.step(Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }));
-    assert!(!effects.iter().any(|e| matches!(e, Effect::BuildProposal { .. })));
-    // A validator that is not the leader never builds.
-    let other = cluster.with_role(Role::ValidatingPeer, 0);
-    let mut replica = cluster.replica(other);
+        .any(|effect| matches!(effect, kasane_consensus::Effect::BuildProposal { .. })));
+    let mut replica = cluster.replica(cluster.node(Role::ValidatingPeer, 0));
     replica.step(Input::QueueLength(3));
     let effects = replica.step(Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }));
-    assert!(!effects.iter().any(|e| matches!(e, Effect::BuildProposal { .. })));
-}
-
-#[test]
-fn r5_a_proposal_from_a_non_leader_is_dropped_and_a_valid_one_is_validated() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let mut replica = cluster.replica(peer);
-    let effects = replica.step(Input::Message {
-        from: cluster.key(peer),
-        message: cluster.proposal(0, None),
-    });
     assert!(effects.is_empty());
-    assert_eq!(replica.counters().dropped.get(&DropReason::NotTheLeader), Some(&1));
-    let effects = replica.step(Input::Message {
-        from: cluster.key(leader),
-        message: cluster.proposal(0, None),
-    });
-    assert!(effects.iter().any(|e| matches!(e, Effect::ValidateBlock { .. })));
 }
 
 #[test]
-fn r6_r7_a_validated_proposal_gets_a_prepare_vote_to_the_proxy_tail() {
-    let cluster = cluster();
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let (_, effects) = cluster.after_valid_proposal(peer);
-    // The vote is made durable (R17) before it is sent.
-    let persist = effects
-        .iter()
-        .position(|e| matches!(e, Effect::PersistLock { .. }))
-        .expect("persist");
-    let send = effects
-        .iter()
-        .position(|e| matches!(e, Effect::Send { .. }))
-        .expect("send");
-    assert!(persist < send);
-    assert_eq!(sends_vote(&effects, VoteKind::Prepare), Some(cluster.key(proxy_tail)));
-    // Observers (set B) do not vote in view 0.
-    let observer = cluster.with_role(Role::Observer, 0);
-    let (_, effects) = cluster.after_valid_proposal(observer);
-    assert_eq!(sends_vote(&effects, VoteKind::Prepare), None);
+fn r4_a_leader_re_proposes_the_highest_certified_block() {
+    let cluster = Cluster::new();
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let leader_1 = cluster.leader(1);
+    let mut replica = locked_in_view_0(&cluster, leader_1, &block);
+    let others = cluster.others(leader_1);
+    let effects = run(
+        &cluster,
+        &mut replica,
+        "R4 re-proposal",
+        vec![step(
+            "entering view 1, the locked leader re-proposes its block with the certificate",
+            cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1, &others))),
+            vec![
+                ViewChanged(1),
+                Persist {
+                    view: 1,
+                    lock: Some(0),
+                    block: true,
+                },
+                timer(View),
+                Broadcast("proposal"),
+                Persist {
+                    view: 1,
+                    lock: Some(0),
+                    block: true,
+                },
+                vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
+            ],
+        )],
+    );
+    let proposal = proposal_in(&effects[0]).expect("proposal");
+    assert_eq!(proposal.block.hash(), block.hash());
+    assert_eq!(proposal.justify.map(|justify| justify.vote.view), Some(0));
+    assert_eq!(proposal.proof.len(), 3);
 }
 
 #[test]
-fn r7_the_proxy_tail_certifies_at_quorum_and_drops_forged_votes() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let (mut replica, own) = cluster.after_valid_proposal(proxy_tail);
-    assert!(!own.iter().any(|e| matches!(
-        e,
-        Effect::Broadcast {
-            message: Message::PrepareCertificate(_)
-        }
-    )));
-    // A vote signed by someone else than its sender is dropped.
-    let forged = SignedVote::new(cluster.vote(VoteKind::Prepare, 0), &cluster.keys[leader]);
-    replica.step(Input::Message {
-        from: cluster.key(peer),
-        message: Message::Vote(forged),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::SignerIsNotSender), Some(&1));
-    let mut bad = SignedVote::new(cluster.vote(VoteKind::Prepare, 0), &cluster.keys[peer]);
-    bad.signature.signature.0[0] ^= 1;
-    replica.step(Input::Message {
-        from: cluster.key(peer),
-        message: Message::Vote(bad),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::BadSignature), Some(&1));
-    let mut effects = Vec::new();
-    for voter in [leader, peer] {
-        let vote = SignedVote::new(cluster.vote(VoteKind::Prepare, 0), &cluster.keys[voter]);
-        effects = replica.step(Input::Message {
-            from: cluster.key(voter),
-            message: Message::Vote(vote),
-        });
+fn r4a_a_leader_without_the_certified_block_fetches_it_by_hash() {
+    let cluster = Cluster::new();
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let leader_1 = cluster.leader(1);
+    let certificate = cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1, 2]);
+    let others = cluster.others(leader_1);
+    let mut replica = cluster.replica(leader_1);
+    run(
+        &cluster,
+        &mut replica,
+        "R4a",
+        vec![
+            step(
+                "a view-change vote carries a prepare certificate this leader never saw the block of",
+                cluster.from(
+                    others[0],
+                    Message::ViewChange(cluster.view_change(others[0], 1, Some(certificate.clone()))),
+                ),
+                vec![],
+            )
+            .then(|replica| assert!(replica.highest().is_some())),
+            step(
+                "f + 1 votes: it joins, the quorum makes view 1, and as leader it asks for the block",
+                cluster.from(others[1], Message::ViewChange(cluster.view_change(others[1], 1, None))),
+                vec![
+                    Broadcast("view-change"),
+                    ViewChanged(1),
+                    Persist {
+                        view: 1,
+                        lock: None,
+                        block: false,
+                    },
+                    timer(View),
+                    Broadcast("block-wanted"),
+                ],
+            ),
+            step(
+                "a block nobody asked for is dropped",
+                cluster.from(
+                    others[0],
+                    Message::BlockFound(Box::new(cluster.block(0, cluster.leader(0), 7))),
+                ),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::Unsolicited), 1)),
+            step(
+                "the block arrives: re-proposed with its certificate, and validated",
+                cluster.from(others[0], Message::BlockFound(Box::new(block.clone()))),
+                vec![Broadcast("proposal"), Validate],
+            ),
+            step(
+                "valid: the leader votes for it",
+                validated(&block, Verdict::Valid),
+                vec![
+                    Persist {
+                        view: 1,
+                        lock: None,
+                        block: false,
+                    },
+                    vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
+                ],
+            ),
+        ],
+    );
+    // A validator holding the block answers a request for it once per view.
+    let holder = cluster.node(Role::Observer, 0);
+    let leader_1 = cluster.leader(1);
+    assert_ne!(holder, leader_1);
+    let mut replica = voted_in_view_0(&cluster, holder, &block);
+    let wanted = Message::BlockWanted {
+        height: 2,
+        hash: block.hash(),
+    };
+    run(
+        &cluster,
+        &mut replica,
+        "R4a answer",
+        vec![
+            step(
+                "asked for a block it holds",
+                cluster.from(leader_1, wanted.clone()),
+                vec![Send {
+                    kind: "block-found",
+                    to: leader_1,
+                }],
+            ),
+            step("asked again in the same view", cluster.from(leader_1, wanted), vec![]),
+            step(
+                "asked for a block it does not hold",
+                cluster.from(
+                    leader_1,
+                    Message::BlockWanted {
+                        height: 2,
+                        hash: cluster.block(0, 0, 9).hash(),
+                    },
+                ),
+                vec![],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r5_proposals_are_checked_before_validation() {
+    let cluster = Cluster::new();
+    let leader = cluster.leader(0);
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let block = cluster.block(0, leader, 0);
+    let suspected = vec![Broadcast("view-change"), timer(View)];
+    let bad_cases: Vec<(&str, Input, DropReason, Vec<Expect>)> = vec![
+        (
+            "from a validator that is not the leader",
+            cluster.from(peer, proposal_message(&cluster, 0, &block, None)),
+            DropReason::NotTheLeader,
+            vec![],
+        ),
+        (
+            "a new block whose header names another proposer",
+            cluster.from(leader, proposal_message(&cluster, 0, &cluster.block(0, peer, 0), None)),
+            DropReason::BadProposal,
+            suspected.clone(),
+        ),
+        (
+            "a new block whose header claims another view",
+            cluster.from(
+                leader,
+                proposal_message(&cluster, 0, &cluster.block(1, leader, 0), None),
+            ),
+            DropReason::BadProposal,
+            suspected.clone(),
+        ),
+        (
+            "a justification that is not of an earlier view",
+            cluster.from(
+                leader,
+                proposal_message(
+                    &cluster,
+                    0,
+                    &block,
+                    Some(cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1, 2])),
+                ),
+            ),
+            DropReason::BadProposal,
+            suspected.clone(),
+        ),
+        (
+            "a justification signed by too few validators",
+            {
+                let mut replica_view_1 = cluster.proposal(1, &block, None, cluster.proof(1, &[0, 1, 2]));
+                replica_view_1.justify = Some(cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1]));
+                cluster.from(cluster.leader(1), Message::Proposal(Box::new(replica_view_1)))
+            },
+            DropReason::BadProposal,
+            vec![
+                ViewChanged(1),
+                Persist {
+                    view: 1,
+                    lock: None,
+                    block: false,
+                },
+                Broadcast("view-change"),
+                timer(View),
+            ],
+        ),
+        (
+            "a proposal of a later view without a valid proof",
+            cluster.from(
+                cluster.leader(1),
+                Message::Proposal(Box::new(cluster.proposal(
+                    1,
+                    &cluster.block(1, cluster.leader(1), 0),
+                    None,
+                    cluster.proof(1, &[0, 1]),
+                ))),
+            ),
+            DropReason::BadProof,
+            vec![],
+        ),
+    ];
+    for (note, input, reason, effects) in bad_cases {
+        let mut replica = cluster.replica(peer);
+        run(&cluster, &mut replica, "R5", vec![step(note, input, effects)]);
+        assert_eq!(dropped(&replica, reason), 1, "{note}");
     }
-    assert!(effects.iter().any(
-        |e| matches!(e, Effect::Broadcast { message: Message::PrepareCertificate(c) } if c.signatures.len() == 3)
+    // A good proposal is validated; an early verdict waits for the clock instead of refusing.
+    let mut replica = cluster.replica(peer);
+    run(
+        &cluster,
+        &mut replica,
+        "R5 verdicts",
+        vec![
+            step(
+                "a proposal of the leader, for the head, of this view",
+                cluster.from(leader, proposal_message(&cluster, 0, &block, None)),
+                vec![timer(View), Validate],
+            ),
+            step(
+                "stamped too far ahead of this replica's clock: no vote, judge again later",
+                validated(&block, Verdict::Early { retry_after_ms: 500 }),
+                vec![Expect::TimerAfter(Revalidate, 500)],
+            )
+            .then(|replica| assert_eq!(replica.validity(&block.hash()), Some(Validity::Early))),
+            step(
+                "the clock caught up: validated again",
+                Input::TimerFired(Timer::Revalidate {
+                    height: 2,
+                    hash: block.hash(),
+                }),
+                vec![Validate],
+            ),
+            step(
+                "valid now: the Prepare vote",
+                validated(&block, Verdict::Valid),
+                vec![
+                    Persist {
+                        view: 0,
+                        lock: None,
+                        block: false,
+                    },
+                    vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
+                ],
+            ),
+            step(
+                "a second proposal in the view is dropped",
+                cluster.from(
+                    leader,
+                    proposal_message(&cluster, 0, &cluster.block(0, leader, 1), None),
+                ),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::Duplicate), 1)),
+        ],
+    );
+    // An invalid block makes the validator suspect the leader.
+    let mut replica = cluster.replica(peer);
+    replica.step(cluster.from(leader, proposal_message(&cluster, 0, &block, None)));
+    run(
+        &cluster,
+        &mut replica,
+        "R5 invalid",
+        vec![step(
+            "invalid",
+            validated(&block, Verdict::Invalid),
+            vec![Broadcast("view-change")],
+        )],
+    );
+}
+
+#[test]
+fn r6_a_locked_validator_votes_only_for_its_lock_or_a_higher_certificate() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let locked = cluster.block(0, cluster.leader(0), 0);
+    let mut replica = locked_in_view_0(&cluster, peer, &locked);
+    // View 2, whose leader is not this validator.
+    enter_view(&cluster, &mut replica, peer, 2);
+    assert_ne!(cluster.leader(2), peer);
+    let other = cluster.block(2, cluster.leader(2), 5);
+    run(
+        &cluster,
+        &mut replica,
+        "R6 refuse",
+        vec![
+            step(
+                "another new block",
+                cluster.from(cluster.leader(2), proposal_message(&cluster, 2, &other, None)),
+                vec![Validate],
+            ),
+            step(
+                "valid, but against the lock: no vote",
+                validated(&other, Verdict::Valid),
+                vec![],
+            ),
+        ],
+    );
+    // View 4: the other block comes with a prepare certificate of view 1, above the lock's 0.
+    enter_view(&cluster, &mut replica, peer, 4);
+    assert_ne!(cluster.proxy_tail(4), peer);
+    let certified = cluster.block(1, cluster.leader(1), 6);
+    let higher = cluster.certificate(VoteKind::Prepare, 1, &certified, &[0, 1, 3]);
+    run(
+        &cluster,
+        &mut replica,
+        "R6 higher",
+        vec![
+            step(
+                "a block with a certificate above the lock",
+                cluster.from(
+                    cluster.leader(4),
+                    proposal_message(&cluster, 4, &certified, Some(higher)),
+                ),
+                vec![Validate],
+            ),
+            step(
+                "it gets the vote",
+                validated(&certified, Verdict::Valid),
+                vec![
+                    Persist {
+                        view: 4,
+                        lock: Some(0),
+                        block: true,
+                    },
+                    vote(VoteKind::Prepare, 4, cluster.proxy_tail(4)),
+                ],
+            ),
+        ],
+    );
+    // A certificate of the lock's own view for another block does not unlock.
+    let mut replica = locked_in_view_0(&cluster, peer, &locked);
+    enter_view(&cluster, &mut replica, peer, 2);
+    let same_view = cluster.block(0, cluster.leader(0), 8);
+    let equal = cluster.certificate(VoteKind::Prepare, 0, &same_view, &[0, 1, 3]);
+    replica.step(cluster.from(
+        cluster.leader(2),
+        proposal_message(&cluster, 2, &same_view, Some(equal)),
     ));
+    let effects = replica.step(validated(&same_view, Verdict::Valid));
+    assert!(effects.is_empty(), "{effects:?}");
+}
+
+#[test]
+fn r7_r9_the_proxy_tail_certifies_at_quorum() {
+    let cluster = Cluster::new();
+    let leader = cluster.leader(0);
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let proxy_tail = cluster.proxy_tail(0);
+    let block = cluster.block(0, leader, 0);
+    let mut forged =
+        kasane_consensus::SignedVote::new(Cluster::vote(VoteKind::Prepare, 0, &block), &cluster.keys[peer]);
+    forged.signature.signature.0[0] ^= 1;
+    let relayed = kasane_consensus::SignedVote::new(Cluster::vote(VoteKind::Prepare, 0, &block), &cluster.keys[leader]);
+    let mut replica = cluster.replica(proxy_tail);
+    run(
+        &cluster,
+        &mut replica,
+        "R7 R9",
+        vec![
+            step(
+                "the proposal",
+                cluster.from(leader, proposal_message(&cluster, 0, &block, None)),
+                vec![timer(View), Validate],
+            ),
+            step(
+                "valid: the proxy tail's own vote goes to itself",
+                validated(&block, Verdict::Valid),
+                vec![Persist {
+                    view: 0,
+                    lock: None,
+                    block: false,
+                }],
+            ),
+            step(
+                "a vote with a broken signature",
+                cluster.from(peer, Message::Vote(forged)),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::BadSignature), 1)),
+            step(
+                "a vote signed by another validator than its sender",
+                cluster.from(peer, Message::Vote(relayed)),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::SignerIsNotSender), 1)),
+            step(
+                "the leader's vote",
+                cluster.vote_from(leader, VoteKind::Prepare, 0, &block),
+                vec![],
+            ),
+            step(
+                "the same vote again",
+                cluster.vote_from(leader, VoteKind::Prepare, 0, &block),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::Duplicate), 1)),
+            step(
+                "the third distinct vote: a prepare certificate, and the proxy tail locks and votes Commit",
+                cluster.vote_from(peer, VoteKind::Prepare, 0, &block),
+                vec![
+                    Broadcast("prepare-certificate"),
+                    Persist {
+                        view: 0,
+                        lock: Some(0),
+                        block: true,
+                    },
+                ],
+            ),
+            step(
+                "a Commit vote",
+                cluster.vote_from(leader, VoteKind::Commit, 0, &block),
+                vec![],
+            ),
+            step(
+                "the third: a commit certificate, and the proxy tail commits",
+                cluster.vote_from(peer, VoteKind::Commit, 0, &block),
+                vec![Broadcast("commit-certificate"), Commit],
+            ),
+        ],
+    );
+    // Votes of another view are dropped.
+    let mut replica = cluster.replica(proxy_tail);
+    replica.step(cluster.vote_from(leader, VoteKind::Prepare, 3, &block));
+    assert_eq!(dropped(&replica, DropReason::FutureView), 1);
 }
 
 #[test]
 fn r8_a_prepare_certificate_locks_then_votes_commit() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let (mut replica, _) = cluster.after_valid_proposal(peer);
-    let certificate = cluster.certificate(VoteKind::Prepare, 0, &[leader, peer, proxy_tail]);
-    let effects = replica.step(Input::Message {
-        from: cluster.key(proxy_tail),
-        message: Message::PrepareCertificate(certificate.clone()),
-    });
-    assert_eq!(replica.lock(), Some(&certificate));
-    let persist = effects
-        .iter()
-        .position(|e| matches!(e, Effect::PersistLock { record } if record.lock.is_some()))
-        .expect("lock persisted");
-    let send = effects
-        .iter()
-        .position(|e| matches!(e, Effect::Send { .. }))
-        .expect("commit vote");
-    assert!(
-        persist < send,
-        "the lock is durable before the commit vote leaves (R17)"
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let proxy_tail = cluster.proxy_tail(0);
+    let certificate = cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1, 2]);
+    let mut replica = voted_in_view_0(&cluster, peer, &block);
+    run(
+        &cluster,
+        &mut replica,
+        "R8",
+        vec![
+            step(
+                "lock, durable with its block, then the Commit vote",
+                cluster.from(proxy_tail, Message::PrepareCertificate(certificate.clone())),
+                vec![
+                    Persist {
+                        view: 0,
+                        lock: Some(0),
+                        block: true,
+                    },
+                    vote(VoteKind::Commit, 0, proxy_tail),
+                ],
+            )
+            .then(|replica| assert_eq!(replica.lock().map(|lock| lock.vote.block_hash), Some(block.hash()))),
+            step(
+                "once per view",
+                cluster.from(proxy_tail, Message::PrepareCertificate(certificate.clone())),
+                vec![],
+            ),
+        ],
     );
-    assert_eq!(sends_vote(&effects, VoteKind::Commit), Some(cluster.key(proxy_tail)));
-    // A certificate below quorum is dropped.
-    let short = cluster.certificate(VoteKind::Prepare, 0, &[leader, peer]);
-    replica.step(Input::Message {
-        from: cluster.key(proxy_tail),
-        message: Message::PrepareCertificate(short),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::BadCertificate), Some(&1));
-}
-
-#[test]
-fn r6_a_locked_replica_refuses_another_block_without_a_higher_certificate() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let (mut replica, _) = cluster.after_valid_proposal(peer);
-    let certificate = cluster.certificate(VoteKind::Prepare, 0, &[leader, peer, proxy_tail]);
-    replica.step(Input::Message {
-        from: cluster.key(proxy_tail),
-        message: Message::PrepareCertificate(certificate),
-    });
-    assert!(replica.lock().is_some());
-    // Move to view 1 with three view-change votes.
-    for voter in 0..4 {
-        if voter == peer {
-            continue;
-        }
-        let vote = ViewChangeVote::new(2, 1, None, &cluster.keys[voter]);
-        replica.step(Input::Message {
-            from: cluster.key(voter),
-            message: Message::ViewChange(vote),
-        });
-    }
-    assert_eq!(replica.view(), 1);
-    // The new leader proposes a different block (another timestamp) without a certificate.
-    let new_leader = cluster.with_role(Role::Leader, 1);
-    let mut other = cluster.block.clone();
-    other.header.timestamp_ms += 1;
-    let proposal = Message::Proposal(Box::new(Proposal {
-        height: 2,
-        view: 1,
-        block: other.clone(),
-        justify: None,
-        proof: Vec::new(),
-    }));
-    replica.step(Input::Message {
-        from: cluster.key(new_leader),
-        message: proposal,
-    });
-    let effects = replica.step(Input::BlockValidated {
-        height: 2,
-        hash: other.hash(),
-        valid: true,
-    });
-    assert_eq!(sends_vote(&effects, VoteKind::Prepare), None, "locked on another block");
-}
-
-#[test]
-fn r10_a_commit_certificate_commits_the_validated_block() {
-    let cluster = cluster();
-    let leader = cluster.with_role(Role::Leader, 0);
-    let observer = cluster.with_role(Role::Observer, 0);
-    let proxy_tail = cluster.with_role(Role::ProxyTail, 0);
-    let peer = cluster.with_role(Role::ValidatingPeer, 0);
-    let (mut replica, _) = cluster.after_valid_proposal(observer);
-    let certificate = cluster.certificate(VoteKind::Commit, 0, &[leader, peer, proxy_tail]);
-    let effects = replica.step(Input::Message {
-        from: cluster.key(proxy_tail),
-        message: Message::CommitCertificate(certificate),
-    });
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::CommitBlock { block } if block.block.hash() == cluster.block.hash())));
-    let hash = cluster.block.hash();
-    replica.step(Input::BlockCommitted {
-        height: 2,
-        hash,
-        validators: cluster.validators.clone(),
-    });
-    assert_eq!(replica.height(), 3);
-    assert_eq!(replica.view(), 0);
+    // A certificate that arrives before its block validated is acted on after.
+    let mut replica = cluster.replica(peer);
+    replica.step(cluster.from(cluster.leader(0), proposal_message(&cluster, 0, &block, None)));
+    run(
+        &cluster,
+        &mut replica,
+        "R8 early certificate",
+        vec![
+            step(
+                "certificate first",
+                cluster.from(proxy_tail, Message::PrepareCertificate(certificate)),
+                vec![],
+            ),
+            step(
+                "then validation: Prepare, lock, Commit",
+                validated(&block, Verdict::Valid),
+                vec![
+                    Persist {
+                        view: 0,
+                        lock: None,
+                        block: false,
+                    },
+                    vote(VoteKind::Prepare, 0, proxy_tail),
+                    Persist {
+                        view: 0,
+                        lock: Some(0),
+                        block: true,
+                    },
+                    vote(VoteKind::Commit, 0, proxy_tail),
+                ],
+            ),
+        ],
+    );
+    // A broken certificate is dropped.
+    let mut broken = cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1, 2]);
+    broken.signatures[1].signature.0[3] ^= 1;
+    let mut replica = voted_in_view_0(&cluster, peer, &block);
+    replica.step(cluster.from(proxy_tail, Message::PrepareCertificate(broken)));
+    assert_eq!(dropped(&replica, DropReason::BadCertificate), 1);
     assert!(replica.lock().is_none());
 }
 
 #[test]
-fn r13_r14_r15_suspicion_join_and_view_change() {
-    let cluster = cluster();
-    let mut replica = cluster.replica(0);
-    replica.step(Input::QueueLength(1));
-    // R13: the view timer fires with work pending: broadcast a view-change vote for view 1.
-    let effects = replica.step(Input::TimerFired(Timer::View { height: 2, view: 0 }));
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::Broadcast { message: Message::ViewChange(v) } if v.view == 1)));
-    // R14: another replica asking for view 2 plus one more (f + 1 = 2) makes it join view 2.
-    let mut replica = cluster.replica(0);
-    let vote = ViewChangeVote::new(2, 2, None, &cluster.keys[1]);
-    let effects = replica.step(Input::Message {
-        from: cluster.key(1),
-        message: Message::ViewChange(vote),
-    });
-    assert!(!effects.iter().any(|e| matches!(
-        e,
-        Effect::Broadcast {
-            message: Message::ViewChange(_)
-        }
-    )));
-    let vote = ViewChangeVote::new(2, 2, None, &cluster.keys[2]);
-    let effects = replica.step(Input::Message {
-        from: cluster.key(2),
-        message: Message::ViewChange(vote),
-    });
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::Broadcast { message: Message::ViewChange(v) } if v.view == 2)));
-    // R15: its own vote makes three: a quorum, so it enters view 2.
-    assert_eq!(replica.view(), 2);
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, Effect::ViewChanged { height: 2, view: 2 })));
-    // A view-change vote with a bad signature is dropped.
-    let mut bad = ViewChangeVote::new(2, 3, None, &cluster.keys[3]);
-    bad.signature.signature.0[1] ^= 1;
-    replica.step(Input::Message {
-        from: cluster.key(3),
-        message: Message::ViewChange(bad),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::BadSignature), Some(&1));
+fn r10_a_commit_certificate_commits_and_the_height_moves_on() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let proxy_tail = cluster.proxy_tail(0);
+    let commit = cluster.certificate(VoteKind::Commit, 0, &block, &[0, 1, 2]);
+    let mut replica = locked_in_view_0(&cluster, peer, &block);
+    run(
+        &cluster,
+        &mut replica,
+        "R10",
+        vec![
+            step(
+                "a commit certificate for the held block",
+                cluster.from(proxy_tail, Message::CommitCertificate(commit.clone())),
+                vec![Commit],
+            ),
+            step(
+                "committed: height 3, view 0, no lock",
+                Input::BlockCommitted {
+                    height: 2,
+                    hash: block.hash(),
+                    validators: cluster.validators.clone(),
+                },
+                vec![],
+            )
+            .then(|replica| {
+                assert_eq!((replica.height(), replica.view()), (3, 0));
+                assert!(replica.lock().is_none() && replica.highest().is_none());
+            }),
+        ],
+    );
+    // A certificate for a block this replica never saw is fetched by block sync.
+    let mut replica = cluster.replica(peer);
+    run(
+        &cluster,
+        &mut replica,
+        "R10 unknown block",
+        vec![step(
+            "fetch from the sender",
+            cluster.from(proxy_tail, Message::CommitCertificate(commit)),
+            vec![
+                Send {
+                    kind: "sync-request",
+                    to: proxy_tail,
+                },
+                timer(SyncTimer),
+            ],
+        )],
+    );
 }
 
 #[test]
-fn messages_from_outsiders_and_other_heights_are_dropped() {
-    let cluster = cluster();
-    let mut replica = cluster.replica(0);
-    let outsider = KeyPair::derive(b"outsider", 0);
-    replica.step(Input::Message {
-        from: outsider.public_key(),
-        message: cluster.proposal(0, None),
+fn r11_r12_r13_a_suspected_view_gets_one_vote_repeated_and_no_more_votes() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let config = Config::default();
+    let mut replica = cluster.replica(peer);
+    let effects = run(
+        &cluster,
+        &mut replica,
+        "R11 R13",
+        vec![
+            step("work arrives", Input::QueueLength(1), vec![timer(View)]),
+            step(
+                "no commit in the view: suspect it, vote for view 1",
+                Input::TimerFired(Timer::View { height: 2, view: 0 }),
+                vec![
+                    Broadcast("view-change"),
+                    Expect::TimerAfter(View, config.view_timeout(0)),
+                ],
+            )
+            .then(|replica| assert_eq!(replica.view_change_sent(), Some(1))),
+            step(
+                "still no quorum: the same vote again, not one for view 2",
+                Input::TimerFired(Timer::View { height: 2, view: 0 }),
+                vec![Broadcast("view-change"), timer(View)],
+            )
+            .then(|replica| assert_eq!(replica.view_change_sent(), Some(1))),
+            step(
+                "a proposal of the abandoned view is still validated",
+                cluster.from(cluster.leader(0), proposal_message(&cluster, 0, &block, None)),
+                vec![Validate],
+            ),
+            step("but gets no vote (R13)", validated(&block, Verdict::Valid), vec![]),
+        ],
+    );
+    // The repeated vote is the very vote first sent.
+    assert_eq!(view_change_in(&effects[1]), view_change_in(&effects[2]));
+    // Hundreds of timeouts later it is still a vote for view 1.
+    for _ in 0..500 {
+        replica.step(Input::TimerFired(Timer::View { height: 2, view: 0 }));
+    }
+    assert_eq!(replica.view_change_sent(), Some(1));
+    // R12: an invalid proposal from the leader is a suspicion too.
+    let mut replica = cluster.replica(peer);
+    let bad = cluster.block(0, peer, 0);
+    run(
+        &cluster,
+        &mut replica,
+        "R12",
+        vec![step(
+            "a proposal with a forged header",
+            cluster.from(cluster.leader(0), proposal_message(&cluster, 0, &bad, None)),
+            vec![Broadcast("view-change"), timer(View)],
+        )],
+    );
+}
+
+#[test]
+fn r14_f_plus_one_votes_make_a_validator_join() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let mut replica = cluster.replica(peer);
+    let outsider = KeyPair::derive(b"not a validator", 0);
+    run(
+        &cluster,
+        &mut replica,
+        "R14",
+        vec![
+            step(
+                "one validator wants view 50: not enough",
+                cluster.from(others[0], Message::ViewChange(cluster.view_change(others[0], 50, None))),
+                vec![],
+            ),
+            step(
+                "a vote by a key that is not a validator, relayed by a validator, is dropped",
+                cluster.from(
+                    others[2],
+                    Message::ViewChange(kasane_consensus::ViewChangeVote::new(2, 2, None, &outsider)),
+                ),
+                vec![],
+            )
+            .then(|replica| assert_eq!(dropped(replica, DropReason::NotAValidator), 1)),
+            step(
+                "a second validator wants view 2: f + 1 want view 2 or more, so join view 2",
+                cluster.from(others[1], Message::ViewChange(cluster.view_change(others[1], 2, None))),
+                vec![Broadcast("view-change")],
+            )
+            .then(|replica| {
+                assert_eq!(replica.view_change_sent(), Some(2));
+                assert_eq!(replica.view(), 0);
+            }),
+        ],
+    );
+}
+
+#[test]
+fn r15_a_quorum_of_votes_makes_the_view_at_any_distance() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let mut replica = cluster.replica(peer);
+    let outsiders: Vec<KeyPair> = (0..3).map(|index| KeyPair::derive(b"minted", index)).collect();
+    let minted: Vec<_> = outsiders
+        .iter()
+        .map(|key| kasane_consensus::ViewChangeVote::new(2, 9, None, key))
+        .collect();
+    let mut repeated = cluster.proof(9, &others[..2]);
+    repeated.push(repeated[0].clone());
+    run(
+        &cluster,
+        &mut replica,
+        "R15",
+        vec![
+            step(
+                "a proof of keys that are not validators",
+                cluster.from(others[0], Message::ViewChangeProof(minted)),
+                vec![],
+            ),
+            step(
+                "a proof that repeats a signer",
+                cluster.from(others[0], Message::ViewChangeProof(repeated)),
+                vec![],
+            )
+            .then(|replica| assert_eq!((dropped(replica, DropReason::BadProof), replica.view()), (2, 0))),
+            step(
+                "three votes for view 2, collected one by one",
+                cluster.from(others[0], Message::ViewChange(cluster.view_change(others[0], 2, None))),
+                vec![],
+            ),
+            step(
+                "the second makes this replica join",
+                cluster.from(others[1], Message::ViewChange(cluster.view_change(others[1], 2, None))),
+                vec![
+                    Broadcast("view-change"),
+                    ViewChanged(2),
+                    Persist {
+                        view: 2,
+                        lock: None,
+                        block: false,
+                    },
+                ],
+            )
+            .then(|replica| assert_eq!(replica.view(), 2)),
+            step(
+                "a whole proof of view 1000, far past the window of single votes",
+                cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1000, &others))),
+                vec![
+                    ViewChanged(1000),
+                    Persist {
+                        view: 1000,
+                        lock: None,
+                        block: false,
+                    },
+                ],
+            )
+            .then(|replica| assert_eq!(replica.view(), 1000)),
+        ],
+    );
+    // A proposal carrying a valid proof moves a replica into its view.
+    let mut replica = cluster.replica(peer);
+    let leader = cluster.leader(77);
+    let block = cluster.block(77, leader, 0);
+    let proposal = cluster.proposal(77, &block, None, cluster.proof(77, &[0, 1, 2]));
+    run(
+        &cluster,
+        &mut replica,
+        "R15 proposal",
+        vec![step(
+            "view 77's proposal with its proof",
+            cluster.from(leader, Message::Proposal(Box::new(proposal))),
+            vec![
+                ViewChanged(77),
+                Persist {
+                    view: 77,
+                    lock: None,
+                    block: false,
+                },
+                timer(View),
+                Validate,
+            ],
+        )],
+    );
+}
+
+#[test]
+fn r15a_a_replica_ahead_hands_its_proof_to_one_behind() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let behind = others[0];
+    let mut replica = cluster.replica(peer);
+    replica.step(Input::QueueLength(1));
+    enter_view(&cluster, &mut replica, peer, 3);
+    let stale = || cluster.from(behind, Message::ViewChange(cluster.view_change(behind, 1, None)));
+    run(
+        &cluster,
+        &mut replica,
+        "R15a",
+        vec![
+            step(
+                "a validator's own vote for a view this replica passed",
+                stale(),
+                vec![Send {
+                    kind: "view-change-proof",
+                    to: behind,
+                }],
+            ),
+            step("again before the view timer fires: nothing more", stale(), vec![]),
+            step(
+                "a stale vote relayed by another validator is not answered",
+                cluster.from(others[1], Message::ViewChange(cluster.view_change(behind, 1, None))),
+                vec![],
+            ),
+            step(
+                "the view timer fires: suspicion of view 3",
+                Input::TimerFired(Timer::View { height: 2, view: 3 }),
+                vec![Broadcast("view-change"), timer(View)],
+            ),
+            step(
+                "and the laggard may be answered again",
+                stale(),
+                vec![Send {
+                    kind: "view-change-proof",
+                    to: behind,
+                }],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r16_timeouts_double_per_view_up_to_a_bound() {
+    let config = Config::default();
+    assert_eq!(config.commit_timeout(0), 1_000);
+    assert_eq!(config.commit_timeout(1), 2_000);
+    assert_eq!(config.commit_timeout(5), 32_000);
+    assert_eq!(config.commit_timeout(6), 32_000);
+    assert_eq!(config.commit_timeout(u64::MAX), 32_000);
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let mut replica = cluster.replica(peer);
+    replica.step(Input::QueueLength(1));
+    let others = cluster.others(peer);
+    run(
+        &cluster,
+        &mut replica,
+        "R16",
+        vec![step(
+            "view 6: the view timer of view 6",
+            cluster.from(others[0], Message::ViewChangeProof(cluster.proof(6, &others))),
+            vec![
+                ViewChanged(6),
+                Persist {
+                    view: 6,
+                    lock: None,
+                    block: false,
+                },
+                Expect::TimerAfter(View, config.block_time_ms + 32_000),
+            ],
+        )],
+    );
+}
+
+#[test]
+fn r17_a_restarted_validator_keeps_its_view_lock_and_block_and_never_votes_twice() {
+    let cluster = Cluster::new();
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let node = cluster.proxy_tail(0);
+    assert_ne!(cluster.leader(1), node);
+    assert_ne!(cluster.leader(3), node);
+    let lock = cluster.certificate(VoteKind::Prepare, 0, &block, &[0, 1, 2]);
+    let record = LockRecord {
+        height: 2,
+        view: 1,
+        proof: cluster.proof(1, &cluster.others(node)),
+        lock: Some(lock.clone()),
+        block: Some(block.clone()),
+        voted_prepare: Some(1),
+        voted_commit: Some(0),
+    };
+    let mut replica = cluster.replica_with(node, Config::default(), Some(record.clone()));
+    assert_eq!(
+        (replica.view(), replica.validity(&block.hash())),
+        (1, Some(Validity::Unchecked))
+    );
+    let started = replica.start();
+    assert_eq!(started.len(), 3, "status timer, status, view timer: {started:?}");
+    let reproposal = cluster.proposal(1, &block, Some(lock.clone()), Vec::new());
+    run(
+        &cluster,
+        &mut replica,
+        "R17",
+        vec![
+            step(
+                "the block it locked on, re-proposed in view 1",
+                cluster.from(cluster.leader(1), Message::Proposal(Box::new(reproposal))),
+                vec![Validate],
+            ),
+            step(
+                "valid, but it voted Prepare in view 1 before the restart: no second vote",
+                validated(&block, Verdict::Valid),
+                vec![],
+            ),
+            step(
+                "it serves the locked block to a leader that lacks it",
+                cluster.from(
+                    cluster.leader(3),
+                    Message::BlockWanted {
+                        height: 2,
+                        hash: block.hash(),
+                    },
+                ),
+                vec![Send {
+                    kind: "block-found",
+                    to: cluster.leader(3),
+                }],
+            ),
+            step(
+                "and shows a replica behind the proof of view 1 it restarted with",
+                cluster.from(
+                    cluster.leader(0),
+                    Message::ViewChange(cluster.view_change(cluster.leader(0), 1, None)),
+                ),
+                vec![Send {
+                    kind: "view-change-proof",
+                    to: cluster.leader(0),
+                }],
+            ),
+        ],
+    );
+    // Restarted as the leader of view 1, it re-proposes at once.
+    let leader = cluster.leader(1);
+    let record = LockRecord {
+        proof: cluster.proof(1, &cluster.others(leader)),
+        voted_prepare: Some(0),
+        ..record
+    };
+    let mut replica = cluster.replica_with(leader, Config::default(), Some(record));
+    let started = replica.start();
+    let proposal = proposal_in(&started).expect("a re-proposal at start");
+    assert_eq!((proposal.view, proposal.block.hash()), (1, block.hash()));
+    // A record of another height is ignored.
+    let stale = LockRecord {
+        height: 1,
+        view: 4,
+        proof: Vec::new(),
+        lock: None,
+        block: None,
+        voted_prepare: Some(4),
+        voted_commit: None,
+    };
+    let replica = cluster.replica_with(node, Config::default(), Some(stale));
+    assert_eq!(replica.view(), 0);
+}
+
+#[test]
+fn r18_a_transaction_waiting_while_nothing_commits_makes_the_validator_suspect() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let mut replica = cluster.replica(peer);
+    run(
+        &cluster,
+        &mut replica,
+        "R18",
+        vec![
+            step("a transaction is queued", Input::QueueLength(1), vec![timer(View)]),
+            step(
+                "block time plus commit timeout later nothing committed: suspect the leader",
+                Input::TimerFired(Timer::View { height: 2, view: 0 }),
+                vec![Broadcast("view-change"), timer(View)],
+            ),
+        ],
+    );
+    // Without work, a view timer that fires changes nothing.
+    let mut replica = cluster.replica(peer);
+    let effects = replica.step(Input::TimerFired(Timer::View { height: 2, view: 0 }));
+    assert!(effects.is_empty());
+}
+
+#[test]
+fn r19_block_sync_asks_several_peers_for_distinct_chunks_and_drops_liars() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let certificate = cluster.certificate(VoteKind::Commit, 0, &block, &[0, 1, 2]);
+    let status = |from: usize, height: u64| {
+        cluster.from(
+            from,
+            Message::Status {
+                height,
+                head_hash: block.hash(),
+            },
+        )
+    };
+    let sync_request = |to: usize| Send {
+        kind: "sync-request",
+        to,
+    };
+    let mut replica = cluster.replica(peer);
+    let effects = run(
+        &cluster,
+        &mut replica,
+        "R19",
+        vec![
+            step(
+                "a peer is ahead: ask it",
+                status(others[0], 500),
+                vec![sync_request(others[0]), timer(SyncTimer)],
+            ),
+            step(
+                "another peer is ahead: ask it for the next chunk (f + 1 = 2 requests out)",
+                status(others[1], 500),
+                vec![sync_request(others[1]), timer(SyncTimer)],
+            ),
+            step("a third: every slot is taken", status(others[2], 500), vec![]),
+            step(
+                "the first request times out: its slot is free",
+                Input::TimerFired(Timer::Sync {
+                    peer: cluster.key(others[0]),
+                    from_height: 2,
+                }),
+                vec![],
+            ),
+            step(
+                "the third peer is asked now",
+                status(others[2], 500),
+                vec![sync_request(others[2]), timer(SyncTimer)],
+            ),
+            step(
+                "its answer: the block of height 2 with its commit certificate",
+                cluster.from(
+                    others[2],
+                    Message::BlockSyncResponse {
+                        blocks: vec![kasane_model::CommittedBlock {
+                            block: block.clone(),
+                            certificate: certificate.clone(),
+                        }],
+                    },
+                ),
+                vec![sync_request(others[2]), timer(SyncTimer), Commit],
+            ),
+        ],
+    );
+    let asked = |effects: &[kasane_consensus::Effect]| {
+        effects.iter().find_map(|effect| match effect {
+            kasane_consensus::Effect::Send {
+                message: Message::BlockSyncRequest { from_height, .. },
+                ..
+            } => Some(*from_height),
+            _ => None,
+        })
+    };
+    assert_eq!(asked(&effects[0]), Some(2));
+    assert_eq!(
+        asked(&effects[1]),
+        Some(102),
+        "a second request asks for the next chunk"
+    );
+    assert_eq!(asked(&effects[4]), Some(2), "the timed-out chunk is asked again");
+    // A peer that sends a block whose certificate does not check out is not asked again.
+    let mut replica = cluster.replica(peer);
+    let mut forged = certificate.clone();
+    forged.signatures[0].signature.0[9] ^= 1;
+    replica.step(status(others[0], 500));
+    replica.step(cluster.from(
+        others[0],
+        Message::BlockSyncResponse {
+            blocks: vec![kasane_model::CommittedBlock {
+                block: block.clone(),
+                certificate: forged,
+            }],
+        },
+    ));
+    assert_eq!(dropped(&replica, DropReason::BadCertificate), 1);
+    let effects = replica.step(status(others[0], 500));
+    assert!(effects.is_empty(), "a liar was asked again: {effects:?}");
+    // A request for committed blocks is served from the store.
+    let mut replica = cluster.replica(peer);
+    replica.step(Input::BlockCommitted {
+        height: 2,
+        hash: block.hash(),
+        validators: cluster.validators.clone(),
     });
-    assert_eq!(replica.counters().dropped.get(&DropReason::NotAValidator), Some(&1));
-    let stale = ViewChangeVote::new(1, 1, None, &cluster.keys[1]);
-    replica.step(Input::Message {
-        from: cluster.key(1),
-        message: Message::ViewChange(stale),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::StaleHeight), Some(&1));
-    let far = ViewChangeVote::new(9, 1, None, &cluster.keys[1]);
-    replica.step(Input::Message {
-        from: cluster.key(1),
-        message: Message::ViewChange(far),
-    });
-    assert_eq!(replica.counters().dropped.get(&DropReason::FutureHeight), Some(&1));
+    let effects = replica.step(cluster.from(
+        others[0],
+        Message::BlockSyncRequest {
+            from_height: 2,
+            count: 1_000,
+        },
+    ));
+    assert_eq!(
+        effects,
+        vec![kasane_consensus::Effect::ServeBlocks {
+            to: cluster.key(others[0]),
+            from_height: 2,
+            count: 100,
+        }]
+    );
 }

@@ -181,9 +181,14 @@ pub struct Certificate {
     pub signatures: Vec<ValidatorSignature>,
 }
 
-/// The quorum for `validators` validators: n - f with f = (n - 1) / 3.
+/// The faults `validators` validators tolerate: f = (n - 1) / 3. The one place the formula lives.
+pub fn max_faulty(validators: usize) -> usize {
+    validators.saturating_sub(1) / 3
+}
+
+/// The quorum for `validators` validators: n - f.
 pub fn quorum(validators: usize) -> usize {
-    validators - validators.saturating_sub(1) / 3
+    validators - max_faulty(validators)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,35 @@ use kasane_consensus::LockRecord;
 use kasane_model::codec;
 
 const MAGIC: &[u8; 4] = b"KLCK";
-const VERSION: u8 = 1;
+/// 2: the record keeps the view's proof and the locked block (PROTOCOL.md R17). Records of
+/// version 1 are still read.
+const VERSION: u8 = 2;
+
+/// The record as version 1 wrote it.
+#[derive(serde::Deserialize)]
+struct RecordV1 {
+    height: u64,
+    view: u64,
+    lock: Option<kasane_model::Certificate>,
+    voted_prepare: Option<u64>,
+    voted_commit: Option<u64>,
+}
+
+impl From<RecordV1> for LockRecord {
+    fn from(old: RecordV1) -> LockRecord {
+        // Without its proof a restored view cannot be shown to others, and without the block
+        // the lock cannot be re-proposed; both only cost views (R4a fetches the block).
+        LockRecord {
+            height: old.height,
+            view: old.view,
+            proof: Vec::new(),
+            lock: old.lock,
+            block: None,
+            voted_prepare: old.voted_prepare,
+            voted_commit: old.voted_commit,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct FileLockStore {
@@ -35,14 +63,20 @@ fn decode(bytes: &[u8]) -> anyhow::Result<LockRecord> {
     if bytes.len() < 13 || &bytes[..4] != MAGIC {
         bail!("not a kasane lock record");
     }
-    if bytes[4] != VERSION {
-        bail!("unknown lock record version {} (this build reads {VERSION})", bytes[4]);
+    let version = bytes[4];
+    if version != VERSION && version != 1 {
+        bail!("unknown lock record version {version} (this build reads 1 and {VERSION})");
     }
     let length = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
     let checksum = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]);
     let body = &bytes[13..];
     if body.len() != length || crc32c::crc32c(body) != checksum {
         bail!("lock record checksum or length mismatch");
+    }
+    if version == 1 {
+        return Ok(postcard::from_bytes::<RecordV1>(body)
+            .context("lock record body")?
+            .into());
     }
     postcard::from_bytes(body).context("lock record body")
 }
@@ -104,7 +138,9 @@ mod tests {
         LockRecord {
             height,
             view: 2,
+            proof: Vec::new(),
             lock: None,
+            block: None,
             voted_prepare: Some(1),
             voted_commit: None,
         }
@@ -128,5 +164,35 @@ mod tests {
         }
         std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
         assert!(FileLockStore::open(&path).is_err());
+    }
+
+    #[test]
+    fn a_record_of_version_1_is_still_read() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            height: u64,
+            view: u64,
+            lock: Option<kasane_model::Certificate>,
+            voted_prepare: Option<u64>,
+            voted_commit: Option<u64>,
+        }
+        let body = postcard::to_stdvec(&Old {
+            height: 7,
+            view: 3,
+            lock: None,
+            voted_prepare: Some(3),
+            voted_commit: Some(2),
+        })
+        .expect("encode");
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(1);
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let record = decode(&bytes).expect("a version 1 record");
+        assert_eq!((record.height, record.view, record.voted_prepare), (7, 3, Some(3)));
+        assert!(record.proof.is_empty() && record.block.is_none());
+        bytes[4] = 9;
+        assert!(decode(&bytes).is_err());
     }
 }

@@ -10,7 +10,6 @@
 pub mod api;
 pub mod byzantine;
 pub mod config;
-pub mod digest;
 pub mod lock_file;
 pub mod runtime;
 pub mod state;
@@ -114,7 +113,9 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         Box::new(lock_store),
         config.api.queue_capacity,
     )
-    .with_key_cache(cache))
+    .with_key_cache(cache)
+    // A node that is Byzantine on purpose sends whole proposals, so its rewrites work on blocks.
+    .with_proposal_digests(options.byzantine.is_none()))
 }
 
 /// The validator plugins and contracts every kasane node registers: the built-in plugins, and

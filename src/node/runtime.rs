@@ -12,7 +12,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kasane_consensus::message::ProposalDigest;
 use kasane_consensus::replica::{Outbound, PreparedHashes, PreparedTransaction, Replica, ReplicaEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
@@ -22,7 +21,6 @@ use kasane_p2p::Network;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::byzantine::Saboteur;
-use super::digest::{self, Pending, Served};
 use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
 
 pub type NodeReplica = Replica<FileBackend>;
@@ -135,7 +133,11 @@ pub fn status_of(replica: &NodeReplica) -> Status {
         head_hash: wsv.head_hash().to_hex(),
         view: core.view(),
         role: role_name(core.topology().role(&replica.key(), core.view())).to_string(),
-        leader: core.topology().leader(core.view()).to_hex(),
+        leader: core
+            .topology()
+            .leader(core.view())
+            .map(|leader| leader.to_hex())
+            .unwrap_or_default(),
         queue_len: replica.queue_len(),
         validators: core.topology().len(),
     }
@@ -153,10 +155,6 @@ pub struct Driver {
     loopback: VecDeque<Message>,
     /// Rewrites what leaves a node that is Byzantine on purpose.
     saboteur: Option<Saboteur>,
-    /// The last proposal broadcast as a digest, for peers that ask for some of its bodies.
-    served: Option<Served>,
-    /// A received digest waiting for bodies asked of its sender.
-    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -176,8 +174,6 @@ impl Driver {
             timer_sequence: 0,
             loopback: VecDeque::new(),
             saboteur: None,
-            served: None,
-            pending: None,
         }
     }
 
@@ -239,68 +235,7 @@ impl Driver {
 
     fn message(&mut self, prepared: Prepared) {
         let Prepared { from, message, hashes } = prepared;
-        match message {
-            Message::ProposalDigest(digest) => self.on_digest(from, *digest, None),
-            Message::TransactionsWanted { block, transactions } => {
-                let answer = self
-                    .served
-                    .as_ref()
-                    .and_then(|served| served.answer(&block, &transactions));
-                if let Some(transactions) = answer {
-                    self.network
-                        .send(&from, &Message::TransactionsFound { block, transactions });
-                }
-            }
-            Message::TransactionsFound { block, transactions } => match self.pending.take() {
-                Some(pending) if pending.from == from && pending.block == block => {
-                    let found = digest::found(transactions, hashes, &pending.missing);
-                    self.on_digest(from, pending.digest, Some(found));
-                }
-                other => self.pending = other,
-            },
-            message => self.step(from, message, hashes),
-        }
-    }
-
-    /// Rebuilds a proposal from a digest and steps the replica with it; asks the sender once
-    /// for what is missing (`found` is what that answer brought).
-    fn on_digest(&mut self, from: PublicKey, digest: ProposalDigest, found: Option<digest::Found>) {
-        let retried = found.is_some();
-        let found = found.unwrap_or_default();
-        match tokio::task::block_in_place(|| self.replica.assemble(digest, &found)) {
-            Ok((proposal, prepared)) => {
-                Metrics::add(&self.shared.metrics.proposal_digests, 1);
-                self.pending = None;
-                self.step(
-                    from,
-                    Message::Proposal(Box::new(proposal)),
-                    PreparedHashes::Blocks(vec![prepared]),
-                );
-            }
-            Err((digest, missing)) if !retried => {
-                Metrics::add(&self.shared.metrics.proposal_fetches, 1);
-                let block = digest.header.hash();
-                self.network.send(
-                    &from,
-                    &Message::TransactionsWanted {
-                        block,
-                        transactions: missing.clone(),
-                    },
-                );
-                self.pending = Some(Pending {
-                    from,
-                    block,
-                    digest,
-                    missing,
-                });
-            }
-            Err((digest, missing)) => tracing::warn!(
-                height = digest.height,
-                view = digest.view,
-                missing = missing.len(),
-                "the proposer did not send all the transactions of its proposal; the view timer will move on"
-            ),
-        }
+        self.step(from, message, hashes);
     }
 
     fn step(&mut self, from: PublicKey, message: Message, hashes: PreparedHashes) {
@@ -311,6 +246,14 @@ impl Driver {
             self.shared.metrics.proposal_step.record(started.elapsed());
         }
         self.after_step(out);
+        let counts = self.replica.wire_counts();
+        let metrics = &self.shared.metrics;
+        metrics
+            .proposal_digests
+            .store(counts.rebuilt, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .proposal_fetches
+            .store(counts.fetches, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn fire_timers(&mut self) {
@@ -338,15 +281,10 @@ impl Driver {
                         None => self.network.send(&to, &message),
                     },
                     Outbound::Broadcast { message } => {
-                        if let Some(saboteur) = &mut self.saboteur {
-                            // A Byzantine node sends whole proposals: its rewrites work on them.
-                            saboteur.broadcast(&self.network, &message);
-                        } else if let Message::Proposal(proposal) = message {
-                            let (digest, served) = digest::compact(&self.replica, proposal);
-                            self.served = Some(served);
-                            self.network.broadcast(&digest);
-                        } else {
-                            self.network.broadcast(&message);
+                        // The replica has already turned an honest node's proposals into digests.
+                        match &mut self.saboteur {
+                            Some(saboteur) => saboteur.broadcast(&self.network, &message),
+                            None => self.network.broadcast(&message),
                         }
                     }
                     Outbound::Timer { timer, after_ms } => {

@@ -54,6 +54,8 @@ pub enum InstructionError {
     PeerExists(PublicKey),
     #[error("peer {0} is not registered")]
     NoSuchPeer(PublicKey),
+    #[error("peer {0} is the last validator; a chain without validators cannot decide anything")]
+    LastPeer(PublicKey),
     #[error("{authority} may not {action}")]
     NotPermitted { authority: AccountId, action: String },
     #[error("asset {asset} holds {balance}, less than {amount}")]
@@ -453,6 +455,7 @@ impl Executor<'_, '_> {
         match (register, self.state.is_peer(&peer)) {
             (true, true) => return Err(InstructionError::PeerExists(peer)),
             (false, false) => return Err(InstructionError::NoSuchPeer(peer)),
+            (false, true) if self.state.peer_count() == 1 => return Err(InstructionError::LastPeer(peer)),
             _ => {}
         }
         if register {

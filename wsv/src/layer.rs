@@ -141,6 +141,23 @@ impl<'w> Layered<'w> {
         }
     }
 
+    /// How many peers are registered, with this block's changes.
+    pub fn peer_count(&self) -> usize {
+        let added = self
+            .changes
+            .peers
+            .iter()
+            .filter(|(key, present)| **present && !self.world.peers.contains(key))
+            .count();
+        let removed = self
+            .changes
+            .peers
+            .iter()
+            .filter(|(key, present)| !**present && self.world.peers.contains(key))
+            .count();
+        self.world.peers.len() + added - removed
+    }
+
     pub fn is_peer(&self, key: &PublicKey) -> bool {
         match self.changes.peers.get(key) {
             Some(present) => *present,

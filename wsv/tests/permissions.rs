@@ -330,3 +330,50 @@ fn mintable_once_becomes_not_after_one_mint() {
         Mintable::Once
     );
 }
+
+#[test]
+fn the_last_peer_cannot_be_unregistered() {
+    let mut wsv = standard_wsv();
+    let peers: Vec<_> = wsv.peers().iter().copied().collect();
+    assert!(!peers.is_empty());
+    let (last, others) = peers.split_last().expect("peers");
+    for peer in others {
+        assert_eq!(
+            run(
+                &mut wsv,
+                GENESIS,
+                &genesis_key(),
+                vec![Instruction::UnregisterPeer { peer: *peer }]
+            ),
+            TransactionOutcome::Committed
+        );
+    }
+    // Removing the last one is refused, deterministically, and so is removing it together with
+    // a peer registered in the same transaction and then removed again.
+    assert_instruction_error(
+        &run(
+            &mut wsv,
+            GENESIS,
+            &genesis_key(),
+            vec![Instruction::UnregisterPeer { peer: *last }],
+        ),
+        0,
+        InstructionError::LastPeer(*last),
+    );
+    let newcomer = key(201).public_key();
+    assert_instruction_error(
+        &run(
+            &mut wsv,
+            GENESIS,
+            &genesis_key(),
+            vec![
+                Instruction::RegisterPeer { peer: newcomer },
+                Instruction::UnregisterPeer { peer: *last },
+                Instruction::UnregisterPeer { peer: newcomer },
+            ],
+        ),
+        2,
+        InstructionError::LastPeer(newcomer),
+    );
+    assert_eq!(wsv.validators(), [*last].into());
+}

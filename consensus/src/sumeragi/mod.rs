@@ -1,6 +1,10 @@
 //! The Sumeragi state machine (docs/PROTOCOL.md). Pure: inputs in, effects out; no clock, no
 //! randomness, no I/O. Each handler cites the rule it implements; the handlers live in
 //! `voting` (R4-R10), `view_change` (R11-R16) and `sync` (R19).
+//!
+//! The state of a height ([`HeightState`]) and of a view within it ([`ViewState`]) are each one
+//! value, replaced whole when the replica commits or changes view, so no field can be forgotten
+//! in a reset.
 
 mod sync;
 mod view_change;
@@ -19,15 +23,83 @@ use crate::votes::{ViewChangeCollector, VoteCollector};
 
 /// Messages for the next height kept until the replica gets there.
 pub const FUTURE_MESSAGES_MAX: usize = 1024;
-/// Views above the current one whose messages are accepted.
+/// Views above the current one whose individual votes are kept. A replica further behind
+/// catches up through a whole proof (R15, R15a), which is judged at any distance.
 pub const VIEW_WINDOW: u64 = 64;
 /// Distinct blocks remembered per height.
 pub const BLOCKS_PER_HEIGHT_MAX: usize = 64;
 
+/// What this replica knows of a block's validity (R5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Held (fetched, or kept across a restart with the lock), not judged yet.
+    Unchecked,
+    /// Handed to the host for validation.
+    Pending,
+    /// Valid by the chain, too far ahead of the local clock to vote for yet.
+    Early,
+    Valid,
+    Invalid,
+}
+
 #[derive(Debug, Clone)]
 struct BlockEntry {
     block: Block,
-    validated: Option<bool>,
+    validity: Validity,
+}
+
+/// Everything a replica knows and did at the height it is deciding. Replaced whole on commit.
+#[derive(Debug, Default)]
+struct HeightState {
+    view: u64,
+    blocks: BTreeMap<Hash, BlockEntry>,
+    /// R8: the prepare certificate this replica locked on.
+    lock: Option<Certificate>,
+    /// The highest prepare certificate it knows of (its lock, or one it saw).
+    highest: Option<Certificate>,
+    voted_prepare: Option<u64>,
+    voted_commit: Option<u64>,
+    prepare_votes: VoteCollector,
+    commit_votes: VoteCollector,
+    view_changes: ViewChangeCollector,
+    /// R13: the view-change vote it sent last, broadcast again on every view timeout.
+    sent_view_change: Option<ViewChangeVote>,
+    commit_certificate: Option<Certificate>,
+    committing: Option<Hash>,
+    view_state: ViewState,
+}
+
+/// Everything a replica knows and did in its current view. Replaced whole on a view change.
+#[derive(Debug, Default)]
+struct ViewState {
+    /// The proposal accepted in this view, and its justification.
+    proposal: Option<(Hash, Option<Certificate>)>,
+    proposed: bool,
+    /// R4a: the certified block this leader asked its peers for.
+    block_wanted: Option<Hash>,
+    /// Peers this replica sent a block to on their request (once each per view).
+    blocks_sent_to: BTreeSet<PublicKey>,
+    /// Prepare certificates this proxy tail formed before it validated their block.
+    stashed: Vec<Certificate>,
+    /// A prepare certificate of this view that arrived before its block validated.
+    unjudged_certificate: Option<Certificate>,
+    /// The view-change votes that made this view (empty in view 0).
+    proof: Vec<ViewChangeVote>,
+    /// Peers this replica sent its proof to since its view timer last fired (R15a).
+    proof_sent_to: BTreeSet<PublicKey>,
+    view_timer_armed: bool,
+}
+
+/// Block sync (R19): blocks received and waiting to be committed, and the requests out.
+#[derive(Debug, Default)]
+struct SyncState {
+    pending: BTreeMap<u64, (CommittedBlock, PublicKey)>,
+    /// Per peer, the first height asked for: at most one request per peer.
+    in_flight: BTreeMap<PublicKey, u64>,
+    /// Peers that sent a block that did not check out; never asked again.
+    distrusted: BTreeSet<PublicKey>,
+    /// Who sent the synced block being committed.
+    committing_from: Option<PublicKey>,
 }
 
 /// One validator's consensus state.
@@ -40,32 +112,10 @@ pub struct Sumeragi {
     height: u64,
     head: Hash,
     topology: Topology,
-    view: u64,
     queue_len: usize,
-    blocks: BTreeMap<Hash, BlockEntry>,
-    /// The proposal accepted in the current view, and its justification.
-    proposal: Option<(Hash, Option<Certificate>)>,
-    proposed: bool,
-    lock: Option<Certificate>,
-    highest: Option<Certificate>,
-    voted_prepare: Option<u64>,
-    voted_commit: Option<u64>,
-    prepare_votes: VoteCollector,
-    commit_votes: VoteCollector,
-    /// Prepare certificates formed by this proxy tail before it validated their block.
-    stashed: Vec<Certificate>,
-    view_changes: ViewChangeCollector,
-    sent_view_change: Option<u64>,
-    proof: Vec<ViewChangeVote>,
-    /// Peers this replica already sent its view's proof to (R15a).
-    proof_sent_to: BTreeSet<PublicKey>,
-    commit_certificate: Option<Certificate>,
-    committing: Option<Hash>,
-    view_timer_armed: bool,
+    state: HeightState,
     future: Vec<(PublicKey, Message)>,
-    sync_pending: VecDeque<CommittedBlock>,
-    /// The peer asked for blocks, and the height asked for.
-    sync_in_flight: Option<(PublicKey, u64)>,
+    sync: SyncState,
     cache: KeyCache,
     inbox: VecDeque<(PublicKey, Message)>,
     counters: Counters,
@@ -79,6 +129,9 @@ fn message_height(message: &Message) -> Option<u64> {
             Some(certificate.vote.height)
         }
         Message::ViewChange(vote) => Some(vote.height),
+        Message::ViewChangeProof(votes) => votes.first().map(|vote| vote.height),
+        Message::BlockWanted { height, .. } => Some(*height),
+        Message::BlockFound(block) => Some(block.header.height),
         _ => None,
     }
 }
@@ -101,53 +154,62 @@ impl Sumeragi {
             config,
             height,
             head,
-            topology: Topology::new(validators, &head),
-            view: 0,
+            topology: Topology::new(validators, height),
             queue_len: 0,
-            blocks: BTreeMap::new(),
-            proposal: None,
-            proposed: false,
-            lock: None,
-            highest: None,
-            voted_prepare: None,
-            voted_commit: None,
-            prepare_votes: VoteCollector::default(),
-            commit_votes: VoteCollector::default(),
-            stashed: Vec::new(),
-            view_changes: ViewChangeCollector::default(),
-            sent_view_change: None,
-            proof: Vec::new(),
-            proof_sent_to: BTreeSet::new(),
-            commit_certificate: None,
-            committing: None,
-            view_timer_armed: false,
+            state: HeightState::default(),
             future: Vec::new(),
-            sync_pending: VecDeque::new(),
-            sync_in_flight: None,
+            sync: SyncState::default(),
             cache: KeyCache::new(),
             inbox: VecDeque::new(),
             counters: Counters::default(),
         };
-        // R17: a restarted replica keeps its lock and never votes twice in a view.
+        // R17: a restarted replica keeps its view and its proof, its lock and the locked block,
+        // and never votes twice in a view.
         if let Some(record) = record.filter(|record| record.height == height) {
-            replica.view = record.view;
-            replica.highest = record.lock.clone();
-            replica.lock = record.lock;
-            replica.voted_prepare = record.voted_prepare;
-            replica.voted_commit = record.voted_commit;
+            let state = &mut replica.state;
+            state.view = record.view;
+            if record
+                .proof
+                .iter()
+                .all(|vote| vote.height == height && vote.view == record.view)
+            {
+                state.view_state.proof = record.proof;
+            }
+            if let (Some(lock), Some(block)) = (&record.lock, record.block) {
+                if block.hash() == lock.vote.block_hash && block.header.height == height {
+                    state.blocks.insert(
+                        lock.vote.block_hash,
+                        BlockEntry {
+                            block,
+                            validity: Validity::Unchecked,
+                        },
+                    );
+                }
+            }
+            state.highest = record.lock.clone();
+            state.lock = record.lock;
+            state.voted_prepare = record.voted_prepare;
+            state.voted_commit = record.voted_commit;
         }
         replica
     }
 
-    /// Effects to run once at start: the status timer and a first status.
+    /// Effects to run once at start: the status timer and a first status, and for a replica
+    /// restarted with a lock, its view timer (and, as leader, the re-proposal).
     pub fn start(&mut self) -> Vec<Effect> {
-        vec![
+        let mut out = vec![
             Effect::ScheduleTimer {
                 timer: Timer::Status,
                 after_ms: self.config.status_interval_ms,
             },
             Effect::Broadcast { message: self.status() },
-        ]
+        ];
+        if self.has_work() {
+            self.arm_view_timer(&mut out);
+            self.maybe_propose(&mut out);
+        }
+        self.drain_inbox(&mut out);
+        out
     }
 
     pub fn height(&self) -> u64 {
@@ -155,7 +217,7 @@ impl Sumeragi {
     }
 
     pub fn view(&self) -> u64 {
-        self.view
+        self.state.view
     }
 
     pub fn key(&self) -> PublicKey {
@@ -163,7 +225,31 @@ impl Sumeragi {
     }
 
     pub fn lock(&self) -> Option<&Certificate> {
-        self.lock.as_ref()
+        self.state.lock.as_ref()
+    }
+
+    /// The highest prepare certificate this replica knows for its height.
+    pub fn highest(&self) -> Option<&Certificate> {
+        self.state.highest.as_ref()
+    }
+
+    /// The proposal accepted in the current view: its block hash and its justification.
+    pub fn proposal(&self) -> Option<(&Hash, Option<&Certificate>)> {
+        self.state
+            .view_state
+            .proposal
+            .as_ref()
+            .map(|(hash, justify)| (hash, justify.as_ref()))
+    }
+
+    /// The view this replica last asked to move to (R13), if it did at this height.
+    pub fn view_change_sent(&self) -> Option<u64> {
+        self.state.sent_view_change.as_ref().map(|vote| vote.view)
+    }
+
+    /// What this replica knows of a block of its height.
+    pub fn validity(&self, hash: &Hash) -> Option<Validity> {
+        self.state.blocks.get(hash).map(|entry| entry.validity)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -180,21 +266,22 @@ impl Sumeragi {
 
     /// One line of state for traces and failure reports.
     pub fn summary(&self) -> String {
+        let state = &self.state;
         format!(
             "height {} view {} queue {} proposal {} lock {:?} highest {:?} voted {:?}/{:?} sent_vc {:?} committing {} commit_cert {} sync {} pending {} future {}",
             self.height,
-            self.view,
+            state.view,
             self.queue_len,
-            self.proposal.is_some(),
-            self.lock.as_ref().map(|c| c.vote.view),
-            self.highest.as_ref().map(|c| c.vote.view),
-            self.voted_prepare,
-            self.voted_commit,
-            self.sent_view_change,
-            self.committing.is_some(),
-            self.commit_certificate.is_some(),
-            self.sync_in_flight.is_some(),
-            self.sync_pending.len(),
+            state.view_state.proposal.is_some(),
+            state.lock.as_ref().map(|c| c.vote.view),
+            state.highest.as_ref().map(|c| c.vote.view),
+            state.voted_prepare,
+            state.voted_commit,
+            self.view_change_sent(),
+            state.committing.is_some(),
+            state.commit_certificate.is_some(),
+            self.sync.in_flight.len(),
+            self.sync.pending.len(),
             self.future.len(),
         )
     }
@@ -208,11 +295,11 @@ impl Sumeragi {
             Input::QueueLength(len) => self.on_queue_length(len, &mut out),
             Input::ProposalBuilt { height, view, block } => self.on_proposal_built(height, view, block, &mut out),
             Input::NothingToPropose { height, view } => {
-                if height == self.height && view == self.view {
-                    self.proposed = false;
+                if height == self.height && view == self.state.view {
+                    self.state.view_state.proposed = false;
                 }
             }
-            Input::BlockValidated { height, hash, valid } => self.on_block_validated(height, hash, valid, &mut out),
+            Input::BlockValidated { height, hash, verdict } => self.on_block_validated(height, hash, verdict, &mut out),
             Input::BlockCommitted {
                 height,
                 hash,
@@ -220,10 +307,14 @@ impl Sumeragi {
             } => self.on_block_committed(height, hash, &validators, &mut out),
             Input::CommitFailed { height, hash } => self.on_commit_failed(height, hash),
         }
-        while let Some((from, message)) = self.inbox.pop_front() {
-            self.on_message(from, message, &mut out);
-        }
+        self.drain_inbox(&mut out);
         out
+    }
+
+    fn drain_inbox(&mut self, out: &mut Vec<Effect>) {
+        while let Some((from, message)) = self.inbox.pop_front() {
+            self.on_message(from, message, out);
+        }
     }
 
     fn drop_message(&mut self, reason: DropReason) {
@@ -254,64 +345,60 @@ impl Sumeragi {
         self.inbox.push_back((self.me, message));
     }
 
+    /// R17: what must survive a crash.
     fn record(&self) -> LockRecord {
+        let state = &self.state;
         LockRecord {
             height: self.height,
-            view: self.view,
-            lock: self.lock.clone(),
-            voted_prepare: self.voted_prepare,
-            voted_commit: self.voted_commit,
+            view: state.view,
+            proof: state.view_state.proof.clone(),
+            lock: state.lock.clone(),
+            block: state
+                .lock
+                .as_ref()
+                .and_then(|lock| state.blocks.get(&lock.vote.block_hash))
+                .map(|entry| entry.block.clone()),
+            voted_prepare: state.voted_prepare,
+            voted_commit: state.voted_commit,
         }
     }
 
+    fn persist(&self, out: &mut Vec<Effect>) {
+        out.push(Effect::PersistLock { record: self.record() });
+    }
+
     fn arm_view_timer(&mut self, out: &mut Vec<Effect>) {
-        if !self.view_timer_armed {
-            self.view_timer_armed = true;
+        if !self.state.view_state.view_timer_armed {
+            self.state.view_state.view_timer_armed = true;
             out.push(Effect::ScheduleTimer {
                 timer: Timer::View {
                     height: self.height,
-                    view: self.view,
+                    view: self.state.view,
                 },
-                after_ms: self.config.view_timeout(self.view),
+                after_ms: self.config.view_timeout(self.state.view),
             });
         }
     }
 
     fn has_work(&self) -> bool {
-        self.queue_len > 0 || self.highest.is_some() || self.proposal.is_some()
+        self.queue_len > 0 || self.state.highest.is_some() || self.state.view_state.proposal.is_some()
     }
 
     fn on_message(&mut self, from: PublicKey, message: Message, out: &mut Vec<Effect>) {
         match message {
             Message::Status { height, .. } => {
-                // R19: the peer has committed our height (or more): fetch from it.
+                // R19: the peer says it committed our height (or more): fetch from it.
                 if height >= self.height {
                     self.request_sync(from, out);
                 }
                 return;
             }
             Message::BlockSyncRequest { from_height, count } => {
-                if from_height == 0 {
-                    self.drop_message(DropReason::Unexpected);
-                } else if from_height >= self.height {
-                    // Nothing to serve: say so, so the asker need not wait for its timeout.
-                    out.push(Effect::Send {
-                        to: from,
-                        message: Message::BlockSyncResponse { blocks: Vec::new() },
-                    });
-                } else {
-                    let count = count.clamp(1, SYNC_BLOCKS_MAX);
-                    out.push(Effect::ServeBlocks {
-                        to: from,
-                        from_height,
-                        count,
-                    });
-                }
-                return;
+                return self.on_sync_request(from, from_height, count, out)
             }
             Message::BlockSyncResponse { blocks } => return self.on_sync_response(from, blocks, out),
             // Gossip and the wire form of proposals are the host's business (the replica queues
-            // gossip; the node rebuilds digests into proposals before they get here).
+            // gossip and rebuilds digests into proposals before they get here).
             Message::Transactions(_)
             | Message::ProposalDigest(_)
             | Message::TransactionsWanted { .. }
@@ -342,6 +429,9 @@ impl Sumeragi {
             Message::PrepareCertificate(certificate) => self.on_prepare_certificate(certificate, out),
             Message::CommitCertificate(certificate) => self.on_commit_certificate(from, certificate, out),
             Message::ViewChange(vote) => self.on_view_change(from, vote, out),
+            Message::ViewChangeProof(votes) => self.on_view_change_proof(votes, out),
+            Message::BlockWanted { hash, .. } => self.on_block_wanted(from, hash, out),
+            Message::BlockFound(block) => self.on_block_found(*block, out),
             _ => self.drop_message(DropReason::Unexpected),
         }
     }

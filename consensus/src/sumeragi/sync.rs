@@ -5,27 +5,50 @@ use kasane_model::{CommittedBlock, PublicKey};
 
 use super::*;
 
+/// Most peers remembered as having sent a block that did not check out.
+const DISTRUSTED_PEERS_MAX: usize = 1024;
+
 impl Sumeragi {
-    /// The first height neither committed nor waiting in `sync_pending`.
-    fn sync_next_height(&self) -> u64 {
-        self.sync_pending
-            .back()
-            .map_or(self.height, |block| block.block.header.height + 1)
-            .max(self.height)
+    /// Requests that may be out at once, each to a different peer: more than the faulty peers
+    /// there can be, so peers that claim heights they never serve cannot hold every slot.
+    fn sync_slots(&self) -> usize {
+        self.topology.max_faulty() + 1
     }
 
-    /// R19: one request in flight at a time, for the blocks after those already waiting, and
-    /// none while a chunk's worth is waiting (memory stays bounded by two responses).
+    /// The first height from this replica's own that is neither waiting in `pending` nor asked
+    /// of a peer (each request covers one chunk).
+    fn sync_next_height(&self) -> u64 {
+        let mut next = self.height;
+        loop {
+            if self.sync.pending.contains_key(&next) {
+                next += 1;
+            } else if let Some(asked) = self
+                .sync
+                .in_flight
+                .values()
+                .find(|asked| (**asked..**asked + SYNC_BLOCKS_MAX).contains(&next))
+            {
+                next = asked + SYNC_BLOCKS_MAX;
+            } else {
+                return next;
+            }
+        }
+    }
+
+    /// R19: asks `from` for the next chunk nobody was asked for, if `from` has no request out,
+    /// a slot is free, and the blocks already waiting stay within bounds.
     pub(super) fn request_sync(&mut self, from: PublicKey, out: &mut Vec<Effect>) {
-        if self.sync_in_flight.is_some()
-            || from == self.me
+        if from == self.me
             || self.config.byzantine_skip_own_commit
-            || self.sync_pending.len() >= SYNC_BLOCKS_MAX as usize
+            || self.sync.in_flight.contains_key(&from)
+            || self.sync.distrusted.contains(&from)
+            || self.sync.in_flight.len() >= self.sync_slots()
+            || self.sync.pending.len() >= self.sync_slots() * SYNC_BLOCKS_MAX as usize
         {
             return;
         }
         let from_height = self.sync_next_height();
-        self.sync_in_flight = Some((from, from_height));
+        self.sync.in_flight.insert(from, from_height);
         out.push(Effect::Send {
             to: from,
             message: Message::BlockSyncRequest {
@@ -34,24 +57,45 @@ impl Sumeragi {
             },
         });
         out.push(Effect::ScheduleTimer {
-            timer: Timer::Sync { height: from_height },
+            timer: Timer::Sync {
+                peer: from,
+                from_height,
+            },
             after_ms: self.config.sync_timeout_ms,
         });
     }
 
-    pub(super) fn on_sync_response(&mut self, from: PublicKey, blocks: Vec<CommittedBlock>, out: &mut Vec<Effect>) {
-        if self.sync_in_flight.map(|(peer, _)| peer) != Some(from) {
-            return self.drop_message(DropReason::Unexpected);
+    pub(super) fn on_sync_request(&mut self, from: PublicKey, from_height: u64, count: u64, out: &mut Vec<Effect>) {
+        if from_height == 0 {
+            self.drop_message(DropReason::Unexpected);
+        } else if from_height >= self.height {
+            // Nothing to serve: say so, so the asker need not wait for its timeout.
+            out.push(Effect::Send {
+                to: from,
+                message: Message::BlockSyncResponse { blocks: Vec::new() },
+            });
+        } else {
+            out.push(Effect::ServeBlocks {
+                to: from,
+                from_height,
+                count: count.clamp(1, SYNC_BLOCKS_MAX),
+            });
         }
-        self.sync_in_flight = None;
-        let wanted = (self.sync_next_height()..).zip(blocks.into_iter().take(SYNC_BLOCKS_MAX as usize));
+    }
+
+    pub(super) fn on_sync_response(&mut self, from: PublicKey, blocks: Vec<CommittedBlock>, out: &mut Vec<Effect>) {
+        let Some(asked) = self.sync.in_flight.remove(&from) else {
+            return self.drop_message(DropReason::Unexpected);
+        };
         let mut added = false;
-        for (expected, block) in wanted {
+        for (expected, block) in (asked..).zip(blocks.into_iter().take(SYNC_BLOCKS_MAX as usize)) {
             if block.block.header.height != expected {
                 break;
             }
-            self.sync_pending.push_back(block);
-            added = true;
+            if expected >= self.height && !self.sync.pending.contains_key(&expected) {
+                self.sync.pending.insert(expected, (block, from));
+                added = true;
+            }
         }
         // Pipelining: ask for the next chunk now, so it travels while these are applied. A peer
         // that has nothing more answers with no blocks.
@@ -65,32 +109,46 @@ impl Sumeragi {
     /// validators; the host re-validates the block itself before applying it.
     pub(super) fn continue_sync(&mut self, out: &mut Vec<Effect>) {
         while self
-            .sync_pending
-            .front()
-            .is_some_and(|block| block.block.header.height < self.height)
+            .sync
+            .pending
+            .first_key_value()
+            .is_some_and(|(height, _)| *height < self.height)
         {
-            self.sync_pending.pop_front();
+            self.sync.pending.pop_first();
         }
-        if self.committing.is_some() {
+        if self.state.committing.is_some() {
             return;
         }
-        let Some(next) = self.sync_pending.pop_front() else {
+        let Some((next, source)) = self.sync.pending.remove(&self.height) else {
             return;
         };
-        if next.block.header.height != self.height {
-            self.sync_pending.clear();
-            return;
-        }
         let certificate = next.certificate.clone();
         let sound = certificate.vote.block_hash == next.block.hash()
             && next.block.header.previous_hash == self.head
             && self.check_certificate(&certificate, VoteKind::Commit);
         if !sound {
             self.drop_message(DropReason::BadCertificate);
-            self.sync_pending.clear();
+            self.distrust(source);
             return;
         }
-        self.committing = Some(certificate.vote.block_hash);
+        self.state.committing = Some(certificate.vote.block_hash);
+        self.sync.committing_from = Some(source);
         out.push(Effect::CommitBlock { block: next });
+    }
+
+    /// A synced block that failed to commit: its sender is not asked again, and what it sent
+    /// is dropped.
+    pub(super) fn distrust_committing(&mut self) {
+        if let Some(source) = self.sync.committing_from.take() {
+            self.distrust(source);
+        }
+    }
+
+    fn distrust(&mut self, peer: PublicKey) {
+        self.sync.pending.retain(|_, (_, source)| *source != peer);
+        self.sync.in_flight.remove(&peer);
+        if self.sync.distrusted.len() < DISTRUSTED_PEERS_MAX {
+            self.sync.distrusted.insert(peer);
+        }
     }
 }

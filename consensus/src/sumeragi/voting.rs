@@ -5,6 +5,7 @@ use kasane_model::block::{Certificate, Vote, VoteKind};
 use kasane_model::{Block, CommittedBlock, Hash, PublicKey};
 
 use super::*;
+use crate::io::Verdict;
 
 impl Sumeragi {
     /// A certificate of `kind` for the current height with a quorum of this height's validators.
@@ -18,107 +19,163 @@ impl Sumeragi {
 
     pub(super) fn note_highest(&mut self, certificate: &Certificate) {
         if self
+            .state
             .highest
             .as_ref()
             .is_none_or(|highest| certificate.vote.view > highest.vote.view)
         {
-            self.highest = Some(certificate.clone());
+            self.state.highest = Some(certificate.clone());
+        }
+    }
+
+    /// R5: whether a proposal's block and justification have the shape the rules require. A
+    /// new block (no justification) is of this view and by its leader, so the ledger's record
+    /// of failed views (R15) cannot be forged; a re-proposed block comes with a prepare
+    /// certificate of an earlier view for exactly that block, and its header is of a view no
+    /// later than that certificate's.
+    fn proposal_shape_ok(&mut self, from: &PublicKey, proposal: &Proposal, hash: &Hash) -> bool {
+        let header = &proposal.block.header;
+        if header.height != self.height || header.previous_hash != self.head {
+            return false;
+        }
+        match &proposal.justify {
+            None => header.view == proposal.view && header.proposer == *from,
+            Some(justify) => {
+                justify.vote.block_hash == *hash
+                    && justify.vote.view < proposal.view
+                    && header.view <= justify.vote.view
+                    && self.check_certificate(justify, VoteKind::Prepare)
+            }
         }
     }
 
     /// R5: checks a proposal and hands its block to validation.
     pub(super) fn on_proposal(&mut self, from: PublicKey, proposal: Proposal, out: &mut Vec<Effect>) {
-        if proposal.view > self.view {
-            if proposal.view > self.view + VIEW_WINDOW || !self.check_proof(proposal.view, &proposal.proof) {
+        if proposal.view > self.state.view {
+            // A valid proof moves this replica into the proposal's view however far ahead it
+            // is: it is q signatures, not one peer's word (R15).
+            if !self.check_proof(proposal.view, &proposal.proof) {
                 return self.drop_message(DropReason::BadProof);
             }
             self.enter_view(proposal.view, proposal.proof.clone(), out);
         }
-        if proposal.view < self.view {
+        if proposal.view < self.state.view {
             return self.drop_message(DropReason::StaleView);
         }
-        if from != self.topology.leader(self.view) {
+        if !self.topology.is_leader(&from, self.state.view) {
             return self.drop_message(DropReason::NotTheLeader);
         }
-        if self.proposal.is_some() {
+        if self.state.view_state.proposal.is_some() {
             // The first proposal of a view wins; a second is equivocation or a repeat.
             return self.drop_message(DropReason::Duplicate);
         }
-        let block = proposal.block;
-        let hash = block.hash();
-        let header_ok = block.header.height == self.height && block.header.previous_hash == self.head;
-        let justify_ok = match &proposal.justify {
-            None => true,
-            Some(justify) => justify.vote.block_hash == hash && self.check_certificate(justify, VoteKind::Prepare),
-        };
-        if !header_ok || !justify_ok {
+        let hash = proposal.block.hash();
+        if !self.proposal_shape_ok(&from, &proposal, &hash) {
             self.drop_message(DropReason::BadProposal);
             return self.suspect(out);
         }
         if let Some(justify) = &proposal.justify {
             self.note_highest(justify);
         }
-        self.proposal = Some((hash, proposal.justify));
+        self.state.view_state.proposal = Some((hash, proposal.justify));
         self.arm_view_timer(out);
-        match self.blocks.get(&hash).map(|entry| entry.validated) {
-            Some(Some(true)) => self.on_valid_proposal(hash, out),
-            Some(Some(false)) => self.suspect(out),
-            Some(None) => {}
+        match self.state.blocks.get(&hash).map(|entry| entry.validity) {
+            Some(Validity::Valid) => self.on_valid_proposal(hash, out),
+            Some(Validity::Invalid) => self.suspect(out),
+            Some(Validity::Pending | Validity::Early) => {}
+            Some(Validity::Unchecked) => self.validate(hash, out),
             None => {
-                self.remember_block(hash, block.clone(), None);
-                out.push(Effect::ValidateBlock { block });
+                self.remember_block(hash, proposal.block, Validity::Unchecked);
+                self.validate(hash, out);
             }
+        }
+    }
+
+    /// Hands a held block to the host for validation.
+    pub(super) fn validate(&mut self, hash: Hash, out: &mut Vec<Effect>) {
+        if let Some(entry) = self.state.blocks.get_mut(&hash) {
+            entry.validity = Validity::Pending;
+            out.push(Effect::ValidateBlock {
+                block: entry.block.clone(),
+            });
         }
     }
 
     /// Keeps a block of this height, within BLOCKS_PER_HEIGHT_MAX.
-    pub(super) fn remember_block(&mut self, hash: Hash, block: Block, validated: Option<bool>) {
-        if self.blocks.len() >= BLOCKS_PER_HEIGHT_MAX {
+    pub(super) fn remember_block(&mut self, hash: Hash, block: Block, validity: Validity) {
+        if self.state.blocks.len() >= BLOCKS_PER_HEIGHT_MAX {
             self.evict_block();
         }
-        self.blocks.insert(hash, BlockEntry { block, validated });
+        self.state.blocks.insert(hash, BlockEntry { block, validity });
     }
 
     /// Makes room for one block, keeping the locked, highest and proposed blocks.
     pub(super) fn evict_block(&mut self) {
+        let state = &self.state;
         let keep: BTreeSet<Hash> = [
-            self.lock.as_ref().map(|c| c.vote.block_hash),
-            self.highest.as_ref().map(|c| c.vote.block_hash),
-            self.proposal.as_ref().map(|(hash, _)| *hash),
+            state.lock.as_ref().map(|c| c.vote.block_hash),
+            state.highest.as_ref().map(|c| c.vote.block_hash),
+            state.view_state.proposal.as_ref().map(|(hash, _)| *hash),
         ]
         .into_iter()
         .flatten()
         .collect();
-        if let Some(victim) = self.blocks.keys().find(|hash| !keep.contains(hash)).copied() {
-            self.blocks.remove(&victim);
+        if let Some(victim) = state.blocks.keys().find(|hash| !keep.contains(hash)).copied() {
+            self.state.blocks.remove(&victim);
         }
     }
 
-    pub(super) fn on_block_validated(&mut self, height: u64, hash: Hash, valid: bool, out: &mut Vec<Effect>) {
+    pub(super) fn on_block_validated(&mut self, height: u64, hash: Hash, verdict: Verdict, out: &mut Vec<Effect>) {
         if height != self.height {
             return;
         }
-        let Some(entry) = self.blocks.get_mut(&hash) else {
+        let Some(entry) = self.state.blocks.get_mut(&hash) else {
             return;
         };
-        entry.validated = Some(valid);
-        let current = self.proposal.as_ref().is_some_and(|(proposed, _)| *proposed == hash);
-        if !valid {
-            if current {
-                self.suspect(out);
+        let current = self
+            .state
+            .view_state
+            .proposal
+            .as_ref()
+            .is_some_and(|(proposed, _)| *proposed == hash);
+        match verdict {
+            Verdict::Early { retry_after_ms } => {
+                // Not a verdict on the block: the clock decides only when to vote.
+                entry.validity = Validity::Early;
+                out.push(Effect::ScheduleTimer {
+                    timer: Timer::Revalidate { height, hash },
+                    after_ms: retry_after_ms.max(1),
+                });
+                return;
             }
-            return;
+            Verdict::Invalid => {
+                entry.validity = Validity::Invalid;
+                if current {
+                    self.suspect(out);
+                }
+                return;
+            }
+            Verdict::Valid => entry.validity = Validity::Valid,
         }
         if current {
             self.on_valid_proposal(hash, out);
         }
         // A prepare certificate this proxy tail formed before it validated the block.
-        let (ready, waiting): (Vec<Certificate>, Vec<Certificate>) = std::mem::take(&mut self.stashed)
+        let (ready, waiting): (Vec<Certificate>, Vec<Certificate>) = std::mem::take(&mut self.state.view_state.stashed)
             .into_iter()
             .partition(|c| c.vote.block_hash == hash);
-        self.stashed = waiting;
+        self.state.view_state.stashed = waiting;
         for certificate in ready {
             self.broadcast_and_deliver(Message::PrepareCertificate(certificate), out);
+        }
+        // A prepare certificate of this view that arrived before the block validated.
+        if let Some(certificate) = self
+            .state
+            .view_state
+            .unjudged_certificate
+            .take_if(|certificate| certificate.vote.block_hash == hash)
+        {
+            self.lock_and_vote_commit(certificate, out);
         }
         self.try_commit(None, out);
     }
@@ -128,7 +185,7 @@ impl Sumeragi {
         if !self.config.locking {
             return true;
         }
-        match &self.lock {
+        match &self.state.lock {
             None => true,
             Some(lock) if lock.vote.block_hash == *hash => true,
             Some(lock) => justify.is_some_and(|j| j.vote.block_hash == *hash && j.vote.view > lock.vote.view),
@@ -146,42 +203,63 @@ impl Sumeragi {
         }
     }
 
+    /// R3a and R13: whether this replica votes in its current view: it is a voter of the view,
+    /// and it has not asked to leave the view.
+    pub(super) fn votes_now(&self) -> bool {
+        let view = self.state.view;
+        self.votes_in_view(&self.me, view) && self.view_change_sent().is_none_or(|target| target <= view)
+    }
+
     /// R6: a validated proposal gets this validator's Prepare vote, if it may give it.
     pub(super) fn on_valid_proposal(&mut self, hash: Hash, out: &mut Vec<Effect>) {
-        let justify = self.proposal.as_ref().and_then(|(_, justify)| justify.clone());
-        let votes = self.votes_in_view(&self.me, self.view);
-        if !votes || self.voted_prepare == Some(self.view) || !self.may_vote_prepare(&hash, justify.as_ref()) {
+        let view = self.state.view;
+        let justify = self
+            .state
+            .view_state
+            .proposal
+            .as_ref()
+            .and_then(|(_, justify)| justify.clone());
+        if !self.votes_now()
+            || self.state.voted_prepare == Some(view)
+            || !self.may_vote_prepare(&hash, justify.as_ref())
+        {
             return;
         }
-        self.voted_prepare = Some(self.view);
-        out.push(Effect::PersistLock { record: self.record() });
+        self.state.voted_prepare = Some(view);
+        self.persist(out);
         let vote = Vote {
             kind: VoteKind::Prepare,
             height: self.height,
-            view: self.view,
+            view,
             block_hash: hash,
         };
-        let proxy_tail = self.topology.proxy_tail(self.view);
-        self.send(proxy_tail, Message::Vote(SignedVote::new(vote, &self.key)), out);
+        self.send_to_proxy_tail(Message::Vote(SignedVote::new(vote, &self.key)), out);
+    }
+
+    fn send_to_proxy_tail(&mut self, message: Message, out: &mut Vec<Effect>) {
+        if let Some(proxy_tail) = self.topology.proxy_tail(self.state.view) {
+            self.send(proxy_tail, message, out);
+        }
     }
 
     /// R7, R9: the proxy tail counts votes.
     pub(super) fn on_vote(&mut self, from: PublicKey, vote: SignedVote, out: &mut Vec<Effect>) {
+        let view = self.state.view;
         if vote.signature.validator != from {
             return self.drop_message(DropReason::SignerIsNotSender);
         }
-        if vote.vote.view != self.view {
-            let reason = if vote.vote.view < self.view {
+        if vote.vote.view != view {
+            let reason = if vote.vote.view < view {
                 DropReason::StaleView
             } else {
                 DropReason::FutureView
             };
             return self.drop_message(reason);
         }
-        if self.topology.proxy_tail(self.view) != self.me {
+        if self.topology.proxy_tail(view) != Some(self.me) {
             return self.drop_message(DropReason::NotTheProxyTail);
         }
-        if !self.votes_in_view(&from, self.view) {
+        if !self.votes_in_view(&from, view) {
             return self.drop_message(DropReason::NotAValidator);
         }
         if vote.verify(&mut self.cache).is_err() {
@@ -189,8 +267,8 @@ impl Sumeragi {
         }
         let quorum = self.topology.quorum();
         let collector = match vote.vote.kind {
-            VoteKind::Prepare => &mut self.prepare_votes,
-            VoteKind::Commit => &mut self.commit_votes,
+            VoteKind::Prepare => &mut self.state.prepare_votes,
+            VoteKind::Commit => &mut self.state.commit_votes,
         };
         if collector.has_voted(vote.vote.kind, vote.vote.view, &from) {
             return self.drop_message(DropReason::Duplicate);
@@ -201,13 +279,14 @@ impl Sumeragi {
         match certificate.vote.kind {
             VoteKind::Prepare => {
                 let validated = self
+                    .state
                     .blocks
                     .get(&certificate.vote.block_hash)
-                    .is_some_and(|e| e.validated == Some(true));
+                    .is_some_and(|entry| entry.validity == Validity::Valid);
                 if validated {
                     self.broadcast_and_deliver(Message::PrepareCertificate(certificate), out);
                 } else {
-                    self.stashed.push(certificate);
+                    self.state.view_state.stashed.push(certificate);
                 }
             }
             VoteKind::Commit if self.config.byzantine_skip_own_commit => {
@@ -219,40 +298,51 @@ impl Sumeragi {
         }
     }
 
-    /// R8: lock on a prepare certificate of this view, then vote Commit.
+    /// R8: a prepare certificate is noted as the highest; one of this view locks and gets this
+    /// validator's Commit vote.
     pub(super) fn on_prepare_certificate(&mut self, certificate: Certificate, out: &mut Vec<Effect>) {
         if !self.check_certificate(&certificate, VoteKind::Prepare) {
             return self.drop_message(DropReason::BadCertificate);
         }
         self.note_highest(&certificate);
-        let hash = certificate.vote.block_hash;
-        let validated = self
+        if certificate.vote.view != self.state.view {
+            return;
+        }
+        let validity = self
+            .state
             .blocks
-            .get(&hash)
-            .is_some_and(|entry| entry.validated == Some(true));
-        if certificate.vote.view != self.view
-            || !validated
-            || !self.votes_in_view(&self.me, self.view)
-            || self.voted_commit == Some(self.view)
-        {
+            .get(&certificate.vote.block_hash)
+            .map(|entry| entry.validity);
+        if validity == Some(Validity::Valid) {
+            self.lock_and_vote_commit(certificate, out);
+        } else {
+            self.state.view_state.unjudged_certificate = Some(certificate);
+        }
+    }
+
+    /// R8: lock on a prepare certificate of this view, make the lock durable with its block,
+    /// then vote Commit, once per view.
+    fn lock_and_vote_commit(&mut self, certificate: Certificate, out: &mut Vec<Effect>) {
+        let view = self.state.view;
+        if !self.votes_now() || self.state.voted_commit == Some(view) {
             return;
         }
         if self.config.locking
             && self
+                .state
                 .lock
                 .as_ref()
                 .is_none_or(|lock| lock.vote.view < certificate.vote.view)
         {
-            self.lock = Some(certificate.clone());
+            self.state.lock = Some(certificate.clone());
         }
-        self.voted_commit = Some(self.view);
-        out.push(Effect::PersistLock { record: self.record() });
+        self.state.voted_commit = Some(view);
+        self.persist(out);
         let vote = Vote {
             kind: VoteKind::Commit,
             ..certificate.vote
         };
-        let proxy_tail = self.topology.proxy_tail(self.view);
-        self.send(proxy_tail, Message::Vote(SignedVote::new(vote, &self.key)), out);
+        self.send_to_proxy_tail(Message::Vote(SignedVote::new(vote, &self.key)), out);
     }
 
     /// R10: a commit certificate of any view commits its block.
@@ -260,20 +350,23 @@ impl Sumeragi {
         if !self.check_certificate(&certificate, VoteKind::Commit) {
             return self.drop_message(DropReason::BadCertificate);
         }
-        self.commit_certificate = Some(certificate);
+        self.state.commit_certificate = Some(certificate);
         self.try_commit(Some(from), out);
     }
 
+    /// R10: commits the certified block once this replica holds it. Its validity is then a
+    /// matter of the chain alone: the host checks it again if it had not judged it (a block
+    /// too far ahead of the local clock to vote for is still committed when certified).
     pub(super) fn try_commit(&mut self, from: Option<PublicKey>, out: &mut Vec<Effect>) {
-        if self.committing.is_some() {
+        if self.state.committing.is_some() {
             return;
         }
-        let Some(certificate) = self.commit_certificate.clone() else {
+        let Some(certificate) = self.state.commit_certificate.clone() else {
             return;
         };
-        match self.blocks.get(&certificate.vote.block_hash) {
-            Some(entry) if entry.validated == Some(true) => {
-                self.committing = Some(certificate.vote.block_hash);
+        match self.state.blocks.get(&certificate.vote.block_hash) {
+            Some(entry) if entry.validity != Validity::Invalid => {
+                self.state.committing = Some(certificate.vote.block_hash);
                 out.push(Effect::CommitBlock {
                     block: CommittedBlock {
                         block: entry.block.clone(),
@@ -304,25 +397,9 @@ impl Sumeragi {
         self.counters.commits += 1;
         self.height += 1;
         self.head = hash;
-        self.topology = Topology::new(validators, &hash);
-        self.view = 0;
-        self.blocks.clear();
-        self.proposal = None;
-        self.proposed = false;
-        self.lock = None;
-        self.highest = None;
-        self.voted_prepare = None;
-        self.voted_commit = None;
-        self.prepare_votes.clear();
-        self.commit_votes.clear();
-        self.stashed.clear();
-        self.view_changes.clear();
-        self.sent_view_change = None;
-        self.proof.clear();
-        self.proof_sent_to.clear();
-        self.commit_certificate = None;
-        self.committing = None;
-        self.view_timer_armed = false;
+        self.topology = Topology::new(validators, self.height);
+        self.state = HeightState::default();
+        self.sync.committing_from = None;
         let next_height = self.height;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()
@@ -337,15 +414,14 @@ impl Sumeragi {
     }
 
     pub(super) fn on_commit_failed(&mut self, height: u64, hash: Hash) {
-        if height != self.height || self.committing != Some(hash) {
+        if height != self.height || self.state.committing != Some(hash) {
             return;
         }
-        self.committing = None;
-        if let Some(entry) = self.blocks.get_mut(&hash) {
-            entry.validated = Some(false);
+        self.state.committing = None;
+        if let Some(entry) = self.state.blocks.get_mut(&hash) {
+            entry.validity = Validity::Invalid;
         }
-        self.sync_pending.clear();
-        self.sync_in_flight = None;
+        self.distrust_committing();
     }
 
     /// Timers and proposals for a fresh (height, view 0).
@@ -357,11 +433,11 @@ impl Sumeragi {
     }
 
     pub(super) fn arm_block_timer(&mut self, out: &mut Vec<Effect>) {
-        if self.topology.leader(self.view) == self.me && !self.proposed {
+        if self.topology.is_leader(&self.me, self.state.view) && !self.state.view_state.proposed {
             out.push(Effect::ScheduleTimer {
                 timer: Timer::BlockTime {
                     height: self.height,
-                    view: self.view,
+                    view: self.state.view,
                 },
                 after_ms: self.config.block_time_ms,
             });
@@ -383,62 +459,107 @@ impl Sumeragi {
         }
     }
 
-    /// R4: the leader proposes once per view: the highest certified block if it knows one, else
-    /// a new block from its queue.
+    /// R4: the leader proposes once per view: the highest certified block if it knows one
+    /// (fetching it by hash if it does not hold it, R4a), else a new block from its queue.
     pub(super) fn maybe_propose(&mut self, out: &mut Vec<Effect>) {
-        if self.topology.leader(self.view) != self.me || self.proposed || self.committing.is_some() {
+        let view = self.state.view;
+        if !self.topology.is_leader(&self.me, view) || self.state.view_state.proposed || self.state.committing.is_some()
+        {
             return;
         }
         let reproposal = if self.config.locking {
-            self.highest.clone()
+            self.state.highest.clone()
         } else {
             None
         };
         if let Some(justify) = reproposal {
-            let Some(entry) = self.blocks.get(&justify.vote.block_hash) else {
-                // We lack the locked block; this view will time out and a leader that has it
-                // will propose (docs/PROTOCOL.md section 6).
+            if justify.vote.view >= view {
+                // A certificate of this very view: this leader proposed in it already (before a
+                // restart). The next view re-proposes.
+                return;
+            }
+            let hash = justify.vote.block_hash;
+            let Some(entry) = self.state.blocks.get(&hash) else {
+                // R4a: ask the validators for it, once per view; the certificate's signers
+                // validated it and its lockers keep it durable.
+                if self.state.view_state.block_wanted != Some(hash) {
+                    self.state.view_state.block_wanted = Some(hash);
+                    out.push(Effect::Broadcast {
+                        message: Message::BlockWanted {
+                            height: self.height,
+                            hash,
+                        },
+                    });
+                }
                 return;
             };
             let proposal = Proposal {
                 height: self.height,
-                view: self.view,
+                view,
                 block: entry.block.clone(),
                 justify: Some(justify),
-                proof: self.proof.clone(),
+                proof: self.state.view_state.proof.clone(),
             };
-            self.proposed = true;
+            self.state.view_state.proposed = true;
             self.counters.proposals += 1;
             return self.broadcast_and_deliver(Message::Proposal(Box::new(proposal)), out);
         }
         // A new block in a later view must carry that view's proof (R15); a replica that
         // restarted into the view without it leaves the proposal to the next leader.
-        let view_change_proof = ViewChangeVote::proof_of(&self.proof);
-        if self.queue_len > 0 && (self.view == 0 || view_change_proof.is_some()) {
-            self.proposed = true;
+        let view_change_proof = ViewChangeVote::proof_of(&self.state.view_state.proof);
+        if self.queue_len > 0 && (view == 0 || view_change_proof.is_some()) {
+            self.state.view_state.proposed = true;
             out.push(Effect::BuildProposal {
                 height: self.height,
-                view: self.view,
+                view,
                 max_transactions: self.config.block_txs_max,
-                view_change_proof: if self.view == 0 { None } else { view_change_proof },
+                view_change_proof: if view == 0 { None } else { view_change_proof },
             });
         }
     }
 
     pub(super) fn on_proposal_built(&mut self, height: u64, view: u64, block: Block, out: &mut Vec<Effect>) {
-        if height != self.height || view != self.view || self.topology.leader(view) != self.me {
+        if height != self.height || view != self.state.view || !self.topology.is_leader(&self.me, view) {
             return;
         }
         let hash = block.hash();
-        self.remember_block(hash, block.clone(), Some(true));
+        self.remember_block(hash, block.clone(), Validity::Valid);
         self.counters.proposals += 1;
         let proposal = Proposal {
             height,
             view,
             block,
             justify: None,
-            proof: self.proof.clone(),
+            proof: self.state.view_state.proof.clone(),
         };
         self.broadcast_and_deliver(Message::Proposal(Box::new(proposal)), out);
+    }
+
+    /// R4a: a peer asks for a block of this height; answered once per peer and view, with a
+    /// block this replica holds and has not found invalid.
+    pub(super) fn on_block_wanted(&mut self, from: PublicKey, hash: Hash, out: &mut Vec<Effect>) {
+        let Some(entry) = self.state.blocks.get(&hash) else {
+            return;
+        };
+        if entry.validity == Validity::Invalid || from == self.me {
+            return;
+        }
+        let block = entry.block.clone();
+        if self.state.view_state.blocks_sent_to.insert(from) {
+            out.push(Effect::Send {
+                to: from,
+                message: Message::BlockFound(Box::new(block)),
+            });
+        }
+    }
+
+    /// R4a: the block this leader asked for; anything else is dropped.
+    pub(super) fn on_block_found(&mut self, block: Block, out: &mut Vec<Effect>) {
+        let hash = block.hash();
+        if self.state.view_state.block_wanted != Some(hash) || self.state.blocks.contains_key(&hash) {
+            return self.drop_message(DropReason::Unsolicited);
+        }
+        self.remember_block(hash, block, Validity::Unchecked);
+        self.maybe_propose(out);
     }
 }

@@ -1,4 +1,6 @@
-//! Shared setup of the replica-level tests.
+//! Shared setup of the replica-level tests, and the step-table harness of the core.
+
+pub mod steps;
 
 use kasane_consensus::replica::{LockStore, Replica};
 use kasane_consensus::{Config, LockRecord};
