@@ -59,6 +59,8 @@ pub enum FixtureError {
 #[derive(Debug)]
 pub struct FixtureChain {
     pub config: FixtureConfig,
+    /// The genesis authority's key: it signed genesis and may change the peer set.
+    pub genesis_key: KeyPair,
     pub validators: Vec<KeyPair>,
     pub accounts: Vec<(AccountId, KeyPair)>,
     pub genesis: CommittedBlock,
@@ -89,7 +91,7 @@ impl FixtureChain {
             .collect();
         let mut builder = GenesisBuilder::new(
             "kasane-fixture".parse().expect("constant name"),
-            genesis_key,
+            genesis_key.clone(),
             FIXTURE_GENESIS_MS,
         );
         for validator in &validators {
@@ -101,6 +103,7 @@ impl FixtureChain {
         let (genesis, wsv) = builder.build(PluginRegistry::builtin())?;
         Ok(FixtureChain {
             config,
+            genesis_key,
             validators,
             accounts,
             genesis,

@@ -4,8 +4,6 @@
 //! under strict init and passes the audit; a chain holding a signature with a non-canonical s is
 //! refused by strict init at that block, and by the batch check alone or mixed.
 
-use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
-use curve25519_dalek::scalar::Scalar;
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::{init, Kura, KuraConfig, MemoryBackend};
 use kasane_model::crypto::KeyCache;
@@ -13,34 +11,11 @@ use kasane_model::instruction::Instruction;
 use kasane_model::transaction::{signing_message, verify_transaction_signatures, TransactionSignature, TTL_MS_MAX};
 use kasane_model::{KeyPair, Signature, SignedTransaction, TransactionPayload};
 use kasane_wsv::PluginRegistry;
-use sha2::{Digest, Sha512};
-
-/// ed25519's secret scalar of `pair`: the clamped first half of SHA-512 of its seed.
-fn secret_scalar(pair: &KeyPair) -> Scalar {
-    let digest = Sha512::digest(pair.secret_bytes());
-    let mut half = [0u8; 32];
-    half.copy_from_slice(&digest[..32]);
-    half[0] &= 248;
-    half[31] &= 127;
-    half[31] |= 64;
-    Scalar::from_bytes_mod_order(half)
-}
 
 /// A signature of `message` by `pair` whose R carries an order-8 torsion component: valid under
 /// the cofactored equation, invalid under the cofactorless one.
 fn torsion_signature(pair: &KeyPair, message: &[u8]) -> Signature {
-    let a = secret_scalar(pair);
-    let r = Scalar::from_bytes_mod_order_wide(&Sha512::digest([b"nonce".as_slice(), message].concat()).into());
-    let big_r = ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[1];
-    let r_bytes = big_r.compress().to_bytes();
-    let k = Scalar::from_bytes_mod_order_wide(
-        &Sha512::digest([&r_bytes[..], &pair.public_key().0, message].concat()).into(),
-    );
-    let s = r + k * a;
-    let mut signature = [0u8; 64];
-    signature[..32].copy_from_slice(&r_bytes);
-    signature[32..].copy_from_slice(s.as_bytes());
-    Signature(signature)
+    kasane_model::crypto::rule::torsion_signature(pair, message, 1)
 }
 
 /// `signature` with s replaced by s + l: the same value as a scalar, not a canonical encoding.

@@ -326,4 +326,24 @@ fn the_vectors_separate_the_rules() {
         .collect();
     assert_eq!(with_torsion_in_r.len(), 5);
     assert!(with_torsion_in_r.iter().all(|vector| !strict(vector)));
+    // The helper tests and the simulator sign edge cases with does the same for a real key pair.
+    let pair = KeyPair::derive(b"signature-rule", 2);
+    for torsion in 1..8 {
+        let signature = kasane_model::crypto::rule::torsion_signature(&pair, b"edge", torsion);
+        let vector = Vector {
+            key: pair.public_key(),
+            message: b"edge".to_vec(),
+            signature,
+            valid: true,
+            name: format!("torsion_signature({torsion})"),
+        };
+        assert!(verify_one(&mut KeyCache::new(), &vector.key, &vector.message, &signature).is_ok());
+        assert!(!strict(&vector), "{}", vector.name);
+        assert_eq!(batch_verdict(&vector, &partners(3, 9), 1), Ok(()));
+    }
+    assert_eq!(
+        kasane_model::crypto::rule::torsion_signature(&pair, b"edge", 0),
+        pair.sign(b"edge"),
+        "no torsion is the ordinary signature"
+    );
 }

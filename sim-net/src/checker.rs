@@ -1,5 +1,5 @@
 //! Invariant checkers, run after every event (agreement, validity, durability) and at the end
-//! (liveness).
+//! (liveness). The oracles on what replicas send are in `oracle.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,14 +19,23 @@ pub struct Checker {
     chain: BTreeMap<u64, (Hash, usize)>,
     /// Payload hashes committed (outcome Committed), with the height.
     committed: BTreeMap<Hash, u64>,
+    /// Payload hashes in a committed block, committed or rejected: decided.
+    decided: BTreeSet<Hash>,
+    /// Pairs of payloads of which at most one may commit.
+    conflicts: Vec<(Hash, Hash)>,
     /// Highest height each honest replica acknowledged (durable in its store).
     acknowledged: BTreeMap<usize, u64>,
     pub violations: Vec<Violation>,
 }
 
 impl Checker {
+    /// Registers two transactions of which at most one may commit.
+    pub fn conflicting(&mut self, first: Hash, second: Hash) {
+        self.conflicts.push((first, second));
+    }
+
     /// An honest replica committed a block: agreement (one block per height) and validity (no
-    /// transaction commits twice).
+    /// transaction commits twice, at most one of a conflicting pair commits).
     pub fn on_commit(&mut self, at_ms: u64, node: usize, height: u64, hash: Hash, transactions: &[(Hash, bool)]) {
         match self.chain.get(&height) {
             Some((first, first_node)) if *first != hash => {
@@ -42,6 +51,7 @@ impl Checker {
             None => {
                 self.chain.insert(height, (hash, node));
                 for (payload, committed) in transactions {
+                    self.decided.insert(*payload);
                     if !committed {
                         continue;
                     }
@@ -53,10 +63,29 @@ impl Checker {
                         });
                     }
                 }
+                self.check_conflicts(at_ms);
             }
         }
         let acknowledged = self.acknowledged.entry(node).or_default();
         *acknowledged = (*acknowledged).max(height);
+    }
+
+    fn check_conflicts(&mut self, at_ms: u64) {
+        let both: Vec<(Hash, Hash)> = self
+            .conflicts
+            .iter()
+            .filter(|(first, second)| self.committed.contains_key(first) && self.committed.contains_key(second))
+            .copied()
+            .collect();
+        for (first, second) in both {
+            self.violations.push(Violation {
+                at_ms,
+                invariant: "validity",
+                detail: format!("conflicting transactions {first} and {second} both committed"),
+            });
+        }
+        self.conflicts
+            .retain(|(first, second)| !(self.committed.contains_key(first) && self.committed.contains_key(second)));
     }
 
     /// An honest replica restarted with `height` blocks in its store.
@@ -71,12 +100,12 @@ impl Checker {
         }
     }
 
-    /// At the end: every submitted transaction is committed, and every honest replica holds the
-    /// whole chain.
+    /// At the end: every submitted transaction is decided (in a committed block, committed or
+    /// rejected), and every honest replica holds the whole chain.
     pub fn check_liveness(&mut self, at_ms: u64, submitted: &BTreeSet<Hash>, heights: &BTreeMap<usize, u64>) {
         let missing = submitted
             .iter()
-            .filter(|payload| !self.committed.contains_key(payload))
+            .filter(|payload| !self.decided.contains(payload))
             .count();
         if missing > 0 {
             self.violations.push(Violation {
@@ -104,16 +133,21 @@ impl Checker {
         &self.chain
     }
 
-    pub fn is_committed(&self, payload: &Hash) -> bool {
-        self.committed.contains_key(payload)
+    /// Whether the transaction is in a committed block (committed or rejected).
+    pub fn is_decided(&self, payload: &Hash) -> bool {
+        self.decided.contains(payload)
     }
 
     pub fn committed_transactions(&self) -> usize {
         self.committed.len()
     }
 
-    /// Whether every submitted payload is committed.
-    pub fn all_committed(&self, submitted: &BTreeSet<Hash>) -> bool {
-        submitted.iter().all(|payload| self.committed.contains_key(payload))
+    pub fn decided_transactions(&self) -> usize {
+        self.decided.len()
+    }
+
+    /// Whether every submitted payload is decided.
+    pub fn all_decided(&self, submitted: &BTreeSet<Hash>) -> bool {
+        submitted.iter().all(|payload| self.decided.contains(payload))
     }
 }

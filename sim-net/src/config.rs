@@ -1,11 +1,15 @@
-//! What a simulation run is made of: nodes, Byzantine assignments, network, timed faults, load.
+//! What a simulation run is made of: nodes, Byzantine assignments, twins, network, clocks, timed
+//! faults, the client. `SimConfig::random` (random.rs) draws one from a seed; scenario files
+//! (scenario.rs) write one down.
+
+use std::collections::BTreeMap;
 
 use kasane_consensus::Config;
 
-use crate::rng::Rng;
+use crate::twins::Twins;
 
 /// How a replica misbehaves. Byzantine replicas run the honest core; the behaviour rewrites
-/// what they send.
+/// what they send, and for the coalition behaviours adds what the honest core would refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Behaviour {
     Honest,
@@ -20,11 +24,25 @@ pub enum Behaviour {
     /// As leader, sends one block to the even-numbered replicas and a different valid block
     /// (same transactions, timestamp one millisecond later) to the odd-numbered ones.
     Equivocate,
+    /// As leader, sends every peer a block of its own (timestamp plus the peer's index): as
+    /// many valid conflicting blocks as there are peers, all shared with the coalition.
+    EquivocatePerPeer,
     /// As leader, proposes blocks whose state commitment is wrong.
     InvalidBlock,
     /// With every vote it sends, also sends a vote of the same kind for another block hash,
     /// properly signed (double voting).
     DoubleVote,
+    /// Votes Prepare for every proposal it sees and Commit for every prepare certificate, and
+    /// for every block its coalition shows it, whatever its lock (the honest core still runs
+    /// beside it): conflicting real blocks get the coalition's votes.
+    VoteAll,
+    /// Honest until it has voted Commit, then silent for `silent_ms`, then honest again.
+    VoteThenSilent {
+        silent_ms: u64,
+    },
+    /// As leader, proposes digests and never sends a body asked for; never serves a block by
+    /// hash or by sync.
+    WithholdBodies,
     /// With every signed message it sends, also sends a copy with a broken signature.
     Forge,
     /// With every message it sends, also sends again one it sent before.
@@ -32,6 +50,22 @@ pub enum Behaviour {
     /// With every status it sends, also sends properly signed view-change votes for random
     /// views.
     ViewChangeSpam,
+    /// With every status it sends, also sends properly signed view-change votes for views a
+    /// thousand to a million ahead, and whole proofs of such views signed by itself alone; its
+    /// status claims a height a thousand ahead, and it never answers block sync.
+    FarFutureViews,
+    /// With every status it sends, also sends proposal digests of transactions nobody has, so
+    /// every peer asks it for them (and keeps a digest waiting).
+    DigestSpam,
+    /// As leader, proposes new blocks whose header misstates the view (a view-0 header in a
+    /// later view, or a later view's in view 0) or names another proposer.
+    MisstatedHeader,
+    /// Small-scope mutations of its own messages (ByzzFuzz): with `per_million` chance each,
+    /// a message goes out with its view or height one off (re-signed where it is its own
+    /// vote), or an old proposal of its goes out again.
+    Mutate {
+        per_million: u32,
+    },
     /// Everything it sends arrives 400 ms late.
     SlowSigner,
 }
@@ -43,11 +77,19 @@ impl Behaviour {
             Behaviour::Silent => "silent".into(),
             Behaviour::WithholdCommit { victim } => format!("withhold-commit(victim {victim})"),
             Behaviour::Equivocate => "equivocate".into(),
+            Behaviour::EquivocatePerPeer => "equivocate-per-peer".into(),
             Behaviour::InvalidBlock => "invalid-block".into(),
             Behaviour::DoubleVote => "double-vote".into(),
+            Behaviour::VoteAll => "vote-all".into(),
+            Behaviour::VoteThenSilent { silent_ms } => format!("vote-then-silent({silent_ms} ms)"),
+            Behaviour::WithholdBodies => "withhold-bodies".into(),
             Behaviour::Forge => "forge".into(),
             Behaviour::Replay => "replay".into(),
             Behaviour::ViewChangeSpam => "view-change-spam".into(),
+            Behaviour::FarFutureViews => "far-future-views".into(),
+            Behaviour::DigestSpam => "digest-spam".into(),
+            Behaviour::MisstatedHeader => "misstated-header".into(),
+            Behaviour::Mutate { per_million } => format!("mutate({per_million} per million)"),
             Behaviour::SlowSigner => "slow-signer".into(),
         }
     }
@@ -59,7 +101,15 @@ pub enum FaultKind {
     Crash {
         node: usize,
     },
+    /// Every replica loses power at once.
+    PowerLoss,
     Restart {
+        node: usize,
+    },
+    /// The replica's lock record is lost (amnesia), as if its disk lost the file: it restarts
+    /// without its lock, its view or its votes. Counted as a fault: beyond f faulty replicas
+    /// (Byzantine and amnesiac together) the run is flagged, not trusted.
+    LoseLockRecord {
         node: usize,
     },
     /// Messages between different groups are dropped (both ways).
@@ -73,6 +123,15 @@ pub enum FaultKind {
     },
     /// Every partition and cut link ends.
     Heal,
+    /// The genesis authority registers `node`'s key as a validator (a membership change on
+    /// the ledger); `node` is usually a spare that follows the chain as a non-validator.
+    RegisterPeer {
+        node: usize,
+    },
+    /// The genesis authority removes `node`'s key from the validators.
+    UnregisterPeer {
+        node: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,27 +140,72 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub nodes: usize,
-    /// Behaviour per node index (missing: honest).
-    pub behaviours: Vec<Behaviour>,
-    /// Per-message latency, uniform in this range.
-    pub latency_ms: (u64, u64),
-    pub loss_per_million: u32,
-    pub duplicate_per_million: u32,
-    /// How far each replica's clock runs ahead of virtual time, by node index (missing: 0).
-    pub clock_skew_ms: Vec<u64>,
-    /// Signed transfers submitted by the client, spread over `load_window_ms`.
+/// The client's load and how hostile it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Signed transfers, spread over `load_window_ms`.
     pub transactions: usize,
     pub load_window_ms: u64,
+    /// Resubmit a transaction not committed 3 s after it was sent (a replica's queue is memory).
+    /// Without it, a transaction lost with a replica's memory surfaces as a liveness failure.
+    pub resubmit: bool,
+    /// Pairs of conflicting transactions (two registrations of one domain, by different
+    /// accounts) sent to different replicas at once: exactly one of each pair may commit.
+    pub conflicting_pairs: usize,
+    /// Transactions also sent, unchanged, to a second replica at once: each commits once.
+    pub duplicates: usize,
+    /// Transfers whose signature has a torsion component in R: valid under kasane's rule
+    /// (model::crypto::rule), refused alone and accepted in batches by cofactorless checks.
+    /// Needs real signatures (mock signatures have no such thing).
+    pub edge_signatures: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            transactions: 20,
+            load_window_ms: 1_000,
+            resubmit: true,
+            conflicting_pairs: 0,
+            duplicates: 0,
+            edge_signatures: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Validators at genesis.
+    pub nodes: usize,
+    /// Replicas that start as non-validators and follow the chain (candidates for
+    /// `RegisterPeer`); their indices follow the validators'.
+    pub spares: usize,
+    /// Behaviour per node index (missing: honest).
+    pub behaviours: Vec<Behaviour>,
+    /// Twin instances (several replicas under one key) and their round partitions.
+    pub twins: Option<Twins>,
+    /// Per-message latency, uniform in this range.
+    pub latency_ms: (u64, u64),
+    /// Per-link latency, overriding `latency_ms` one way: (from, to) to a range.
+    pub link_latency_ms: BTreeMap<(usize, usize), (u64, u64)>,
+    pub loss_per_million: u32,
+    pub duplicate_per_million: u32,
+    /// How far each replica's wall clock is from virtual time, either way, by node index
+    /// (missing: 0).
+    pub clock_skew_ms: Vec<i64>,
+    pub client: ClientConfig,
     pub faults: Vec<Fault>,
     /// After this time no new faults start: everything heals and crashed replicas restart.
     pub faults_end_ms: u64,
-    /// The run stops here (or earlier, once every transaction is committed everywhere).
+    /// The run stops here (or earlier, once every transaction is decided everywhere).
     pub duration_ms: u64,
-    /// Check that every transaction commits on every honest replica by the end.
+    /// Check that every transaction is decided on every honest replica by the end, and that
+    /// after the faults end a height never takes more than `views_after_heal_max` views.
     pub check_liveness: bool,
+    pub views_after_heal_max: u64,
+    /// Sign and verify with the cheap mock scheme (model::crypto::rule): the protocol is the
+    /// same, and a run costs a fraction.
+    pub mock_signatures: bool,
     pub consensus: Config,
 }
 
@@ -110,116 +214,62 @@ impl SimConfig {
     pub fn calm(nodes: usize) -> SimConfig {
         SimConfig {
             nodes,
+            spares: 0,
             behaviours: vec![Behaviour::Honest; nodes],
+            twins: None,
             latency_ms: (5, 5),
+            link_latency_ms: BTreeMap::new(),
             loss_per_million: 0,
             duplicate_per_million: 0,
             clock_skew_ms: Vec::new(),
-            transactions: 20,
-            load_window_ms: 1_000,
+            client: ClientConfig::default(),
             faults: Vec::new(),
             faults_end_ms: 0,
             duration_ms: 60_000,
             check_liveness: true,
+            views_after_heal_max: views_after_heal_max(nodes),
+            mock_signatures: true,
             consensus: sim_consensus_config(),
         }
     }
 
-    /// Faulty nodes allowed: (n - 1) / 3.
+    /// Faulty nodes allowed among the genesis validators: (n - 1) / 3.
     pub fn max_faulty(&self) -> usize {
-        self.nodes.saturating_sub(1) / 3
+        kasane_model::block::max_faulty(self.nodes)
+    }
+
+    /// Replicas in all: validators, spares, twins.
+    pub fn instances(&self) -> usize {
+        self.nodes + self.spares + self.twins.as_ref().map_or(0, |twins| twins.of.len())
     }
 
     pub fn behaviour(&self, node: usize) -> Behaviour {
         self.behaviours.get(node).copied().unwrap_or(Behaviour::Honest)
     }
 
-    pub fn clock_skew(&self, node: usize) -> u64 {
+    pub fn clock_skew(&self, node: usize) -> i64 {
         self.clock_skew_ms.get(node).copied().unwrap_or(0)
     }
 
+    /// Whether the node behaves and its key has no twin.
     pub fn is_honest(&self, node: usize) -> bool {
-        self.behaviour(node) == Behaviour::Honest
+        self.behaviour(node) == Behaviour::Honest && self.twins.as_ref().is_none_or(|twins| !twins.is_twinned(node))
     }
 
-    /// A random run for `seed`: `byzantine` Byzantine replicas of random kinds, random latency,
-    /// loss and duplication, and random crashes and partitions of honest replicas before
-    /// `faults_end_ms`.
-    pub fn random(seed: u64, nodes: usize, byzantine: usize) -> SimConfig {
-        let mut rng = Rng::new(seed ^ 0x6B61_7361_6E65);
-        let mut config = SimConfig::calm(nodes);
-        let low = rng.between(1, 10);
-        config.latency_ms = (low, low + rng.between(0, 40));
-        config.loss_per_million = rng.between(0, 30_000) as u32;
-        config.duplicate_per_million = rng.between(0, 20_000) as u32;
-        config.transactions = rng.between(5, 40) as usize;
-        config.load_window_ms = rng.between(100, 4_000);
-        config.faults_end_ms = 8_000;
-        // Clocks disagree by up to 2 s (blocks from the future are refused beyond 10 s).
-        config.clock_skew_ms = (0..nodes).map(|_| rng.between(0, 2_000)).collect();
-        let mut order: Vec<usize> = (0..nodes).collect();
-        for index in (1..order.len()).rev() {
-            order.swap(index, rng.below(index as u64 + 1) as usize);
-        }
-        let (bad, good) = order.split_at(byzantine.min(nodes));
-        for &node in bad {
-            config.behaviours[node] = match rng.below(9) {
-                0 => Behaviour::Silent,
-                1 => Behaviour::Equivocate,
-                2 => Behaviour::InvalidBlock,
-                3 => Behaviour::DoubleVote,
-                4 => Behaviour::Forge,
-                5 => Behaviour::Replay,
-                6 => Behaviour::ViewChangeSpam,
-                7 => Behaviour::SlowSigner,
-                _ => Behaviour::WithholdCommit {
-                    victim: good[rng.below(good.len() as u64) as usize],
-                },
-            };
-        }
-        for _ in 0..rng.below(4) {
-            let at_ms = rng.between(0, 6_000);
-            let until = (at_ms + rng.between(200, 3_000)).min(config.faults_end_ms);
-            match rng.below(3) {
-                0 => {
-                    let node = good[rng.below(good.len() as u64) as usize];
-                    config.faults.push(Fault {
-                        at_ms,
-                        kind: FaultKind::Crash { node },
-                    });
-                    config.faults.push(Fault {
-                        at_ms: until,
-                        kind: FaultKind::Restart { node },
-                    });
-                }
-                1 => {
-                    let split = rng.between(1, nodes as u64 - 1) as usize;
-                    let groups = vec![order[..split].to_vec(), order[split..].to_vec()];
-                    config.faults.push(Fault {
-                        at_ms,
-                        kind: FaultKind::Partition { groups },
-                    });
-                    config.faults.push(Fault {
-                        at_ms: until,
-                        kind: FaultKind::Heal,
-                    });
-                }
-                _ => {
-                    let from = rng.below(nodes as u64) as usize;
-                    let to = rng.below(nodes as u64) as usize;
-                    config.faults.push(Fault {
-                        at_ms,
-                        kind: FaultKind::CutLink { from, to },
-                    });
-                    config.faults.push(Fault {
-                        at_ms: until,
-                        kind: FaultKind::Heal,
-                    });
-                }
-            }
-        }
-        config
+    /// Faulty keys by the configuration: Byzantine behaviours and twinned keys.
+    pub fn faulty_keys(&self) -> usize {
+        (0..self.nodes + self.spares)
+            .filter(|node| !self.is_honest(*node))
+            .count()
     }
+}
+
+/// How many views a height may take, after the last fault healed, before the run counts as
+/// stuck: up to f views with a faulty leader or proxy tail in every rotation of n, one more to
+/// re-propose a lock, one to bring views together, and slack for a view that began before the
+/// heal. Twice n plus two covers that for every n.
+pub fn views_after_heal_max(nodes: usize) -> u64 {
+    2 * nodes as u64 + 2
 }
 
 /// Consensus timing for simulations: short timers so runs of seconds see many view changes.

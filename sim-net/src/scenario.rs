@@ -2,13 +2,17 @@
 //!
 //! Nodes are named by index or by their role at the first height after genesis in view 0
 //! (`"leader"`, `"proxy-tail"`, `"validating-peer"`, `"observer"`: the first node with that role),
-//! so a scenario can aim a fault at the leader without knowing the topology.
+//! so a scenario can aim a fault at the leader without knowing the topology. Every key a file of
+//! an earlier version used still means what it meant.
+
+use std::collections::BTreeMap;
 
 use kasane_consensus::Role;
 use serde::Deserialize;
 
-use crate::config::{Behaviour, Fault, FaultKind, SimConfig};
+use crate::config::{views_after_heal_max, Behaviour, Fault, FaultKind, SimConfig};
 use crate::sim::roles_after_genesis;
+use crate::twins::{Phase, Split, Twins};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -30,10 +34,16 @@ pub enum NodeRef {
 #[serde(deny_unknown_fields)]
 pub struct ByzantineEntry {
     pub node: NodeRef,
-    /// silent, equivocate, invalid-block, double-vote, withhold-commit.
+    /// silent, equivocate, equivocate-per-peer, invalid-block, double-vote, vote-all,
+    /// vote-then-silent, withhold-bodies, forge, replay, view-change-spam, far-future-views,
+    /// digest-spam, misstated-header, mutate, slow-signer, withhold-commit.
     pub behaviour: String,
     /// For withhold-commit: the one peer that gets the commit.
     pub victim: Option<NodeRef>,
+    /// For vote-then-silent: how long it stays silent after a Commit vote (default 5 s).
+    pub silent_ms: Option<u64>,
+    /// For mutate: the chance per message, per million (default 100,000).
+    pub per_million: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,7 +53,16 @@ pub enum FaultEntry {
         at_ms: u64,
         node: NodeRef,
     },
+    /// Every replica loses power at once.
+    PowerLoss {
+        at_ms: u64,
+    },
     Restart {
+        at_ms: u64,
+        node: NodeRef,
+    },
+    /// The node's lock record is lost (best while it is down): amnesia.
+    LoseLockRecord {
         at_ms: u64,
         node: NodeRef,
     },
@@ -65,6 +84,46 @@ pub enum FaultEntry {
     Heal {
         at_ms: u64,
     },
+    /// The genesis authority registers the node (a spare, usually) as a validator.
+    RegisterPeer {
+        at_ms: u64,
+        node: NodeRef,
+    },
+    UnregisterPeer {
+        at_ms: u64,
+        node: NodeRef,
+    },
+}
+
+/// A one-way link slower (or faster) than the rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkEntry {
+    pub from: NodeRef,
+    pub to: NodeRef,
+    pub latency_ms: (u64, u64),
+}
+
+/// Twin instances and the partitions of their rounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinsEntry {
+    /// The nodes whose key gets a twin (one twin each); twin instances are numbered after the
+    /// validators and spares, in this order.
+    pub of: Vec<NodeRef>,
+    #[serde(default)]
+    pub rounds: Vec<RoundEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundEntry {
+    pub height: u64,
+    pub view: u64,
+    /// "vote" or "decide".
+    pub phase: String,
+    /// Instance indices; instances in no group form a group of their own.
+    pub groups: Vec<Vec<usize>>,
 }
 
 /// What the run must show: `ok` (no invariant broken) or the name of the invariant that must
@@ -76,28 +135,49 @@ pub struct Scenario {
     #[serde(default)]
     pub description: String,
     pub nodes: usize,
+    #[serde(default)]
+    pub spares: usize,
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
     pub latency_ms: Option<(u64, u64)>,
     #[serde(default)]
+    pub links: Vec<LinkEntry>,
+    #[serde(default)]
     pub loss_per_million: u32,
     #[serde(default)]
     pub duplicate_per_million: u32,
+    /// Per node, how far its clock is from virtual time (either sign).
+    #[serde(default)]
+    pub clock_skew_ms: Vec<i64>,
     #[serde(default = "default_transactions")]
     pub transactions: usize,
     #[serde(default)]
     pub load_window_ms: u64,
+    #[serde(default = "default_true")]
+    pub resubmit: bool,
+    #[serde(default)]
+    pub conflicting_pairs: usize,
+    #[serde(default)]
+    pub duplicates: usize,
+    #[serde(default)]
+    pub edge_signatures: usize,
     #[serde(default)]
     pub faults_end_ms: u64,
     #[serde(default = "default_duration")]
     pub duration_ms: u64,
-    #[serde(default = "default_locking")]
+    #[serde(default = "default_true")]
     pub locking: bool,
+    #[serde(default = "default_true")]
+    pub mock_signatures: bool,
+    #[serde(default)]
+    pub views_after_heal_max: Option<u64>,
     #[serde(default = "default_expect")]
     pub expect: String,
     #[serde(default)]
     pub byzantine: Vec<ByzantineEntry>,
+    #[serde(default)]
+    pub twins: Option<TwinsEntry>,
     #[serde(default)]
     pub faults: Vec<FaultEntry>,
 }
@@ -111,7 +191,7 @@ fn default_transactions() -> usize {
 fn default_duration() -> u64 {
     60_000
 }
-fn default_locking() -> bool {
+fn default_true() -> bool {
     true
 }
 fn default_expect() -> String {
@@ -127,13 +207,27 @@ impl Scenario {
                 scenario.nodes
             )));
         }
+        if scenario.spares > 8 {
+            return Err(ScenarioError::Invalid(format!(
+                "at most 8 spares, not {}",
+                scenario.spares
+            )));
+        }
         Ok(scenario)
+    }
+
+    /// Instances in all: validators, spares, twins.
+    fn instances(&self) -> usize {
+        self.nodes + self.spares + self.twins.as_ref().map_or(0, |twins| twins.of.len())
     }
 
     fn node(&self, reference: &NodeRef) -> Result<usize, ScenarioError> {
         match reference {
-            NodeRef::Index(index) if *index < self.nodes => Ok(*index),
-            NodeRef::Index(index) => Err(ScenarioError::Invalid(format!("node {index} of {}", self.nodes))),
+            NodeRef::Index(index) if *index < self.instances() => Ok(*index),
+            NodeRef::Index(index) => Err(ScenarioError::Invalid(format!(
+                "node {index} of {} instances",
+                self.instances()
+            ))),
             NodeRef::Role(name) => {
                 let role = match name.as_str() {
                     "leader" => Role::Leader,
@@ -150,93 +244,160 @@ impl Scenario {
         }
     }
 
+    fn behaviour(&self, entry: &ByzantineEntry) -> Result<Behaviour, ScenarioError> {
+        Ok(match entry.behaviour.as_str() {
+            "silent" => Behaviour::Silent,
+            "equivocate" => Behaviour::Equivocate,
+            "equivocate-per-peer" => Behaviour::EquivocatePerPeer,
+            "invalid-block" => Behaviour::InvalidBlock,
+            "double-vote" => Behaviour::DoubleVote,
+            "vote-all" => Behaviour::VoteAll,
+            "vote-then-silent" => Behaviour::VoteThenSilent {
+                silent_ms: entry.silent_ms.unwrap_or(5_000),
+            },
+            "withhold-bodies" => Behaviour::WithholdBodies,
+            "forge" => Behaviour::Forge,
+            "replay" => Behaviour::Replay,
+            "view-change-spam" => Behaviour::ViewChangeSpam,
+            "far-future-views" => Behaviour::FarFutureViews,
+            "digest-spam" => Behaviour::DigestSpam,
+            "misstated-header" => Behaviour::MisstatedHeader,
+            "mutate" => Behaviour::Mutate {
+                per_million: entry.per_million.unwrap_or(100_000),
+            },
+            "slow-signer" => Behaviour::SlowSigner,
+            "withhold-commit" => {
+                let victim = entry
+                    .victim
+                    .as_ref()
+                    .ok_or_else(|| ScenarioError::Invalid("withhold-commit needs a victim".into()))?;
+                Behaviour::WithholdCommit {
+                    victim: self.node(victim)?,
+                }
+            }
+            other => return Err(ScenarioError::Invalid(format!("unknown behaviour {other:?}"))),
+        })
+    }
+
+    fn twins(&self) -> Result<Option<Twins>, ScenarioError> {
+        let Some(entry) = &self.twins else {
+            return Ok(None);
+        };
+        let of = entry
+            .of
+            .iter()
+            .map(|node| self.node(node))
+            .collect::<Result<Vec<_>, _>>()?;
+        if of.iter().any(|node| *node >= self.nodes) {
+            return Err(ScenarioError::Invalid("only validators have twins".into()));
+        }
+        let instances = self.instances();
+        let mut rounds = BTreeMap::new();
+        for round in &entry.rounds {
+            let phase = match round.phase.as_str() {
+                "vote" => Phase::Vote,
+                "decide" => Phase::Decide,
+                other => return Err(ScenarioError::Invalid(format!("unknown phase {other:?}"))),
+            };
+            // Instances named in no group share one group of their own.
+            let mut groups = vec![round.groups.len() as u8; instances];
+            for (group, members) in round.groups.iter().enumerate() {
+                for &member in members {
+                    let slot = groups.get_mut(member).ok_or_else(|| {
+                        ScenarioError::Invalid(format!("instance {member} of {instances} in a round's groups"))
+                    })?;
+                    *slot = group as u8;
+                }
+            }
+            rounds.insert((round.height, round.view, phase), Split(groups));
+        }
+        Ok(Some(Twins { of, rounds }))
+    }
+
+    fn fault(&self, entry: &FaultEntry, faults: &mut Vec<Fault>) -> Result<(), ScenarioError> {
+        let mut push = |at_ms: u64, kind: FaultKind| faults.push(Fault { at_ms, kind });
+        match entry {
+            FaultEntry::Crash { at_ms, node } => push(*at_ms, FaultKind::Crash { node: self.node(node)? }),
+            FaultEntry::PowerLoss { at_ms } => push(*at_ms, FaultKind::PowerLoss),
+            FaultEntry::Restart { at_ms, node } => push(*at_ms, FaultKind::Restart { node: self.node(node)? }),
+            FaultEntry::LoseLockRecord { at_ms, node } => {
+                push(*at_ms, FaultKind::LoseLockRecord { node: self.node(node)? })
+            }
+            FaultEntry::Partition { at_ms, groups } => {
+                let groups = groups
+                    .iter()
+                    .map(|group| group.iter().map(|node| self.node(node)).collect())
+                    .collect::<Result<Vec<Vec<usize>>, _>>()?;
+                push(*at_ms, FaultKind::Partition { groups });
+            }
+            FaultEntry::Isolate { at_ms, node, from } => {
+                let node = self.node(node)?;
+                for other in from {
+                    let other = self.node(other)?;
+                    for (from, to) in [(node, other), (other, node)] {
+                        push(*at_ms, FaultKind::CutLink { from, to });
+                    }
+                }
+            }
+            FaultEntry::Cut { at_ms, from, to } => push(
+                *at_ms,
+                FaultKind::CutLink {
+                    from: self.node(from)?,
+                    to: self.node(to)?,
+                },
+            ),
+            FaultEntry::Heal { at_ms } => push(*at_ms, FaultKind::Heal),
+            FaultEntry::RegisterPeer { at_ms, node } => {
+                push(*at_ms, FaultKind::RegisterPeer { node: self.node(node)? })
+            }
+            FaultEntry::UnregisterPeer { at_ms, node } => {
+                push(*at_ms, FaultKind::UnregisterPeer { node: self.node(node)? })
+            }
+        }
+        Ok(())
+    }
+
     /// The simulation this scenario describes.
     pub fn config(&self) -> Result<SimConfig, ScenarioError> {
         let mut config = SimConfig::calm(self.nodes);
+        config.spares = self.spares;
+        config.behaviours = vec![Behaviour::Honest; self.nodes + self.spares];
         if let Some(latency) = self.latency_ms {
             config.latency_ms = latency;
         }
+        for link in &self.links {
+            config
+                .link_latency_ms
+                .insert((self.node(&link.from)?, self.node(&link.to)?), link.latency_ms);
+        }
         config.loss_per_million = self.loss_per_million;
         config.duplicate_per_million = self.duplicate_per_million;
-        config.transactions = self.transactions;
-        config.load_window_ms = self.load_window_ms;
+        config.clock_skew_ms = self.clock_skew_ms.clone();
+        config.client.transactions = self.transactions;
+        config.client.load_window_ms = self.load_window_ms;
+        config.client.resubmit = self.resubmit;
+        config.client.conflicting_pairs = self.conflicting_pairs;
+        config.client.duplicates = self.duplicates;
+        config.client.edge_signatures = self.edge_signatures;
         config.faults_end_ms = self.faults_end_ms;
         config.duration_ms = self.duration_ms;
         config.consensus.locking = self.locking;
-        if self.byzantine.len() > config.max_faulty() {
+        config.mock_signatures = self.mock_signatures;
+        config.views_after_heal_max = self.views_after_heal_max.unwrap_or(views_after_heal_max(self.nodes));
+        config.twins = self.twins()?;
+        let faulty = self.byzantine.len() + config.twins.as_ref().map_or(0, |twins| twins.of.len());
+        if faulty > config.max_faulty() {
             return Err(ScenarioError::Invalid(format!(
-                "{} Byzantine nodes, more than f = {}",
-                self.byzantine.len(),
+                "{faulty} Byzantine or twinned nodes, more than f = {}",
                 config.max_faulty()
             )));
         }
         for entry in &self.byzantine {
             let node = self.node(&entry.node)?;
-            config.behaviours[node] = match entry.behaviour.as_str() {
-                "silent" => Behaviour::Silent,
-                "equivocate" => Behaviour::Equivocate,
-                "invalid-block" => Behaviour::InvalidBlock,
-                "double-vote" => Behaviour::DoubleVote,
-                "forge" => Behaviour::Forge,
-                "replay" => Behaviour::Replay,
-                "view-change-spam" => Behaviour::ViewChangeSpam,
-                "slow-signer" => Behaviour::SlowSigner,
-                "withhold-commit" => {
-                    let victim = entry
-                        .victim
-                        .as_ref()
-                        .ok_or_else(|| ScenarioError::Invalid("withhold-commit needs a victim".into()))?;
-                    Behaviour::WithholdCommit {
-                        victim: self.node(victim)?,
-                    }
-                }
-                other => return Err(ScenarioError::Invalid(format!("unknown behaviour {other:?}"))),
-            };
+            config.behaviours[node] = self.behaviour(entry)?;
         }
         for entry in &self.faults {
-            match entry {
-                FaultEntry::Crash { at_ms, node } => config.faults.push(Fault {
-                    at_ms: *at_ms,
-                    kind: FaultKind::Crash { node: self.node(node)? },
-                }),
-                FaultEntry::Restart { at_ms, node } => config.faults.push(Fault {
-                    at_ms: *at_ms,
-                    kind: FaultKind::Restart { node: self.node(node)? },
-                }),
-                FaultEntry::Partition { at_ms, groups } => {
-                    let groups = groups
-                        .iter()
-                        .map(|group| group.iter().map(|node| self.node(node)).collect())
-                        .collect::<Result<Vec<Vec<usize>>, _>>()?;
-                    config.faults.push(Fault {
-                        at_ms: *at_ms,
-                        kind: FaultKind::Partition { groups },
-                    });
-                }
-                FaultEntry::Isolate { at_ms, node, from } => {
-                    let node = self.node(node)?;
-                    for other in from {
-                        let other = self.node(other)?;
-                        for (from, to) in [(node, other), (other, node)] {
-                            config.faults.push(Fault {
-                                at_ms: *at_ms,
-                                kind: FaultKind::CutLink { from, to },
-                            });
-                        }
-                    }
-                }
-                FaultEntry::Cut { at_ms, from, to } => config.faults.push(Fault {
-                    at_ms: *at_ms,
-                    kind: FaultKind::CutLink {
-                        from: self.node(from)?,
-                        to: self.node(to)?,
-                    },
-                }),
-                FaultEntry::Heal { at_ms } => config.faults.push(Fault {
-                    at_ms: *at_ms,
-                    kind: FaultKind::Heal,
-                }),
-            }
+            self.fault(entry, &mut config.faults)?;
         }
         Ok(config)
     }

@@ -1,4 +1,8 @@
-//! The simulation loop: replicas, a simulated network and disks on virtual time.
+//! The simulation loop: replica instances, a simulated network and disks on virtual time.
+//!
+//! An instance is one replica with its own disk, lock record and memory. Validators and spares
+//! have one instance each; with Twins a key has several (`twins.rs`). Messages addressed to a
+//! key reach every instance of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -7,44 +11,73 @@ use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
-use kasane_model::instruction::Instruction;
-use kasane_model::transaction::TTL_MS_MAX;
-use kasane_model::{Hash, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
+use kasane_model::{Hash, KeyPair, PublicKey, SignedTransaction};
 use kasane_wsv::PluginRegistry;
 
-use crate::byzantine::Mischief;
+use crate::byzantine::{Coalition, Mischief};
 use crate::checker::{Checker, Violation};
+use crate::client::{self, Submission, CLIENT_ACCOUNTS};
 use crate::config::{Behaviour, FaultKind, SimConfig};
+use crate::oracle::{CoreView, Oracle};
 use crate::rng::Rng;
+use crate::twins::{round_of, TWIN_CLOCK_OFFSET_MS};
 
 /// A run that processes more events than this is stopped and reported.
 pub const EVENTS_MAX: u64 = 5_000_000;
 /// Virtual time 0 is this wall-clock time: the genesis block's timestamp.
 const EPOCH_MS: u64 = FIXTURE_GENESIS_MS;
-/// Funded accounts the client signs from.
-const CLIENT_ACCOUNTS: usize = 32;
 const QUEUE_CAPACITY: usize = 10_000;
 /// A client resubmits a transaction not committed this long after it sent it: a replica's queue
 /// is memory, and a crash loses it.
 const CLIENT_RETRY_MS: u64 = 3_000;
+/// How often the client looks whether its next membership change may go out.
+const MEMBERSHIP_POLL_MS: u64 = 250;
 
-/// The lock record on a simulated disk: it survives crashes (saving is durable).
+/// The lock record on a simulated disk: it survives crashes (saving is durable), and is lost
+/// only by an amnesia fault. The records saved during a step are kept for the oracles, which
+/// check that every vote leaves after a durable record of it.
 #[derive(Debug, Clone, Default)]
-struct SharedLocks(Arc<Mutex<Option<LockRecord>>>);
+struct SharedLocks(Arc<Mutex<Locks>>);
+
+#[derive(Debug, Default)]
+struct Locks {
+    record: Option<LockRecord>,
+    saved: Vec<LockRecord>,
+}
+
+impl SharedLocks {
+    fn locks(&self) -> std::sync::MutexGuard<'_, Locks> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn forget(&self) {
+        self.locks().record = None;
+    }
+
+    /// The records saved since the last call.
+    fn take_saved(&self) -> Vec<LockRecord> {
+        std::mem::take(&mut self.locks().saved)
+    }
+}
 
 impl LockStore for SharedLocks {
     fn save(&mut self, record: &LockRecord) {
-        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(record.clone());
+        let mut locks = self.locks();
+        locks.record = Some(record.clone());
+        locks.saved.push(record.clone());
     }
 
     fn load(&self) -> Option<LockRecord> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.locks().record.clone()
     }
 }
 
 #[derive(Debug)]
 struct Node {
     key: KeyPair,
+    /// The node whose key, behaviour and clock this instance has (itself but for twins).
+    original: usize,
+    clock_offset_ms: i64,
     disk: MemoryBackend,
     locks: SharedLocks,
     replica: Option<Replica<MemoryBackend>>,
@@ -55,22 +88,12 @@ struct Node {
 
 #[derive(Debug)]
 enum Event {
-    Deliver {
-        to: usize,
-        from: usize,
-        message: Message,
-    },
-    Timer {
-        node: usize,
-        generation: u64,
-        timer: Timer,
-    },
-    Submit {
-        transaction: SignedTransaction,
-        first: bool,
-    },
+    Deliver { to: usize, from: usize, message: Message },
+    Timer { node: usize, generation: u64, timer: Timer },
+    Submit { submission: Submission, first: bool },
     Fault(FaultKind),
     EndOfFaults,
+    Membership,
 }
 
 /// What one run did.
@@ -107,17 +130,29 @@ impl SimReport {
 
 struct Simulation<'c> {
     config: &'c SimConfig,
+    fixture: FixtureChain,
     rng: Rng,
     now: u64,
     sequence: u64,
     events: BTreeMap<(u64, u64), Event>,
     nodes: Vec<Node>,
-    index: BTreeMap<PublicKey, usize>,
+    /// The instances of each key.
+    index: BTreeMap<PublicKey, Vec<usize>>,
     blocked: BTreeSet<(usize, usize)>,
+    /// Whether the faults ended, Twins' round partitions with them.
+    partitions_lifted: bool,
     checker: Checker,
+    oracle: Oracle,
+    coalition: Coalition,
+    /// Instances whose lock record was lost.
+    amnesiac: BTreeSet<usize>,
     submitted: BTreeMap<Hash, u64>,
     /// Client submissions not yet made.
     submissions_pending: usize,
+    /// Membership changes not yet sent, in order; each waits for the one before to be decided.
+    membership: std::collections::VecDeque<SignedTransaction>,
+    membership_last: Option<Hash>,
+    membership_changes: u32,
     latencies: Vec<u64>,
     view_changes: u64,
     messages: u64,
@@ -152,17 +187,26 @@ pub fn roles_after_genesis(nodes: usize, view: u64) -> Vec<kasane_consensus::Rol
 
 /// Runs one seed.
 pub fn run(seed: u64, config: &SimConfig) -> SimReport {
-    let mut simulation = Simulation::new(seed, config);
-    simulation.run();
-    simulation.report(seed)
+    let go = || {
+        let mut simulation = Simulation::new(seed, config);
+        simulation.run();
+        simulation.report(seed)
+    };
+    if config.mock_signatures {
+        kasane_model::crypto::with_mock_signatures(go)
+    } else {
+        go()
+    }
 }
 
 impl<'c> Simulation<'c> {
     fn new(seed: u64, config: &'c SimConfig) -> Simulation<'c> {
         let mut rng = Rng::new(seed);
         let fixture = fixture(config.nodes);
+        let workload = client::workload(&config.client, &fixture, &mut rng);
         let mut simulation = Simulation {
             config,
+            fixture,
             rng: rng.fork(),
             now: 0,
             sequence: 0,
@@ -170,53 +214,34 @@ impl<'c> Simulation<'c> {
             nodes: Vec::new(),
             index: BTreeMap::new(),
             blocked: BTreeSet::new(),
+            partitions_lifted: false,
             checker: Checker::default(),
+            oracle: Oracle::new(config.consensus.locking, config.views_after_heal_max),
+            coalition: Coalition::default(),
+            amnesiac: BTreeSet::new(),
             submitted: BTreeMap::new(),
-            submissions_pending: config.transactions,
+            submissions_pending: workload.submissions.len(),
+            membership: Default::default(),
+            membership_last: None,
+            membership_changes: 0,
             latencies: Vec::new(),
             view_changes: 0,
             messages: 0,
             messages_by_kind: BTreeMap::new(),
             processed: 0,
         };
-        for (position, key) in fixture.validators.iter().enumerate() {
-            let disk = MemoryBackend::new();
-            let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).expect("a fresh memory store opens");
-            kura.append(&fixture.genesis).expect("genesis appends");
-            simulation.index.insert(key.public_key(), position);
-            simulation.nodes.push(Node {
-                key: key.clone(),
-                disk,
-                locks: SharedLocks::default(),
-                replica: None,
-                generation: 0,
-                mischief: Mischief::default(),
-            });
-        }
-        for node in 0..config.nodes {
+        simulation.create_instances();
+        for node in 0..simulation.nodes.len() {
             simulation.boot(node);
         }
-        let chain = fixture.wsv.chain().clone();
-        for index in 0..config.transactions {
-            let at = rng.between(0, config.load_window_ms);
-            let sender = index % CLIENT_ACCOUNTS;
-            let payload = TransactionPayload {
-                chain: chain.clone(),
-                creator: fixture.accounts[sender].0.clone(),
-                instructions: vec![Instruction::Transfer {
-                    source: fixture.coin_of(sender),
-                    destination: fixture.accounts[(sender + 1) % CLIENT_ACCOUNTS].0.clone(),
-                    amount: 1,
-                }],
-                created_at_ms: EPOCH_MS + at,
-                ttl_ms: TTL_MS_MAX,
-                nonce: index as u32,
-            };
-            let transaction = SignedTransaction::sign(payload, &[&fixture.accounts[sender].1]);
+        for (first, second) in workload.conflicts {
+            simulation.checker.conflicting(first, second);
+        }
+        for (at, submission) in workload.submissions {
             simulation.schedule(
                 at,
                 Event::Submit {
-                    transaction,
+                    submission,
                     first: true,
                 },
             );
@@ -228,9 +253,49 @@ impl<'c> Simulation<'c> {
         simulation
     }
 
-    /// Replica `node`'s wall clock: virtual time from the genesis timestamp, plus its skew.
+    /// Validators, spares, then twins; each with a fresh disk holding genesis.
+    fn create_instances(&mut self) {
+        let config = self.config;
+        let mut keys: Vec<(KeyPair, usize, i64)> = self
+            .fixture
+            .validators
+            .iter()
+            .enumerate()
+            .map(|(node, key)| (key.clone(), node, 0))
+            .collect();
+        for spare in 0..config.spares {
+            keys.push((
+                KeyPair::derive(b"kasane-sim-spare", spare as u64),
+                config.nodes + spare,
+                0,
+            ));
+        }
+        for &original in config.twins.iter().flat_map(|twins| &twins.of) {
+            keys.push((keys[original].0.clone(), original, TWIN_CLOCK_OFFSET_MS));
+        }
+        for (key, original, clock_offset_ms) in keys {
+            let disk = MemoryBackend::new();
+            let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).expect("a fresh memory store opens");
+            kura.append(&self.fixture.genesis).expect("genesis appends");
+            self.index.entry(key.public_key()).or_default().push(self.nodes.len());
+            self.nodes.push(Node {
+                key,
+                original,
+                clock_offset_ms,
+                disk,
+                locks: SharedLocks::default(),
+                replica: None,
+                generation: 0,
+                mischief: Mischief::default(),
+            });
+        }
+    }
+
+    /// Instance `node`'s wall clock: virtual time from the genesis timestamp, plus its skew.
     fn clock(&self, node: usize) -> u64 {
-        EPOCH_MS + self.now + self.config.clock_skew(node)
+        let entry = &self.nodes[node];
+        let skew = self.config.clock_skew(entry.original) + entry.clock_offset_ms;
+        (EPOCH_MS + self.now).saturating_add_signed(skew)
     }
 
     fn schedule(&mut self, at: u64, event: Event) {
@@ -239,14 +304,25 @@ impl<'c> Simulation<'c> {
     }
 
     fn behaviour(&self, node: usize) -> Behaviour {
-        self.config.behaviour(node)
+        self.config.behaviour(self.nodes[node].original)
+    }
+
+    /// Whether instance `node` is honest: its key behaves and has no twin.
+    fn is_honest(&self, node: usize) -> bool {
+        self.config.is_honest(self.nodes[node].original)
+    }
+
+    /// Honest and with its lock record: the oracles hold it to every rule.
+    fn is_held_to_rules(&self, node: usize) -> bool {
+        self.is_honest(node) && !self.amnesiac.contains(&node)
     }
 
     /// Starts (or restarts) a replica from its disk.
     fn boot(&mut self, node: usize) {
         let entry = &self.nodes[node];
+        let behaviour = self.behaviour(node);
         let mut consensus = self.config.consensus.clone();
-        consensus.byzantine_skip_own_commit = matches!(self.behaviour(node), Behaviour::WithholdCommit { .. });
+        consensus.byzantine_skip_own_commit = matches!(behaviour, Behaviour::WithholdCommit { .. });
         let replica = Replica::open(
             entry.key.clone(),
             consensus,
@@ -256,7 +332,7 @@ impl<'c> Simulation<'c> {
             Box::new(entry.locks.clone()),
             QUEUE_CAPACITY,
         );
-        let mut replica = match replica {
+        let replica = match replica {
             Ok(replica) => replica,
             Err(error) => {
                 self.checker.violations.push(Violation {
@@ -267,10 +343,18 @@ impl<'c> Simulation<'c> {
                 return;
             }
         };
-        if self.config.is_honest(node) {
+        // Byzantine replicas send whole proposals so their rewrites work on blocks, except
+        // the one that withholds bodies, which needs digests to withhold them from.
+        let digests = matches!(behaviour, Behaviour::Honest | Behaviour::WithholdBodies);
+        let mut replica = replica.with_proposal_digests(digests);
+        if self.is_honest(node) {
             self.checker.on_restart(self.now, node, replica.kura().height());
+            let amnesiac = self.amnesiac.contains(&node);
+            self.oracle
+                .observe_restart(self.now, node, &CoreView::of(replica.core()), amnesiac);
         }
         let outbound = replica.start(self.clock(node));
+        self.nodes[node].locks.take_saved();
         self.nodes[node].replica = Some(replica);
         self.dispatch(node, outbound);
     }
@@ -291,14 +375,14 @@ impl<'c> Simulation<'c> {
                 break;
             }
             self.handle(event);
-            if !self.checker.violations.is_empty() {
+            if !self.checker.violations.is_empty() || !self.oracle.violations.is_empty() {
                 break;
             }
             if self.now >= self.config.faults_end_ms && self.settled() {
                 break;
             }
         }
-        if self.config.check_liveness && self.checker.violations.is_empty() {
+        if self.config.check_liveness && self.checker.violations.is_empty() && self.oracle.violations.is_empty() {
             let heights = self.honest_heights();
             let submitted: BTreeSet<Hash> = self.submitted.keys().copied().collect();
             self.checker.check_liveness(self.now, &submitted, &heights);
@@ -307,7 +391,7 @@ impl<'c> Simulation<'c> {
 
     fn honest_heights(&self) -> BTreeMap<usize, u64> {
         (0..self.nodes.len())
-            .filter(|node| self.config.is_honest(*node))
+            .filter(|node| self.is_honest(*node))
             .map(|node| {
                 (
                     node,
@@ -320,14 +404,14 @@ impl<'c> Simulation<'c> {
             .collect()
     }
 
-    /// Everything submitted is committed and every honest replica is at the top.
+    /// Everything submitted is decided and every honest replica is at the top.
     fn settled(&self) -> bool {
-        if self.submissions_pending > 0 {
+        if self.submissions_pending > 0 || !self.membership.is_empty() {
             return false;
         }
         let submitted: BTreeSet<Hash> = self.submitted.keys().copied().collect();
         let top = self.checker.chain().keys().next_back().copied().unwrap_or(1);
-        self.checker.all_committed(&submitted) && self.honest_heights().values().all(|height| *height >= top)
+        self.checker.all_decided(&submitted) && self.honest_heights().values().all(|height| *height >= top)
     }
 
     fn handle(&mut self, event: Event) {
@@ -338,33 +422,22 @@ impl<'c> Simulation<'c> {
                 Event::Submit { first, .. } => format!("submit (first {first})"),
                 Event::Fault(kind) => format!("fault {kind:?}"),
                 Event::EndOfFaults => "end of faults".to_string(),
+                Event::Membership => "membership".to_string(),
             };
             eprintln!("{:>6} {line}", self.now);
         }
         match event {
-            Event::Deliver { to, from, message } => {
-                let from_key = self.nodes[from].key.public_key();
-                let now = self.clock(to);
-                if let Some(replica) = self.nodes[to].replica.as_mut() {
-                    let outbound = replica.on_message(now, from_key, message);
-                    self.dispatch(to, outbound);
-                }
-            }
+            Event::Deliver { to, from, message } => self.on_deliver(to, from, message),
             Event::Timer {
                 node,
                 generation,
                 timer,
             } => {
-                let now = self.clock(node);
-                if self.nodes[node].generation != generation {
-                    return;
-                }
-                if let Some(replica) = self.nodes[node].replica.as_mut() {
-                    let outbound = replica.on_timer(now, timer);
-                    self.dispatch(node, outbound);
+                if self.nodes[node].generation == generation {
+                    self.step(node, |replica, now| replica.on_timer(now, timer));
                 }
             }
-            Event::Submit { transaction, first } => self.submit(transaction, first),
+            Event::Submit { submission, first } => self.submit(submission, first),
             Event::Fault(kind) => self.fault(kind),
             Event::EndOfFaults => {
                 self.blocked.clear();
@@ -373,53 +446,153 @@ impl<'c> Simulation<'c> {
                         self.boot(node);
                     }
                 }
+                let positions: Vec<(usize, u64, u64)> = (0..self.nodes.len())
+                    .filter(|node| self.is_honest(*node))
+                    .filter_map(|node| {
+                        let core = self.nodes[node].replica.as_ref()?.core();
+                        Some((node, core.height(), core.view()))
+                    })
+                    .collect();
+                self.oracle.mark_heal(positions);
+                self.partitions_lifted = true;
+            }
+            Event::Membership => self.membership_step(),
+        }
+    }
+
+    fn on_deliver(&mut self, to: usize, from: usize, message: Message) {
+        let from_key = self.nodes[from].key.public_key();
+        let behaviour = self.behaviour(to);
+        if behaviour == Behaviour::VoteAll {
+            self.coalition_votes(to, &message);
+        }
+        self.step(to, |replica, now| replica.on_message(now, from_key, message));
+    }
+
+    /// A coalition replica's votes for what it just received, beside its honest core's.
+    fn coalition_votes(&mut self, node: usize, message: &Message) {
+        let Some(replica) = self.nodes[node].replica.as_ref() else {
+            return;
+        };
+        let (height, topology) = (replica.core().height(), replica.core().topology().clone());
+        let key = self.nodes[node].key.clone();
+        let behaviour = self.behaviour(node);
+        let votes = self.nodes[node]
+            .mischief
+            .incoming(behaviour, &key, message, height, &topology, &self.coalition);
+        for (to_key, vote) in votes {
+            for to in self.index.get(&to_key).cloned().unwrap_or_default() {
+                if to != node {
+                    self.deliver(node, to, vote.clone(), 0);
+                }
             }
         }
     }
 
-    /// The client sends a transaction to a random live honest replica, and sends it again later
-    /// while it is not committed.
-    fn submit(&mut self, transaction: SignedTransaction, first: bool) {
-        let payload = transaction.payload.hash();
+    /// Steps instance `node` with `work`, holds honest replicas to the oracles, and carries out
+    /// what it sent.
+    fn step(&mut self, node: usize, work: impl FnOnce(&mut Replica<MemoryBackend>, u64) -> Vec<Outbound>) {
+        let now = self.clock(node);
+        let held = self.is_held_to_rules(node);
+        let Some(replica) = self.nodes[node].replica.as_mut() else {
+            return;
+        };
+        let before = held.then(|| CoreView::of(replica.core()));
+        let outbound = work(replica, now);
+        let saved = self.nodes[node].locks.take_saved();
+        if let (Some(before), Some(replica)) = (before, self.nodes[node].replica.as_ref()) {
+            let after = CoreView::of(replica.core());
+            let key = replica.key();
+            let sent = outbound.iter().filter_map(|item| match item {
+                Outbound::Send { message, .. } | Outbound::Broadcast { message } => Some(message),
+                Outbound::Timer { .. } => None,
+            });
+            self.oracle
+                .observe_step(self.now, node, &key, &before, &after, &saved, sent);
+        }
+        self.dispatch(node, outbound);
+    }
+
+    /// The client sends a transaction to random live honest replicas (`copies` of them at once),
+    /// and, resubmitting, again later while it is not decided.
+    fn submit(&mut self, submission: Submission, first: bool) {
+        let payload = submission.transaction.payload.hash();
         if first {
-            self.submissions_pending -= 1;
-            self.submitted.insert(payload, self.now);
-        } else if self.checker.is_committed(&payload) {
+            self.submissions_pending = self.submissions_pending.saturating_sub(1);
+            self.submitted.entry(payload).or_insert(self.now);
+        } else if self.checker.is_decided(&payload) {
             return;
         }
-        let retry_at = self.now + CLIENT_RETRY_MS;
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|node| self.config.is_honest(*node) && self.nodes[*node].replica.is_some())
+        let mut live: Vec<usize> = (0..self.nodes.len())
+            .filter(|node| self.is_honest(*node) && self.nodes[*node].replica.is_some())
             .collect();
-        if !live.is_empty() {
-            let node = live[self.rng.below(live.len() as u64) as usize];
-            let now = self.clock(node);
-            if let Some(replica) = self.nodes[node].replica.as_mut() {
-                let (_, outbound) = replica.submit(now, vec![transaction.clone()]);
-                self.dispatch(node, outbound);
+        for _ in 0..submission.copies.max(1) {
+            if live.is_empty() {
+                break;
+            }
+            let node = live.swap_remove(self.rng.below(live.len() as u64) as usize);
+            let transaction = submission.transaction.clone();
+            self.step(node, |replica, now| replica.submit(now, vec![transaction]).1);
+        }
+        if self.config.client.resubmit {
+            let retry_at = self.now + CLIENT_RETRY_MS;
+            self.schedule(
+                retry_at,
+                Event::Submit {
+                    submission,
+                    first: false,
+                },
+            );
+        }
+    }
+
+    /// Sends the next membership change once the one before it is decided.
+    fn membership_step(&mut self) {
+        let previous_decided = self
+            .membership_last
+            .is_none_or(|payload| self.checker.is_decided(&payload));
+        if previous_decided {
+            if let Some(transaction) = self.membership.pop_front() {
+                self.membership_last = Some(transaction.payload.hash());
+                self.submissions_pending += 1;
+                self.submit(Submission { transaction, copies: 1 }, true);
             }
         }
-        self.schedule(
-            retry_at,
-            Event::Submit {
-                transaction,
-                first: false,
-            },
-        );
+        if !self.membership.is_empty() {
+            let at = self.now + MEMBERSHIP_POLL_MS;
+            self.schedule(at, Event::Membership);
+        }
+    }
+
+    fn crash(&mut self, node: usize) {
+        let Some(replica) = self.nodes[node].replica.take() else {
+            return;
+        };
+        if self.is_honest(node) {
+            self.oracle.observe_crash(node, CoreView::of(replica.core()));
+        }
+        drop(replica);
+        self.nodes[node].generation += 1;
+        self.nodes[node].disk.crash();
     }
 
     fn fault(&mut self, kind: FaultKind) {
         match kind {
-            FaultKind::Crash { node } => {
-                if let Some(replica) = self.nodes[node].replica.take() {
-                    drop(replica);
-                    self.nodes[node].generation += 1;
-                    self.nodes[node].disk.crash();
+            FaultKind::Crash { node } => self.crash(node),
+            FaultKind::PowerLoss => {
+                for node in 0..self.nodes.len() {
+                    self.crash(node);
                 }
             }
             FaultKind::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
                     self.boot(node);
+                }
+            }
+            FaultKind::LoseLockRecord { node } => {
+                self.nodes[node].locks.forget();
+                if self.is_honest(node) && self.amnesiac.insert(node) {
+                    self.check_fault_budget();
                 }
             }
             FaultKind::Partition { groups } => {
@@ -438,37 +611,71 @@ impl<'c> Simulation<'c> {
                 self.blocked.insert((from, to));
             }
             FaultKind::Heal => self.blocked.clear(),
+            FaultKind::RegisterPeer { node } | FaultKind::UnregisterPeer { node } => {
+                let register = matches!(kind, FaultKind::RegisterPeer { .. });
+                let peer = self.nodes[node].key.public_key();
+                self.membership_changes += 1;
+                let transaction = client::membership(&self.fixture, peer, register, self.now, self.membership_changes);
+                self.membership.push_back(transaction);
+                if self.membership.len() == 1 {
+                    self.schedule(self.now, Event::Membership);
+                }
+            }
+        }
+    }
+
+    /// More faulty keys than f (Byzantine, twinned and amnesiac together) void the guarantees:
+    /// the run is flagged rather than trusted.
+    fn check_fault_budget(&mut self) {
+        let amnesiac_keys: BTreeSet<usize> = self.amnesiac.iter().map(|node| self.nodes[*node].original).collect();
+        let faulty = self.config.faulty_keys() + amnesiac_keys.len();
+        if faulty > self.config.max_faulty() {
+            self.checker.violations.push(Violation {
+                at_ms: self.now,
+                invariant: "fault budget",
+                detail: format!(
+                    "{faulty} faulty replicas ({} amnesiac), more than f = {}: the run proves nothing",
+                    amnesiac_keys.len(),
+                    self.config.max_faulty()
+                ),
+            });
         }
     }
 
     /// Carries out a replica's outbound work, through its behaviour, and records its events.
     fn dispatch(&mut self, node: usize, outbound: Vec<Outbound>) {
-        if let Some(replica) = self.nodes[node].replica.as_mut() {
-            let events = replica.take_events();
-            let honest = self.config.is_honest(node);
-            for event in events {
-                match event {
-                    ReplicaEvent::Committed {
-                        height,
-                        hash,
-                        transactions,
-                        ..
-                    } if honest => {
-                        for (payload, committed) in &transactions {
-                            if *committed && !self.checker.chain().contains_key(&height) {
-                                if let Some(submitted_at) = self.submitted.get(payload) {
-                                    self.latencies.push(self.now.saturating_sub(*submitted_at));
-                                }
+        let honest = self.is_honest(node);
+        let Some(replica) = self.nodes[node].replica.as_mut() else {
+            return;
+        };
+        let events = replica.take_events();
+        let position = (replica.core().height(), replica.core().view());
+        for event in events {
+            match event {
+                ReplicaEvent::Committed {
+                    height,
+                    hash,
+                    transactions,
+                    ..
+                } if honest => {
+                    for (payload, committed) in &transactions {
+                        if *committed && !self.checker.chain().contains_key(&height) {
+                            if let Some(submitted_at) = self.submitted.get(payload) {
+                                self.latencies.push(self.now.saturating_sub(*submitted_at));
                             }
                         }
-                        self.checker.on_commit(self.now, node, height, hash, &transactions);
                     }
-                    ReplicaEvent::ViewChanged { .. } if honest => self.view_changes += 1,
-                    _ => {}
+                    self.checker.on_commit(self.now, node, height, hash, &transactions);
                 }
+                ReplicaEvent::ViewChanged { height, view } if honest => {
+                    self.view_changes += 1;
+                    if !self.amnesiac.contains(&node) {
+                        self.oracle.observe_view(self.now, node, height, view);
+                    }
+                }
+                _ => {}
             }
         }
-        let behaviour = self.behaviour(node);
         for item in outbound {
             match item {
                 Outbound::Timer { timer, after_ms } => {
@@ -484,14 +691,16 @@ impl<'c> Simulation<'c> {
                     );
                 }
                 Outbound::Send { to, message } => {
-                    if let Some(&to) = self.index.get(&to) {
-                        self.send_as(node, behaviour, to, &message);
+                    for to in self.index.get(&to).cloned().unwrap_or_default() {
+                        if to != node {
+                            self.send_as(node, to, &message, position);
+                        }
                     }
                 }
                 Outbound::Broadcast { message } => {
                     for to in 0..self.nodes.len() {
                         if to != node {
-                            self.send_as(node, behaviour, to, &message);
+                            self.send_as(node, to, &message, position);
                         }
                     }
                 }
@@ -499,27 +708,47 @@ impl<'c> Simulation<'c> {
         }
     }
 
-    /// Sends through the sender's behaviour.
-    fn send_as(&mut self, node: usize, behaviour: Behaviour, to: usize, message: &Message) {
+    /// Sends through the sender's behaviour and, with Twins, the partition of the message's
+    /// round (`position` is the sender's height and view).
+    fn send_as(&mut self, node: usize, to: usize, message: &Message, position: (u64, u64)) {
+        if let Some(twins) = self.config.twins.as_ref().filter(|_| !self.partitions_lifted) {
+            if !twins.allows(round_of(message, position.0, position.1), node, to) {
+                return;
+            }
+        }
+        let behaviour = self.behaviour(node);
         if behaviour == Behaviour::Honest {
             return self.deliver(node, to, message.clone(), 0);
         }
         let key = self.nodes[node].key.clone();
-        let outgoing = self.nodes[node]
-            .mischief
-            .outgoing(behaviour, &key, to, message, &mut self.rng);
+        let target = self.nodes[to].original;
+        let outgoing = self.nodes[node].mischief.outgoing(
+            behaviour,
+            &key,
+            target,
+            message,
+            self.now,
+            &mut self.rng,
+            &mut self.coalition,
+        );
         for (delay_ms, message) in outgoing {
             self.deliver(node, to, message, delay_ms);
         }
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: Message, delay_ms: u64) {
+        let (source, target) = (self.nodes[from].original, self.nodes[to].original);
         if self.blocked.contains(&(from, to)) || self.rng.chance(self.config.loss_per_million) {
             return;
         }
         self.messages += 1;
         *self.messages_by_kind.entry(message.kind()).or_default() += 1;
-        let (low, high) = self.config.latency_ms;
+        let (low, high) = self
+            .config
+            .link_latency_ms
+            .get(&(source, target))
+            .copied()
+            .unwrap_or(self.config.latency_ms);
         if self.rng.chance(self.config.duplicate_per_million) {
             let at = self.now + delay_ms + self.rng.between(low, high);
             self.schedule(
@@ -538,7 +767,7 @@ impl<'c> Simulation<'c> {
     fn dropped(&self) -> BTreeMap<String, u64> {
         let mut dropped = BTreeMap::new();
         for (node, entry) in self.nodes.iter().enumerate() {
-            let Some(replica) = entry.replica.as_ref().filter(|_| self.config.is_honest(node)) else {
+            let Some(replica) = entry.replica.as_ref().filter(|_| self.is_honest(node)) else {
                 continue;
             };
             for (reason, count) in &replica.core().counters().dropped {
@@ -558,11 +787,13 @@ impl<'c> Simulation<'c> {
         for height in self.honest_heights().values() {
             digest_input.extend_from_slice(&height.to_le_bytes());
         }
+        let mut violations = self.checker.violations.clone();
+        violations.extend(self.oracle.violations.iter().cloned());
         SimReport {
             seed,
-            violations: self.checker.violations.clone(),
+            violations,
             height: self.checker.chain().keys().next_back().copied().unwrap_or(1),
-            committed_transactions: self.checker.committed_transactions(),
+            committed_transactions: self.checker.decided_transactions(),
             submitted_transactions: self.submitted.len(),
             view_changes: self.view_changes,
             messages: self.messages,

@@ -10,8 +10,8 @@ fn a_crashed_leader_is_replaced_within_one_view_timeout() {
         let roles = roles_after_genesis(nodes, 0);
         let leader = roles.iter().position(|role| *role == Role::Leader).expect("a leader");
         let mut config = SimConfig::calm(nodes);
-        config.transactions = 5;
-        config.load_window_ms = 0;
+        config.client.transactions = 5;
+        config.client.load_window_ms = 0;
         config.faults = vec![Fault {
             at_ms: 1,
             kind: FaultKind::Crash { node: leader },

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use kasane_consensus::Message;
 use kasane_model::{KeyPair, PublicKey};
 use kasane_p2p::Network;
-use kasane_sim_net::byzantine::Mischief;
+use kasane_sim_net::byzantine::{Coalition, Mischief};
 use kasane_sim_net::rng::Rng;
 use kasane_sim_net::Behaviour;
 
@@ -83,6 +83,8 @@ impl FromStr for ByzantineMode {
 pub struct Saboteur {
     behaviour: Behaviour,
     mischief: Mischief,
+    /// What the node's coalition shares; a real Byzantine node is a coalition of one.
+    coalition: Coalition,
     rng: Rng,
     key: KeyPair,
     /// Every node of the cluster in the config's order (this node included): a peer's index
@@ -102,6 +104,7 @@ impl Saboteur {
         Saboteur {
             behaviour: mode.behaviour(),
             mischief: Mischief::default(),
+            coalition: Coalition::default(),
             rng: Rng::new(seed),
             key,
             nodes,
@@ -110,10 +113,16 @@ impl Saboteur {
 
     pub fn send(&mut self, network: &Network, to: &PublicKey, message: &Message) {
         let index = self.nodes.iter().position(|node| node == to).unwrap_or(usize::MAX);
-        for (_, rewritten) in self
-            .mischief
-            .outgoing(self.behaviour, &self.key, index, message, &mut self.rng)
-        {
+        let now_ms = super::runtime::now_ms();
+        for (_, rewritten) in self.mischief.outgoing(
+            self.behaviour,
+            &self.key,
+            index,
+            message,
+            now_ms,
+            &mut self.rng,
+            &mut self.coalition,
+        ) {
             network.send(to, &rewritten);
         }
     }

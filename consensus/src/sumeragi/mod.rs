@@ -28,6 +28,9 @@ pub const FUTURE_MESSAGES_MAX: usize = 1024;
 pub const VIEW_WINDOW: u64 = 64;
 /// Distinct blocks remembered per height.
 pub const BLOCKS_PER_HEIGHT_MAX: usize = 64;
+/// Votes and prepare certificates of a later view kept per sender until the replica enters
+/// that view (R7a).
+pub const EARLY_MESSAGES_PER_SENDER_MAX: usize = 4;
 
 /// What this replica knows of a block's validity (R5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,9 @@ struct HeightState {
     sent_view_change: Option<ViewChangeVote>,
     commit_certificate: Option<Certificate>,
     committing: Option<Hash>,
+    /// R7a: votes and prepare certificates of views this replica has not entered yet, per
+    /// sender, replayed when it enters their view.
+    early: BTreeMap<PublicKey, VecDeque<Message>>,
     view_state: ViewState,
 }
 

@@ -179,6 +179,7 @@ impl Sumeragi {
         if self.has_work() {
             self.arm_view_timer(out);
         }
+        self.replay_early();
         // After a view change the leader does not wait for its block timer.
         self.maybe_propose(out);
     }

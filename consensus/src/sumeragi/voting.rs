@@ -248,13 +248,15 @@ impl Sumeragi {
         if vote.signature.validator != from {
             return self.drop_message(DropReason::SignerIsNotSender);
         }
-        if vote.vote.view != view {
-            let reason = if vote.vote.view < view {
-                DropReason::StaleView
-            } else {
-                DropReason::FutureView
-            };
-            return self.drop_message(reason);
+        if vote.vote.view < view {
+            return self.drop_message(DropReason::StaleView);
+        }
+        if vote.vote.view > view {
+            // R7a: a voter that entered the view before this proxy tail did.
+            if self.topology.proxy_tail(vote.vote.view) == Some(self.me) {
+                return self.keep_early(from, vote.vote.view, Message::Vote(vote));
+            }
+            return self.drop_message(DropReason::FutureView);
         }
         if self.topology.proxy_tail(view) != Some(self.me) {
             return self.drop_message(DropReason::NotTheProxyTail);
@@ -305,6 +307,14 @@ impl Sumeragi {
             return self.drop_message(DropReason::BadCertificate);
         }
         self.note_highest(&certificate);
+        if certificate.vote.view > self.state.view {
+            // R7a: the proxy tail entered the view before this validator did.
+            let (from, view) = (self.topology.proxy_tail(certificate.vote.view), certificate.vote.view);
+            if let Some(from) = from {
+                self.keep_early(from, view, Message::PrepareCertificate(certificate));
+            }
+            return;
+        }
         if certificate.vote.view != self.state.view {
             return;
         }
@@ -318,6 +328,44 @@ impl Sumeragi {
         } else {
             self.state.view_state.unjudged_certificate = Some(certificate);
         }
+    }
+
+    /// R7a: keeps a message of a later view (within the window) until this replica enters it,
+    /// a few per sender, so one sender cannot crowd out the others.
+    fn keep_early(&mut self, from: PublicKey, view: u64, message: Message) {
+        if view > self.state.view + VIEW_WINDOW {
+            return self.drop_message(DropReason::FutureView);
+        }
+        let kept = self.state.early.entry(from).or_default();
+        let full = kept.len() >= EARLY_MESSAGES_PER_SENDER_MAX;
+        if full {
+            kept.pop_front();
+        }
+        kept.push_back(message);
+        if full {
+            self.drop_message(DropReason::Full);
+        }
+    }
+
+    /// R7a: the kept messages of the view just entered, back into the inbox; those of earlier
+    /// views are dropped.
+    pub(super) fn replay_early(&mut self) {
+        let view = self.state.view;
+        let early_view = |message: &Message| match message {
+            Message::Vote(vote) => vote.vote.view,
+            Message::PrepareCertificate(certificate) => certificate.vote.view,
+            _ => 0,
+        };
+        for (from, kept) in &mut self.state.early {
+            let (ready, later): (VecDeque<Message>, VecDeque<Message>) = std::mem::take(kept)
+                .into_iter()
+                .partition(|message| early_view(message) <= view);
+            *kept = later;
+            for message in ready.into_iter().filter(|message| early_view(message) == view) {
+                self.inbox.push_back((*from, message));
+            }
+        }
+        self.state.early.retain(|_, kept| !kept.is_empty());
     }
 
     /// R8: lock on a prepare certificate of this view, make the lock durable with its block,

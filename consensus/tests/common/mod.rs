@@ -1,4 +1,5 @@
 //! Shared setup of the replica-level tests, and the step-table harness of the core.
+#![allow(dead_code)]
 
 pub mod steps;
 

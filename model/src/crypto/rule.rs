@@ -154,6 +154,35 @@ pub fn verify_batch_equation(items: &[BatchItem<'_>]) -> bool {
         .is_identity()
 }
 
+/// A valid signature of `message` by `pair` whose R carries the order-8 torsion point
+/// `EIGHT_TORSION[torsion]` (0 gives an ordinary signature): valid under this rule, refused by a
+/// cofactorless one-by-one check, and accepted by cofactorless batches only for some batch
+/// coefficients. For tests and the simulator, which must show every check gives it one verdict.
+pub fn torsion_signature(pair: &super::KeyPair, message: &[u8], torsion: usize) -> Signature {
+    let expanded = Sha512::digest(pair.secret_bytes());
+    let mut half = [0u8; 32];
+    half.copy_from_slice(&expanded[..32]);
+    half[0] &= 248;
+    half[31] &= 127;
+    half[31] |= 64;
+    let secret = Scalar::from_bytes_mod_order(half);
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&Sha512::digest([&expanded[32..], message].concat()));
+    let nonce = Scalar::from_bytes_mod_order_wide(&wide);
+    let r = EdwardsPoint::mul_base(&nonce) + curve25519_dalek::constants::EIGHT_TORSION[torsion % 8];
+    let r_bytes = r.compress().to_bytes();
+    let mut hasher = Sha512::new();
+    hasher.update(r_bytes);
+    hasher.update(pair.public_key().0);
+    hasher.update(message);
+    wide.copy_from_slice(&hasher.finalize());
+    let s = nonce + Scalar::from_bytes_mod_order_wide(&wide) * secret;
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&r_bytes);
+    out[32..].copy_from_slice(s.as_bytes());
+    Signature(out)
+}
+
 thread_local! {
     static MOCK_SIGNATURES: Cell<bool> = const { Cell::new(false) };
 }
