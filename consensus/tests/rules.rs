@@ -20,6 +20,11 @@ fn timer(kind: TimerKind) -> Expect {
     Expect::Timer(kind)
 }
 
+/// The lock record made durable: its view, its lock's view, whether it holds the locked block.
+fn persist(view: u64, lock: Option<u64>, block: bool) -> Expect {
+    Persist { view, lock, block }
+}
+
 fn validated(block: &Block, verdict: Verdict) -> Input {
     Input::BlockValidated {
         height: 2,
@@ -113,11 +118,7 @@ fn r2_a_view_change_rotates_leader_and_proxy_tail() {
             cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1, &others))),
             vec![
                 ViewChanged(1),
-                Persist {
-                    view: 1,
-                    lock: None,
-                    block: false,
-                },
+                persist(1, None, false),
                 timer(View),
                 Expect::Build {
                     view: 1,
@@ -169,11 +170,7 @@ fn r3_r3a_roles_and_who_votes() {
                 "set B votes Prepare in view 1, to the proxy tail of view 1",
                 validated(&fresh, Verdict::Valid),
                 vec![
-                    Persist {
-                        view: 1,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(1, None, false),
                     vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
                 ],
             ),
@@ -226,11 +223,7 @@ fn r4_the_leader_proposes_once_per_view() {
                 },
                 vec![
                     Broadcast("proposal"),
-                    Persist {
-                        view: 0,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(0, None, false),
                     vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
                 ],
             ),
@@ -271,18 +264,10 @@ fn r4_a_leader_re_proposes_the_highest_certified_block() {
             cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1, &others))),
             vec![
                 ViewChanged(1),
-                Persist {
-                    view: 1,
-                    lock: Some(0),
-                    block: true,
-                },
+                persist(1, Some(0), true),
                 timer(View),
                 Broadcast("proposal"),
-                Persist {
-                    view: 1,
-                    lock: Some(0),
-                    block: true,
-                },
+                persist(1, Some(0), true),
                 vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
             ],
         )],
@@ -321,11 +306,7 @@ fn r4a_a_leader_without_the_certified_block_fetches_it_by_hash() {
                 vec![
                     Broadcast("view-change"),
                     ViewChanged(1),
-                    Persist {
-                        view: 1,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(1, None, false),
                     timer(View),
                     Broadcast("block-wanted"),
                 ],
@@ -348,11 +329,7 @@ fn r4a_a_leader_without_the_certified_block_fetches_it_by_hash() {
                 "valid: the leader votes for it",
                 validated(&block, Verdict::Valid),
                 vec![
-                    Persist {
-                        view: 1,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(1, None, false),
                     vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
                 ],
             ),
@@ -449,11 +426,7 @@ fn r5_proposals_are_checked_before_validation() {
             DropReason::BadProposal,
             vec![
                 ViewChanged(1),
-                Persist {
-                    view: 1,
-                    lock: None,
-                    block: false,
-                },
+                persist(1, None, false),
                 Broadcast("view-change"),
                 timer(View),
             ],
@@ -508,11 +481,7 @@ fn r5_proposals_are_checked_before_validation() {
                 "valid now: the Prepare vote",
                 validated(&block, Verdict::Valid),
                 vec![
-                    Persist {
-                        view: 0,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(0, None, false),
                     vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
                 ],
             ),
@@ -591,11 +560,7 @@ fn r6_a_locked_validator_votes_only_for_its_lock_or_a_higher_certificate() {
                 "it gets the vote",
                 validated(&certified, Verdict::Valid),
                 vec![
-                    Persist {
-                        view: 4,
-                        lock: Some(0),
-                        block: true,
-                    },
+                    persist(4, Some(0), true),
                     vote(VoteKind::Prepare, 4, cluster.proxy_tail(4)),
                 ],
             ),
@@ -639,11 +604,7 @@ fn r7_r9_the_proxy_tail_certifies_at_quorum() {
             step(
                 "valid: the proxy tail's own vote goes to itself",
                 validated(&block, Verdict::Valid),
-                vec![Persist {
-                    view: 0,
-                    lock: None,
-                    block: false,
-                }],
+                vec![persist(0, None, false)],
             ),
             step(
                 "a vote with a broken signature",
@@ -671,14 +632,7 @@ fn r7_r9_the_proxy_tail_certifies_at_quorum() {
             step(
                 "the third distinct vote: a prepare certificate, and the proxy tail locks and votes Commit",
                 cluster.vote_from(peer, VoteKind::Prepare, 0, &block),
-                vec![
-                    Broadcast("prepare-certificate"),
-                    Persist {
-                        view: 0,
-                        lock: Some(0),
-                        block: true,
-                    },
-                ],
+                vec![Broadcast("prepare-certificate"), persist(0, Some(0), true)],
             ),
             step(
                 "a Commit vote",
@@ -714,14 +668,7 @@ fn r8_a_prepare_certificate_locks_then_votes_commit() {
             step(
                 "lock, durable with its block, then the Commit vote",
                 cluster.from(proxy_tail, Message::PrepareCertificate(certificate.clone())),
-                vec![
-                    Persist {
-                        view: 0,
-                        lock: Some(0),
-                        block: true,
-                    },
-                    vote(VoteKind::Commit, 0, proxy_tail),
-                ],
+                vec![persist(0, Some(0), true), vote(VoteKind::Commit, 0, proxy_tail)],
             )
             .then(|replica| assert_eq!(replica.lock().map(|lock| lock.vote.block_hash), Some(block.hash()))),
             step(
@@ -748,17 +695,9 @@ fn r8_a_prepare_certificate_locks_then_votes_commit() {
                 "then validation: Prepare, lock, Commit",
                 validated(&block, Verdict::Valid),
                 vec![
-                    Persist {
-                        view: 0,
-                        lock: None,
-                        block: false,
-                    },
+                    persist(0, None, false),
                     vote(VoteKind::Prepare, 0, proxy_tail),
-                    Persist {
-                        view: 0,
-                        lock: Some(0),
-                        block: true,
-                    },
+                    persist(0, Some(0), true),
                     vote(VoteKind::Commit, 0, proxy_tail),
                 ],
             ),
@@ -960,28 +899,13 @@ fn r15_a_quorum_of_votes_makes_the_view_at_any_distance() {
             step(
                 "the second makes this replica join",
                 cluster.from(others[1], Message::ViewChange(cluster.view_change(others[1], 2, None))),
-                vec![
-                    Broadcast("view-change"),
-                    ViewChanged(2),
-                    Persist {
-                        view: 2,
-                        lock: None,
-                        block: false,
-                    },
-                ],
+                vec![Broadcast("view-change"), ViewChanged(2), persist(2, None, false)],
             )
             .then(|replica| assert_eq!(replica.view(), 2)),
             step(
                 "a whole proof of view 1000, far past the window of single votes",
                 cluster.from(others[0], Message::ViewChangeProof(cluster.proof(1000, &others))),
-                vec![
-                    ViewChanged(1000),
-                    Persist {
-                        view: 1000,
-                        lock: None,
-                        block: false,
-                    },
-                ],
+                vec![ViewChanged(1000), persist(1000, None, false)],
             )
             .then(|replica| assert_eq!(replica.view(), 1000)),
         ],
@@ -998,16 +922,7 @@ fn r15_a_quorum_of_votes_makes_the_view_at_any_distance() {
         vec![step(
             "view 77's proposal with its proof",
             cluster.from(leader, Message::Proposal(Box::new(proposal))),
-            vec![
-                ViewChanged(77),
-                Persist {
-                    view: 77,
-                    lock: None,
-                    block: false,
-                },
-                timer(View),
-                Validate,
-            ],
+            vec![ViewChanged(77), persist(77, None, false), timer(View), Validate],
         )],
     );
 }
@@ -1080,11 +995,7 @@ fn r16_timeouts_double_per_view_up_to_a_bound() {
             cluster.from(others[0], Message::ViewChangeProof(cluster.proof(6, &others))),
             vec![
                 ViewChanged(6),
-                Persist {
-                    view: 6,
-                    lock: None,
-                    block: false,
-                },
+                persist(6, None, false),
                 Expect::TimerAfter(View, config.block_time_ms + 32_000),
             ],
         )],

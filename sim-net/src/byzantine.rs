@@ -69,40 +69,20 @@ impl Mischief {
         rng: &mut Rng,
         coalition: &mut Coalition,
     ) -> Outgoing {
+        let same = || vec![(0, message.clone())];
         match behaviour {
-            Behaviour::Honest | Behaviour::VoteAll => vec![(0, message.clone())],
+            Behaviour::Honest | Behaviour::VoteAll => same(),
             Behaviour::Silent => Vec::new(),
-            // Withholding the commit means withholding every way to learn of it: the
-            // certificate, the status that announces the new height, and block sync.
-            Behaviour::WithholdCommit { victim } => {
-                let hides = matches!(
-                    message,
-                    Message::CommitCertificate(_) | Message::Status { .. } | Message::BlockSyncResponse { .. }
-                );
-                if to == victim || !hides {
-                    vec![(0, message.clone())]
-                } else {
-                    Vec::new()
-                }
+            Behaviour::WithholdCommit { .. } | Behaviour::WithholdBodies => withheld(behaviour, to, message),
+            Behaviour::Equivocate
+            | Behaviour::EquivocatePerPeer
+            | Behaviour::InvalidBlock
+            | Behaviour::MisstatedHeader => vec![(0, rewritten(behaviour, key, to, message, rng, coalition))],
+            Behaviour::DoubleVote | Behaviour::Forge | Behaviour::Replay => {
+                self.multiplied(behaviour, key, message, rng)
             }
-            Behaviour::Equivocate if to % 2 == 1 => vec![(0, equivocation_of(message, 1))],
-            Behaviour::Equivocate => vec![(0, message.clone())],
-            Behaviour::EquivocatePerPeer => {
-                let variant = equivocation_of(message, to as u64 + 1);
-                if let Message::Proposal(proposal) = &variant {
-                    coalition.remember(proposal.height, proposal.view, proposal.block.hash());
-                }
-                vec![(0, variant)]
-            }
-            Behaviour::InvalidBlock => vec![(0, invalid_block_of(message))],
-            Behaviour::DoubleVote => {
-                let mut out = vec![(0, message.clone())];
-                if let Message::Vote(vote) = message {
-                    let mut other = vote.vote;
-                    other.block_hash = Hash::of(other.block_hash.as_bytes());
-                    out.push((0, Message::Vote(SignedVote::new(other, key))));
-                }
-                out
+            Behaviour::ViewChangeSpam | Behaviour::FarFutureViews | Behaviour::DigestSpam => {
+                spam(behaviour, key, message, rng)
             }
             Behaviour::VoteThenSilent { silent_ms } => {
                 if now_ms < self.silent_until_ms {
@@ -111,69 +91,8 @@ impl Mischief {
                 if matches!(message, Message::Vote(vote) if vote.vote.kind == VoteKind::Commit) {
                     self.silent_until_ms = now_ms + silent_ms;
                 }
-                vec![(0, message.clone())]
+                same()
             }
-            Behaviour::WithholdBodies => match message {
-                Message::TransactionsFound { .. } | Message::BlockFound(_) | Message::BlockSyncResponse { .. } => {
-                    Vec::new()
-                }
-                other => vec![(0, other.clone())],
-            },
-            Behaviour::Forge => {
-                let mut out = vec![(0, message.clone())];
-                if let Some(forged) = forgery_of(message) {
-                    out.push((0, forged));
-                }
-                out
-            }
-            Behaviour::Replay => {
-                let mut out = vec![(0, message.clone())];
-                if !self.sent.is_empty() {
-                    let old = self.sent[rng.below(self.sent.len() as u64) as usize].clone();
-                    out.push((rng.between(0, 200), old));
-                }
-                self.remember_sent(message, rng);
-                out
-            }
-            Behaviour::ViewChangeSpam => {
-                let mut out = vec![(0, message.clone())];
-                if let Message::Status { height, .. } = message {
-                    // Properly signed votes for views nobody else wants: one signer must not be
-                    // able to move anyone (R14 needs f + 1).
-                    for _ in 0..4 {
-                        let view = rng.between(1, 300);
-                        out.push((0, Message::ViewChange(ViewChangeVote::new(height + 1, view, None, key))));
-                    }
-                }
-                out
-            }
-            Behaviour::FarFutureViews => match message {
-                Message::Status { height, head_hash } => {
-                    let view = rng.between(1_000, 1_000_000);
-                    let vote = ViewChangeVote::new(height + 1, view, None, key);
-                    // A claim of a height it does not have, so peers ask it for blocks.
-                    let lie = Message::Status {
-                        height: height + 1_000,
-                        head_hash: *head_hash,
-                    };
-                    vec![
-                        (0, lie),
-                        (0, Message::ViewChange(vote.clone())),
-                        // A "proof" of one signer, repeated: a quorum in count, not in validators.
-                        (0, Message::ViewChangeProof(vec![vote.clone(), vote.clone(), vote])),
-                    ]
-                }
-                Message::BlockSyncResponse { .. } => Vec::new(),
-                other => vec![(0, other.clone())],
-            },
-            Behaviour::DigestSpam => {
-                let mut out = vec![(0, message.clone())];
-                if let Message::Status { height, .. } = message {
-                    out.push((0, Message::ProposalDigest(Box::new(spam_digest(height + 1, key, rng)))));
-                }
-                out
-            }
-            Behaviour::MisstatedHeader => vec![(0, misstated_header_of(message, key, rng))],
             Behaviour::Mutate { per_million } => {
                 let out = if rng.chance(per_million) {
                     mutation_of(message, key, &self.sent, rng)
@@ -187,6 +106,29 @@ impl Mischief {
             }
             Behaviour::SlowSigner => vec![(SLOW_SIGNER_DELAY_MS, message.clone())],
         }
+    }
+
+    /// The message and a second one: another vote, a forgery, or an old message again.
+    fn multiplied(&mut self, behaviour: Behaviour, key: &KeyPair, message: &Message, rng: &mut Rng) -> Outgoing {
+        let mut out = vec![(0, message.clone())];
+        match behaviour {
+            Behaviour::DoubleVote => {
+                if let Message::Vote(vote) = message {
+                    let mut other = vote.vote;
+                    other.block_hash = Hash::of(other.block_hash.as_bytes());
+                    out.push((0, Message::Vote(SignedVote::new(other, key))));
+                }
+            }
+            Behaviour::Forge => out.extend(forgery_of(message).map(|forged| (0, forged))),
+            _ => {
+                if !self.sent.is_empty() {
+                    let old = self.sent[rng.below(self.sent.len() as u64) as usize].clone();
+                    out.push((rng.between(0, 200), old));
+                }
+                self.remember_sent(message, rng);
+            }
+        }
+        out
     }
 
     fn remember_sent(&mut self, message: &Message, rng: &mut Rng) {
@@ -249,6 +191,96 @@ impl Mischief {
                 (proxy_tail, Message::Vote(SignedVote::new(vote, key)))
             })
             .collect()
+    }
+}
+
+/// What a withholding replica lets through to `to`.
+fn withheld(behaviour: Behaviour, to: usize, message: &Message) -> Outgoing {
+    let hidden = match behaviour {
+        // Withholding the commit means withholding every way to learn of it: the certificate,
+        // the status that announces the new height, and block sync.
+        Behaviour::WithholdCommit { victim } => {
+            to != victim
+                && matches!(
+                    message,
+                    Message::CommitCertificate(_) | Message::Status { .. } | Message::BlockSyncResponse { .. }
+                )
+        }
+        _ => matches!(
+            message,
+            Message::TransactionsFound { .. } | Message::BlockFound(_) | Message::BlockSyncResponse { .. }
+        ),
+    };
+    if hidden {
+        Vec::new()
+    } else {
+        vec![(0, message.clone())]
+    }
+}
+
+/// A rewritten proposal of a misbehaving leader (other messages as they are).
+fn rewritten(
+    behaviour: Behaviour,
+    key: &KeyPair,
+    to: usize,
+    message: &Message,
+    rng: &mut Rng,
+    coalition: &mut Coalition,
+) -> Message {
+    match behaviour {
+        Behaviour::Equivocate if to % 2 == 1 => equivocation_of(message, 1),
+        Behaviour::EquivocatePerPeer => {
+            let variant = equivocation_of(message, to as u64 + 1);
+            if let Message::Proposal(proposal) = &variant {
+                coalition.remember(proposal.height, proposal.view, proposal.block.hash());
+            }
+            variant
+        }
+        Behaviour::InvalidBlock => invalid_block_of(message),
+        Behaviour::MisstatedHeader => misstated_header_of(message, key, rng),
+        _ => message.clone(),
+    }
+}
+
+/// The message, and with every status some noise: view-change votes for random or far-future
+/// views, a lie about its height, or digests nobody can rebuild.
+fn spam(behaviour: Behaviour, key: &KeyPair, message: &Message, rng: &mut Rng) -> Outgoing {
+    let Message::Status { height, head_hash } = message else {
+        return match (behaviour, message) {
+            (Behaviour::FarFutureViews, Message::BlockSyncResponse { .. }) => Vec::new(),
+            _ => vec![(0, message.clone())],
+        };
+    };
+    match behaviour {
+        Behaviour::ViewChangeSpam => {
+            // Properly signed votes for views nobody else wants: one signer must not be able to
+            // move anyone (R14 needs f + 1).
+            let mut out = vec![(0, message.clone())];
+            for _ in 0..4 {
+                let view = rng.between(1, 300);
+                out.push((0, Message::ViewChange(ViewChangeVote::new(height + 1, view, None, key))));
+            }
+            out
+        }
+        Behaviour::FarFutureViews => {
+            let view = rng.between(1_000, 1_000_000);
+            let vote = ViewChangeVote::new(height + 1, view, None, key);
+            // A claim of a height it does not have, so peers ask it for blocks.
+            let lie = Message::Status {
+                height: height + 1_000,
+                head_hash: *head_hash,
+            };
+            vec![
+                (0, lie),
+                (0, Message::ViewChange(vote.clone())),
+                // A "proof" of one signer, repeated: a quorum in count, not in validators.
+                (0, Message::ViewChangeProof(vec![vote.clone(), vote.clone(), vote])),
+            ]
+        }
+        _ => vec![
+            (0, message.clone()),
+            (0, Message::ProposalDigest(Box::new(spam_digest(height + 1, key, rng)))),
+        ],
     }
 }
 
