@@ -15,27 +15,21 @@ impl Sumeragi {
         self.topology.max_faulty() + 1
     }
 
-    /// The first height from this replica's own that is neither waiting in `pending` nor asked
-    /// of a peer (each request covers one chunk).
+    /// The first height from this replica's own that is not waiting in `pending`. Every new
+    /// request starts there, whoever else was asked for it: with up to f peers that claim heights
+    /// and never answer holding a slot each, the f + 1-th slot still asks an honest peer for the
+    /// blocks that are needed next (peers asked for distinct chunks let a liar hold the one that
+    /// matters while honest peers are asked for heights past the tip). A peer that answers is
+    /// asked for the chunk after its answer at once, so one stream is pipelined.
     fn sync_next_height(&self) -> u64 {
         let mut next = self.height;
-        loop {
-            if self.sync.pending.contains_key(&next) {
-                next += 1;
-            } else if let Some(asked) = self
-                .sync
-                .in_flight
-                .values()
-                .find(|asked| (**asked..**asked + SYNC_BLOCKS_MAX).contains(&next))
-            {
-                next = asked + SYNC_BLOCKS_MAX;
-            } else {
-                return next;
-            }
+        while self.sync.pending.contains_key(&next) {
+            next += 1;
         }
+        next
     }
 
-    /// R19: asks `from` for the next chunk nobody was asked for, if `from` has no request out,
+    /// R19: asks `from` for the blocks from the first one missing, if `from` has no request out,
     /// a slot is free, and the blocks already waiting stay within bounds.
     pub(super) fn request_sync(&mut self, from: PublicKey, out: &mut Vec<Effect>) {
         if from == self.me
