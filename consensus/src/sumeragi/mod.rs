@@ -1,11 +1,12 @@
 //! The Sumeragi state machine (docs/PROTOCOL.md). Pure: inputs in, effects out; no clock, no
 //! randomness, no I/O. Each handler cites the rule it implements; the handlers live in
-//! `voting` (R4-R10), `view_change` (R11-R16) and `sync` (R19).
+//! `proposing` (R4, R4a), `voting` (R5-R10), `view_change` (R11-R16) and `sync` (R19).
 //!
 //! The state of a height ([`HeightState`]) and of a view within it ([`ViewState`]) are each one
 //! value, replaced whole when the replica commits or changes view, so no field can be forgotten
 //! in a reset.
 
+mod proposing;
 mod sync;
 mod view_change;
 mod voting;
