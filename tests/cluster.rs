@@ -219,6 +219,7 @@ async fn submit(client: &ApiClient, transactions: Vec<SignedTransaction>) -> Vec
     match client.submit(transactions).await.expect("submit") {
         Submitted::Answered(response) => response.results.iter().map(|result| result.accepted).collect(),
         Submitted::QueueFull => panic!("queue full"),
+        Submitted::NotHeld(answer) => panic!("not held: {answer}"),
     }
 }
 
@@ -549,6 +550,7 @@ async fn hostile_input_gets_errors_and_the_cluster_keeps_working() {
             assert!(response.results.iter().all(|result| result.error.is_some()));
         }
         Submitted::QueueFull => panic!("queue full"),
+        Submitted::NotHeld(answer) => panic!("not held: {answer}"),
     }
 
     // Garbage datagrams to the p2p port.
@@ -753,4 +755,93 @@ fn up_and_down_run_a_cluster_with_an_observer() {
             "process {pid} is still running"
         );
     }
+}
+
+/// Acknowledgement by f + 1 and `?wait=commit` on real processes: a committed answer carries
+/// a height and a proof that checks against the block; bad queries are 400; with no quorum the
+/// wait ends in a `504 commit_timeout` naming what is known; with fewer than f + 1 validators
+/// up a submission is `503 not_held`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_commit_answers_with_a_proof_or_a_clear_error() {
+    use kasane::node::api::{TransactionBatch, POSTCARD};
+    let _serial = serial();
+    let mut cluster = Cluster::new(4);
+    cluster.wait_connected(Duration::from_secs(30)).await;
+    let chain = cluster.chain();
+    let api = cluster.manifest.nodes[0].api.clone();
+    let body = |from: usize, nonce: u32| {
+        kasane_model::codec::encode(&TransactionBatch(vec![transfer(
+            &chain,
+            from,
+            from + 1,
+            1,
+            nonce,
+            now_ms(),
+        )]))
+    };
+
+    let (status, value) = post(&format!("{api}/v1/transactions?wait=commit"), POSTCARD, body(1, 1)).await;
+    assert_eq!(status, 200, "{value}");
+    let result = &value["results"][0];
+    assert_eq!(result["accepted"], true, "{value}");
+    assert_eq!(result["block"]["outcome"], "committed", "{value}");
+    let height = result["block"]["height"].as_u64().expect("height");
+    assert!(height >= 2, "{value}");
+    let block = cluster
+        .client(0)
+        .get_json(&format!("/v1/blocks/{height}"))
+        .await
+        .expect("block");
+    assert_eq!(block["hash"], result["block"]["block_hash"], "{value}");
+    check_proof(&block, &result["block"]["proof"]).expect("the proof checks against the block");
+
+    for query in [
+        "wait=soon",
+        "wait=commit&timeout_ms=0",
+        "timeout_ms=500",
+        "wait=commit&extra=1",
+        "wait=commit&timeout_ms=x",
+    ] {
+        let (status, value) = post(&format!("{api}/v1/transactions?{query}"), POSTCARD, body(3, 3)).await;
+        assert_eq!(
+            (status, value["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{query}: {value}"
+        );
+    }
+
+    // Two of four up: two holders (f + 1) acknowledge, but no quorum commits.
+    cluster.kill(3);
+    cluster.kill(2);
+    let started = Instant::now();
+    let (status, value) = post(
+        &format!("{api}/v1/transactions?wait=commit&timeout_ms=1500"),
+        POSTCARD,
+        body(5, 5),
+    )
+    .await;
+    assert_eq!(
+        (status, value["error"]["code"].as_str()),
+        (504, Some("commit_timeout")),
+        "{value}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    let known = &value["error"]["transactions"][0];
+    assert_eq!(known["accepted"], true, "{value}");
+    assert_eq!(known["state"]["status"], "queued", "{value}");
+
+    // One of four up: held by one of the two needed.
+    cluster.kill(1);
+    let (status, value) = post(&format!("{api}/v1/transactions"), POSTCARD, body(7, 7)).await;
+    assert_eq!(
+        (status, value["error"]["code"].as_str()),
+        (503, Some("not_held")),
+        "{value}"
+    );
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("held by 1 of the 2 needed")),
+        "{value}"
+    );
 }

@@ -5,6 +5,7 @@
 //! [`replica::Replica`] driver joins it to Kura, the world state and a bounded transaction
 //! queue, and is shared by sim-net and the real node.
 
+pub mod holding;
 pub mod io;
 pub mod message;
 pub mod queue;

@@ -182,13 +182,18 @@ pub enum Message {
     },
     /// The answer to [`Message::BlockWanted`].
     BlockFound(Box<Block>),
+    /// "I hold these transactions (by payload hash) in my queue, or they are committed": the
+    /// answer to gossip, counted by the replica that admitted them until f + 1 validators hold
+    /// each (acknowledgement, docs/PROTOCOL.md section 9).
+    Held(Vec<Hash>),
 }
 
 impl Versioned for Message {
     const NAME: &'static str = "consensus message";
     /// 2: view-change proofs, blocks fetched by hash, and the rules of docs/PROTOCOL.md as of
     /// that version (round-robin leaders per height); a node of version 1 cannot take part.
-    const VERSION: u8 = 2;
+    /// 3: [`Message::Held`]; a node of version 2 would never acknowledge its peers' clients.
+    const VERSION: u8 = 3;
     const ENCODED_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
 }
 
@@ -211,6 +216,7 @@ impl Message {
             Message::ViewChangeProof(_) => "view-change-proof",
             Message::BlockWanted { .. } => "block-wanted",
             Message::BlockFound(_) => "block-found",
+            Message::Held(_) => "held",
         }
     }
 }

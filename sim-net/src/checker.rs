@@ -102,7 +102,13 @@ impl Checker {
 
     /// At the end: every submitted transaction is decided (in a committed block, committed or
     /// rejected), and every honest replica holds the whole chain.
-    pub fn check_liveness(&mut self, at_ms: u64, submitted: &BTreeSet<Hash>, heights: &BTreeMap<usize, u64>) {
+    pub fn check_liveness(
+        &mut self,
+        at_ms: u64,
+        submitted: &BTreeSet<Hash>,
+        what: &str,
+        heights: &BTreeMap<usize, u64>,
+    ) {
         let missing = submitted
             .iter()
             .filter(|payload| !self.decided.contains(payload))
@@ -111,10 +117,7 @@ impl Checker {
             self.violations.push(Violation {
                 at_ms,
                 invariant: "liveness",
-                detail: format!(
-                    "{missing} of {} submitted transactions never committed",
-                    submitted.len()
-                ),
+                detail: format!("{missing} of {} {what} transactions never committed", submitted.len()),
             });
         }
         let top = self.chain.keys().next_back().copied().unwrap_or(1);

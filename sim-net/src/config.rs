@@ -140,6 +140,19 @@ pub struct Fault {
     pub kind: FaultKind,
 }
 
+/// When a client's transaction counts as acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acknowledge {
+    /// Once f + 1 validators hold it ([`kasane_consensus::replica::ReplicaEvent::Held`]): what
+    /// a node's API answers.
+    #[default]
+    Held,
+    /// Once the replica it was sent to queued it: the rule before acknowledgement by f + 1, kept
+    /// to show what it loses.
+    Local,
+}
+
 /// The client's load and how hostile it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -149,6 +162,9 @@ pub struct ClientConfig {
     /// Resubmit a transaction not committed 3 s after it was sent (a replica's queue is memory).
     /// Without it, a transaction lost with a replica's memory surfaces as a liveness failure.
     pub resubmit: bool,
+    /// When the client takes a transaction as acknowledged. Without resubmission, liveness asks
+    /// that every acknowledged one is decided.
+    pub acknowledge: Acknowledge,
     /// Pairs of conflicting transactions (two registrations of one domain, by different
     /// accounts) sent to different replicas at once: exactly one of each pair may commit.
     pub conflicting_pairs: usize,
@@ -166,6 +182,7 @@ impl Default for ClientConfig {
             transactions: 20,
             load_window_ms: 1_000,
             resubmit: true,
+            acknowledge: Acknowledge::Held,
             conflicting_pairs: 0,
             duplicates: 0,
             edge_signatures: 0,

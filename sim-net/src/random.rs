@@ -1,7 +1,7 @@
 //! The random adversary: `SimConfig::random(seed, nodes, byzantine)` (docs/SIM.md, "What a
 //! random run contains").
 
-use crate::config::{Behaviour, ClientConfig, Fault, FaultKind, SimConfig};
+use crate::config::{Acknowledge, Behaviour, ClientConfig, Fault, FaultKind, SimConfig};
 use crate::rng::Rng;
 
 impl SimConfig {
@@ -21,6 +21,7 @@ impl SimConfig {
             transactions: rng.between(5, 40) as usize,
             load_window_ms: rng.between(100, 4_000),
             resubmit: true,
+            acknowledge: Acknowledge::Held,
             conflicting_pairs: rng.below(4) as usize,
             duplicates: rng.below(6) as usize,
             edge_signatures: 0,

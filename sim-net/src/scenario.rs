@@ -156,6 +156,10 @@ pub struct Scenario {
     pub load_window_ms: u64,
     #[serde(default = "default_true")]
     pub resubmit: bool,
+    /// `"held"` (the default: f + 1 validators hold it) or `"local"` (the replica it was sent to
+    /// queued it).
+    #[serde(default)]
+    pub acknowledge: crate::config::Acknowledge,
     #[serde(default)]
     pub conflicting_pairs: usize,
     #[serde(default)]
@@ -376,6 +380,7 @@ impl Scenario {
         config.client.transactions = self.transactions;
         config.client.load_window_ms = self.load_window_ms;
         config.client.resubmit = self.resubmit;
+        config.client.acknowledge = self.acknowledge;
         config.client.conflicting_pairs = self.conflicting_pairs;
         config.client.duplicates = self.duplicates;
         config.client.edge_signatures = self.edge_signatures;

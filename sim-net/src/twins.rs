@@ -102,7 +102,7 @@ pub fn round_of(message: &Message, height: u64, view: u64) -> Option<Round> {
         Message::Status { .. } | Message::BlockSyncRequest { .. } | Message::BlockSyncResponse { .. } => {
             (height, view, Phase::Decide)
         }
-        Message::Transactions(_) => return None,
+        Message::Transactions(_) | Message::Held(_) => return None,
     })
 }
 

@@ -63,3 +63,32 @@ fn bad_scenarios_are_clear_errors() {
     let unknown = "name = \"x\"\nnodes = 4\n[[byzantine]]\nnode = \"king\"\nbehaviour = \"silent\"";
     assert!(Scenario::parse(unknown).expect("parses").config().is_err());
 }
+
+/// Acknowledgement by f + 1 (docs/PROTOCOL.md section 9): a transaction one replica queued is
+/// lost with that replica, so under the old rule the liveness checker fires; under the new one
+/// the client is never told it is kept. A transaction that two replicas hold survives the crash
+/// of the one that admitted it, without resubmission.
+#[test]
+fn acknowledgement_by_f_plus_one() {
+    let lost = scenario("lost-without-resubmission.toml");
+    let mut config = lost.config().expect("config");
+    let report = run(lost.seed, &config);
+    assert_eq!(report.acknowledged_transactions, 1);
+    assert!(report
+        .violations
+        .iter()
+        .any(|violation| violation.invariant == "liveness"));
+    config.client.acknowledge = kasane_sim_net::config::Acknowledge::Held;
+    let report = run(lost.seed, &config);
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(
+        report.acknowledged_transactions, 0,
+        "one holder of f + 1 = 2 acknowledged"
+    );
+
+    let kept = scenario("acknowledged-survives-crash.toml");
+    let report = run(kept.seed, &kept.config().expect("config"));
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(report.acknowledged_transactions, 1);
+    assert_eq!(report.committed_transactions, 1);
+}

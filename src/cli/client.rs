@@ -36,6 +36,12 @@ pub enum ClientCommand {
         /// Payload nonce (default: the current time in milliseconds, truncated).
         #[arg(long)]
         nonce: Option<u32>,
+        /// Answer once the transaction is in a committed block, with its height, outcome and
+        /// Merkle proof (checked here against the block's header); fail after `--timeout-ms`.
+        #[arg(long)]
+        wait_commit: bool,
+        #[arg(long, default_value_t = 10_000, requires = "wait_commit")]
+        timeout_ms: u64,
     },
     /// The node's status.
     Status,
@@ -119,6 +125,8 @@ pub fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 to,
                 amount,
                 nonce,
+                wait_commit,
+                timeout_ms,
             } => {
                 let status = client.status().await?;
                 let chain: ChainId = status["chain"]
@@ -128,9 +136,25 @@ pub fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
                     .map_err(|error| anyhow::anyhow!("chain id: {error}"))?;
                 let nonce = nonce.unwrap_or(now_ms() as u32);
                 let transaction = transfer(&chain, from, to, amount, nonce, now_ms());
-                match client.submit(vec![transaction]).await? {
-                    Submitted::Answered(response) => Ok(serde_json::to_value(response)?),
+                let query = if wait_commit {
+                    format!("?wait=commit&timeout_ms={timeout_ms}")
+                } else {
+                    String::new()
+                };
+                match client.submit_with(vec![transaction], &query).await? {
+                    Submitted::Answered(response) => {
+                        let mut value = serde_json::to_value(&response)?;
+                        for (index, result) in response.results.iter().enumerate() {
+                            if let Some(inclusion) = &result.block {
+                                let block = client.get_json(&format!("/v1/blocks/{}", inclusion.height)).await?;
+                                check_proof(&block, &inclusion.proof)?;
+                                value["results"][index]["block"]["verified"] = json!(true);
+                            }
+                        }
+                        Ok(value)
+                    }
                     Submitted::QueueFull => bail!("the node's queue is full; retry later"),
+                    Submitted::NotHeld(answer) => bail!("not acknowledged: {answer}"),
                 }
             }
             ClientCommand::Status => client.status().await,

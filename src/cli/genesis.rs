@@ -240,6 +240,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
                 admin_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin_port),
                 body_bytes_max: 8 << 20,
                 queue_capacity: args.queue_capacity,
+                hold_wait_ms: 2_000,
             },
             consensus: consensus.clone(),
             kura: KuraSection {

@@ -20,6 +20,9 @@ pub enum Submitted {
     Answered(SubmitResponse),
     /// 503: the node's queue is full.
     QueueFull,
+    /// 503: admitted, but f + 1 validators did not hold the transactions in time; they may
+    /// still commit, and resubmitting them is safe. The node's message.
+    NotHeld(String),
 }
 
 impl ApiClient {
@@ -94,7 +97,12 @@ impl ApiClient {
 
     /// POSTs transactions as one postcard batch.
     pub async fn submit(&self, transactions: Vec<SignedTransaction>) -> anyhow::Result<Submitted> {
-        let url = format!("{}/v1/transactions", self.base);
+        self.submit_with(transactions, "").await
+    }
+
+    /// [`ApiClient::submit`] with a query (`?wait=commit&timeout_ms=...`, docs/API.md).
+    pub async fn submit_with(&self, transactions: Vec<SignedTransaction>, query: &str) -> anyhow::Result<Submitted> {
+        let url = format!("{}/v1/transactions{query}", self.base);
         let body = codec::encode(&TransactionBatch(transactions));
         let response = self
             .client
@@ -111,6 +119,9 @@ impl ApiClient {
             .with_context(|| format!("POST {url}: reading the body"))?;
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && text.contains("queue_full") {
             return Ok(Submitted::QueueFull);
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && text.contains("not_held") {
+            return Ok(Submitted::NotHeld(text));
         }
         if !status.is_success() {
             bail!("POST {url}: {status}: {text}");

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 
+use super::commit_wait::Wait;
 use super::runtime::{Command, Shared};
 use super::state::{Metrics, TxState};
 use super::verifier::preverify_transactions;
@@ -48,6 +49,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// More fields of the error object, when there is more to say than the message.
+    details: Option<Value>,
 }
 
 impl ApiError {
@@ -56,10 +59,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    /// This error with `details` (a JSON object) merged into its error object.
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
@@ -67,7 +77,7 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn unavailable() -> ApiError {
+    pub(super) fn unavailable() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -78,7 +88,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(Value::Object(details)), Value::Object(fields)) = (self.details, &mut error) {
+            fields.extend(details);
+        }
+        let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }
@@ -193,6 +207,9 @@ pub struct SubmitResult {
     pub accepted: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// With `?wait=commit`: the committed block that holds it, its outcome and its proof.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub block: Option<super::commit_wait::Inclusion>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -215,7 +232,13 @@ impl Drop for Admitting<'_> {
     }
 }
 
-async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Body) -> ApiResult {
+async fn submit(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult {
+    let wait = Wait::parse(query.as_deref())?;
     let body = body_bytes(body, shared.body_bytes_max).await?;
     let transactions = parse_transactions(&headers, &body)?;
     // Admission bounds what waits in the queue by the queue's capacity, and, separately, what
@@ -252,17 +275,26 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
     .await
     .map_err(|_| ApiError::unavailable())?;
     let hashes: Vec<TransactionHashes> = prepared.iter().map(|prepared| prepared.hashes).collect();
+    // Subscribed before the transactions go in, so no commit is missed.
+    let commits = wait.commit.then(|| shared.events.subscribe());
     let (reply, answer) = oneshot::channel();
+    let (held, acknowledged) = oneshot::channel();
     shared
         .commands
         .send(Command::Submit {
             transactions,
             prepared,
             reply,
+            held,
         })
         .await
         .map_err(|_| ApiError::unavailable())?;
-    let outcomes = answer.await.map_err(|_| ApiError::unavailable())?;
+    let mut outcomes = answer.await.map_err(|_| ApiError::unavailable())?;
+    // A transaction is acknowledged once f + 1 validators hold it, not when this node queued it
+    // (docs/PROTOCOL.md section 9).
+    if outcomes.iter().any(Result::is_ok) {
+        acknowledge(&shared, &hashes, &mut outcomes, acknowledged).await?;
+    }
     Metrics::add(&shared.metrics.submitted, outcomes.len() as u64);
     let mut results = Vec::with_capacity(outcomes.len());
     {
@@ -278,19 +310,33 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
                 payload_hash: hash.payload.to_hex(),
                 accepted: outcome.is_ok(),
                 error: outcome.err(),
+                block: None,
             });
         }
     }
     let accepted = results.iter().filter(|result| result.accepted).count();
     Metrics::add(&shared.metrics.admission_refused, (results.len() - accepted) as u64);
-    if accepted == 0
-        && results.iter().all(|result| {
-            result
-                .error
-                .as_deref()
-                .is_some_and(|error| error.starts_with("the queue is full"))
-        })
-    {
+    let all_refused_for = |prefix: &str| {
+        accepted == 0
+            && results
+                .iter()
+                .all(|result| result.error.as_deref().is_some_and(|error| error.starts_with(prefix)))
+    };
+    if all_refused_for(NOT_HELD) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_held",
+            format!(
+                "{} within {} ms; they may still commit, and resubmitting them is safe",
+                results
+                    .first()
+                    .and_then(|result| result.error.clone())
+                    .unwrap_or_default(),
+                shared.hold_wait.as_millis()
+            ),
+        ));
+    }
+    if all_refused_for("the queue is full") {
         Metrics::add(&shared.metrics.queue_full_responses, 1);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -298,12 +344,51 @@ async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axu
             "the transaction queue is full; retry later",
         ));
     }
+    if let Some(commits) = commits {
+        if accepted > 0 {
+            super::commit_wait::wait_for_commit(&shared, &mut results, &hashes, commits, wait.timeout).await?;
+        }
+    }
     let response = SubmitResponse {
         accepted,
         rejected: results.len() - accepted,
         results,
     };
     Ok(Json(response).into_response())
+}
+
+/// How the error of an admitted transaction that was not acknowledged in time begins.
+const NOT_HELD: &str = "not held by f + 1 validators";
+
+/// Waits up to `api.hold_wait_ms` for every admitted transaction to be held by f + 1
+/// validators; those still short of it turn into errors that say how many hold them.
+async fn acknowledge(
+    shared: &Shared,
+    hashes: &[TransactionHashes],
+    outcomes: &mut [Result<(), String>],
+    acknowledged: oneshot::Receiver<()>,
+) -> Result<(), ApiError> {
+    if let Ok(Ok(())) = tokio::time::timeout(shared.hold_wait, acknowledged).await {
+        return Ok(());
+    }
+    let payloads: Vec<Hash> = hashes.iter().map(|hash| hash.payload).collect();
+    let holders = shared
+        .read(move |replica| {
+            payloads
+                .iter()
+                .map(|payload| replica.holders(payload))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .ok_or_else(ApiError::unavailable)?;
+    for (outcome, holders) in outcomes.iter_mut().zip(holders) {
+        // `None`: no longer counting, so held (or committed) by now.
+        if let (Ok(()), Some((held, needed))) = (&outcome, holders) {
+            Metrics::add(&shared.metrics.not_held, 1);
+            *outcome = Err(format!("{NOT_HELD} (held by {held} of the {needed} needed)"));
+        }
+    }
+    Ok(())
 }
 
 async fn transaction(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult {
@@ -393,7 +478,7 @@ pub fn block_json(committed: &CommittedBlock, hashes: &[(Hash, Hash)]) -> Value 
     })
 }
 
-async fn read_block(shared: &Shared, height: u64) -> Result<CommittedBlock, ApiError> {
+pub(super) async fn read_block(shared: &Shared, height: u64) -> Result<CommittedBlock, ApiError> {
     let read = shared
         .read(move |replica| (height >= 1 && height <= replica.kura().height()).then(|| replica.kura().read(height)))
         .await
@@ -462,7 +547,13 @@ async fn proof(State(shared): State<Arc<Shared>>, Path((height, tx_hash)): Path<
     let height = parse_height(&height)?;
     let tx_hash = parse_hash(&tx_hash)?;
     let committed = read_block(&shared, height).await?;
-    let hashes: Vec<Hash> = block_hashes(&shared, &committed)
+    Ok(Json(inclusion_json(&shared, &committed, tx_hash)?).into_response())
+}
+
+/// The Merkle inclusion proof of `tx_hash` in `committed`, as JSON.
+pub(super) fn inclusion_json(shared: &Shared, committed: &CommittedBlock, tx_hash: Hash) -> Result<Value, ApiError> {
+    let height = committed.block.header.height;
+    let hashes: Vec<Hash> = block_hashes(shared, committed)
         .into_iter()
         .map(|(transaction, _)| transaction)
         .collect();
@@ -476,7 +567,7 @@ async fn proof(State(shared): State<Arc<Shared>>, Path((height, tx_hash)): Path<
         .collect();
     let proof = merkle::inclusion_proof_from_leaf_hashes::<Blake2bMerkle>(&leaves, index)
         .map_err(|error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "proof_error", error.to_string()))?;
-    Ok(Json(json!({
+    Ok(json!({
         "height": height,
         "tx_hash": tx_hash.to_hex(),
         "leaf_index": proof.leaf_index,
@@ -484,7 +575,6 @@ async fn proof(State(shared): State<Arc<Shared>>, Path((height, tx_hash)): Path<
         "path": proof.path.iter().map(Hash::to_hex).collect::<Vec<_>>(),
         "tx_merkle_root": committed.block.header.tx_merkle_root.to_hex(),
     }))
-    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -792,6 +882,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "counter",
         "Submissions answered 503 because the queue was full.",
         Metrics::get(&metrics.queue_full_responses),
+    );
+    write_metric(
+        &mut out,
+        "kasane_transactions_not_held_total",
+        "counter",
+        "Admitted transactions not acknowledged: f + 1 validators did not hold them in time.",
+        Metrics::get(&metrics.not_held),
     );
     write_metric(
         &mut out,

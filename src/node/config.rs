@@ -61,6 +61,14 @@ pub struct ApiSection {
     /// Transactions waiting for a block before submissions get 503.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// How long a submission waits for f + 1 validators to hold its transactions before those
+    /// not yet held are answered as not acknowledged (docs/NODE.md, "Acknowledgement").
+    #[serde(default = "default_hold_wait_ms")]
+    pub hold_wait_ms: u64,
+}
+
+fn default_hold_wait_ms() -> u64 {
+    2_000
 }
 
 fn default_body_bytes_max() -> usize {
@@ -168,6 +176,10 @@ impl NodeConfig {
             "api.body_bytes_max must be at least 1024"
         );
         ensure!(self.api.queue_capacity > 0, "api.queue_capacity must be positive");
+        ensure!(
+            (1..=600_000).contains(&self.api.hold_wait_ms),
+            "api.hold_wait_ms must be between 1 and 600000"
+        );
         self.kura
             .fsync
             .parse::<kasane_kura::FsyncPolicy>()

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod byzantine;
+pub mod commit_wait;
 pub mod config;
 pub mod lock_file;
 pub mod runtime;
@@ -175,6 +176,7 @@ pub async fn run(
         metrics: Metrics::default(),
         transactions: Mutex::new(TxTable::new(TX_TABLE_ENTRIES)),
         queue_capacity: config.api.queue_capacity,
+        hold_wait: std::time::Duration::from_millis(config.api.hold_wait_ms),
         admitting: Default::default(),
         body_bytes_max: config.api.body_bytes_max,
         stop: stop_rx.clone(),

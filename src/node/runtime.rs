@@ -35,6 +35,9 @@ pub enum Command {
         /// Their hashes and signature checks, in order.
         prepared: Vec<PreparedTransaction>,
         reply: oneshot::Sender<Vec<Result<(), String>>>,
+        /// Fires once f + 1 validators hold every transaction admitted (or its block
+        /// committed); dropped unanswered when none was admitted.
+        held: oneshot::Sender<()>,
     },
 }
 
@@ -69,6 +72,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub transactions: Mutex<TxTable>,
     pub queue_capacity: usize,
+    /// `api.hold_wait_ms`.
+    pub hold_wait: Duration,
     /// Transactions of API requests between admission and the consensus task's answer.
     pub admitting: std::sync::atomic::AtomicUsize,
     pub body_bytes_max: usize,
@@ -155,6 +160,72 @@ pub struct Driver {
     loopback: VecDeque<Message>,
     /// Rewrites what leaves a node that is Byzantine on purpose.
     saboteur: Option<Saboteur>,
+    /// API requests waiting for their transactions to be held by f + 1 validators.
+    holding: HoldWaits,
+}
+
+/// API requests waiting for acknowledgement, by request, and the request of each transaction.
+#[derive(Debug, Default)]
+struct HoldWaits {
+    next: u64,
+    requests: std::collections::HashMap<u64, HoldWait>,
+    by_payload: std::collections::HashMap<kasane_model::Hash, u64>,
+}
+
+#[derive(Debug)]
+struct HoldWait {
+    remaining: Vec<kasane_model::Hash>,
+    done: oneshot::Sender<()>,
+}
+
+impl HoldWaits {
+    fn wait(&mut self, payloads: Vec<kasane_model::Hash>, done: oneshot::Sender<()>) {
+        if payloads.is_empty() {
+            return;
+        }
+        self.next += 1;
+        for payload in &payloads {
+            self.by_payload.insert(*payload, self.next);
+        }
+        self.requests.insert(
+            self.next,
+            HoldWait {
+                remaining: payloads,
+                done,
+            },
+        );
+    }
+
+    fn held(&mut self, payloads: &[kasane_model::Hash]) {
+        for payload in payloads {
+            let Some(id) = self.by_payload.remove(payload) else {
+                continue;
+            };
+            let Some(wait) = self.requests.get_mut(&id) else {
+                continue;
+            };
+            wait.remaining.retain(|waiting| waiting != payload);
+            if wait.remaining.is_empty() {
+                if let Some(wait) = self.requests.remove(&id) {
+                    let _ = wait.done.send(());
+                }
+            }
+        }
+    }
+
+    /// Forgets the requests whose client stopped waiting (the API answered on its timeout).
+    fn sweep(&mut self) {
+        let by_payload = &mut self.by_payload;
+        self.requests.retain(|_, wait| {
+            let waiting = !wait.done.is_closed();
+            if !waiting {
+                for payload in &wait.remaining {
+                    by_payload.remove(payload);
+                }
+            }
+            waiting
+        });
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -174,6 +245,7 @@ impl Driver {
             timer_sequence: 0,
             loopback: VecDeque::new(),
             saboteur: None,
+            holding: HoldWaits::default(),
         }
     }
 
@@ -224,9 +296,20 @@ impl Driver {
                 transactions,
                 prepared,
                 reply,
+                held,
             } => {
+                let payloads: Vec<kasane_model::Hash> =
+                    prepared.iter().map(|prepared| prepared.hashes.payload).collect();
                 let (results, out) =
                     tokio::task::block_in_place(|| self.replica.submit_prepared(now_ms(), transactions, prepared));
+                // Registered before the step's events are read, so no acknowledgement is missed.
+                let admitted = payloads
+                    .into_iter()
+                    .zip(&results)
+                    .filter(|(_, result)| result.is_ok())
+                    .map(|(payload, _)| payload)
+                    .collect();
+                self.holding.wait(admitted, held);
                 let _ = reply.send(results);
                 self.after_step(out);
             }
@@ -318,6 +401,7 @@ impl Driver {
                     tx_hashes,
                     rejections,
                 } => self.on_commit(height, hash, transactions, tx_hashes, rejections),
+                ReplicaEvent::Held { payloads } => self.holding.held(&payloads),
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");
@@ -335,6 +419,7 @@ impl Driver {
         tx_hashes: Vec<kasane_model::Hash>,
         rejections: Vec<(kasane_model::Hash, String)>,
     ) {
+        self.holding.sweep();
         let metrics = &self.shared.metrics;
         Metrics::add(&metrics.commits, 1);
         let rejected = rejections.len();

@@ -231,6 +231,9 @@ pub struct Metrics {
     pub submitted: AtomicU64,
     pub admission_refused: AtomicU64,
     pub queue_full_responses: AtomicU64,
+    /// Admitted transactions answered as not acknowledged: f + 1 validators did not hold them
+    /// within `api.hold_wait_ms`.
+    pub not_held: AtomicU64,
     /// Proposals received as digests and rebuilt from the queue, and those of them that needed
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,

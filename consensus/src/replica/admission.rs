@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Where admitted transactions came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// This replica's client: gossiped on, and counted until f + 1 validators hold them.
+    Client,
+    /// A peer's gossip: answered with [`Message::Held`] for what this replica now holds.
+    Peer(PublicKey),
+}
+
 impl<B: Backend + Sync> Replica<B> {
     /// Transactions from a client: checked, queued and gossiped. Returns each one's admission.
     pub fn submit(
@@ -11,7 +20,7 @@ impl<B: Backend + Sync> Replica<B> {
         transactions: Vec<SignedTransaction>,
     ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
         let mut out = Vec::new();
-        let results = self.admit(now_ms, transactions, None, true, &mut out);
+        let results = self.admit(now_ms, transactions, None, Source::Client, &mut out);
         (results, out)
     }
 
@@ -24,19 +33,19 @@ impl<B: Backend + Sync> Replica<B> {
         prepared: Vec<PreparedTransaction>,
     ) -> (Vec<Result<(), String>>, Vec<Outbound>) {
         let mut out = Vec::new();
-        let results = self.admit(now_ms, transactions, Some(prepared), true, &mut out);
+        let results = self.admit(now_ms, transactions, Some(prepared), Source::Client, &mut out);
         (results, out)
     }
 
     /// Checks signatures (in one batch) and limits, queues what passes, and gossips it when it
-    /// came from a client. `prepared`, when the host gives it, must match `transactions` one for
+    /// came from a client (counting its holders) or tells the peer it came from what is held. `prepared`, when the host gives it, must match `transactions` one for
     /// one; otherwise it is ignored and everything is computed here.
     pub(super) fn admit(
         &mut self,
         now_ms: u64,
         transactions: Vec<SignedTransaction>,
         prepared: Option<Vec<PreparedTransaction>>,
-        gossip: bool,
+        source: Source,
         out: &mut Vec<Outbound>,
     ) -> Vec<Result<(), String>> {
         let transactions: Vec<SignedTransaction> = transactions.into_iter().take(GOSSIP_TRANSACTIONS_MAX).collect();
@@ -45,8 +54,11 @@ impl<B: Backend + Sync> Replica<B> {
             .map(Vec::into_iter);
         let mut results = Vec::with_capacity(transactions.len());
         let mut accepted = 0usize;
+        let gossip = source == Source::Client;
         // Only a client's transactions are gossiped on; the rest move into the queue uncloned.
         let mut to_gossip = Vec::new();
+        // Payload hashes now held here: a client's, to count; a peer's, to tell it.
+        let mut held = Vec::new();
         for transaction in transactions {
             let PreparedTransaction {
                 hashes,
@@ -58,6 +70,7 @@ impl<B: Backend + Sync> Replica<B> {
                     hashes: transaction.hashes(),
                     signatures_verified: false,
                 });
+            let payload = hashes.payload;
             let result = self
                 .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
@@ -70,6 +83,10 @@ impl<B: Backend + Sync> Replica<B> {
                             other => other.to_string(),
                         })
                 });
+            // A peer's copy already queued here (or committed) is held all the same.
+            if result.is_ok() || (source != Source::Client && self.holds(now_ms, &payload)) {
+                held.push(payload);
+            }
             results.push(result.map(|copy| {
                 accepted += 1;
                 to_gossip.extend(copy);
@@ -79,6 +96,14 @@ impl<B: Backend + Sync> Replica<B> {
             out.push(Outbound::Broadcast {
                 message: Message::Transactions(to_gossip),
             });
+        }
+        match source {
+            Source::Client => self.count_holders(now_ms, held),
+            Source::Peer(from) if !held.is_empty() && from != self.key.public_key() => out.push(Outbound::Send {
+                to: from,
+                message: Message::Held(held),
+            }),
+            Source::Peer(_) => {}
         }
         if accepted > 0 {
             let effects = self.core.step(Input::QueueLength(self.queue.len()));
@@ -106,5 +131,40 @@ impl<B: Backend + Sync> Replica<B> {
         let messages = SigningMessages::for_payload_hash(&hashes.payload);
         let items: Vec<SignedMessage> = messages.items(transaction).collect();
         verify_batch(&mut self.cache, &items).map_err(|error| error.to_string())
+    }
+
+    /// Whether this replica holds `payload`: queued, or committed.
+    fn holds(&self, now_ms: u64, payload: &Hash) -> bool {
+        self.queue.contains(payload) || self.wsv.is_committed_payload(payload, now_ms)
+    }
+
+    /// Starts counting holders for a client's admitted transactions (this replica is one when
+    /// it is a validator); in a cluster of one they are acknowledged at once.
+    fn count_holders(&mut self, now_ms: u64, payloads: Vec<Hash>) {
+        let me = self.key.public_key();
+        let needed = self.holders_needed();
+        let validator = self.core.topology().contains(&me);
+        let acknowledged: Vec<Hash> = payloads
+            .into_iter()
+            .filter(|payload| {
+                self.holding
+                    .wait(now_ms, *payload, validator.then_some(me).into_iter().collect(), needed)
+            })
+            .collect();
+        if !acknowledged.is_empty() {
+            self.events.push(ReplicaEvent::Held { payloads: acknowledged });
+        }
+    }
+
+    /// A peer holds some of this replica's clients' transactions; only validators count.
+    pub(super) fn on_held(&mut self, from: PublicKey, payloads: &[Hash]) {
+        if !self.core.topology().contains(&from) {
+            return;
+        }
+        let payloads = &payloads[..payloads.len().min(GOSSIP_TRANSACTIONS_MAX)];
+        let acknowledged = self.holding.held_by(from, payloads, self.holders_needed());
+        if !acknowledged.is_empty() {
+            self.events.push(ReplicaEvent::Held { payloads: acknowledged });
+        }
     }
 }

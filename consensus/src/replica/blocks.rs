@@ -146,6 +146,16 @@ impl<B: Backend + Sync> Replica<B> {
         };
         let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
         self.queue.remove_payloads(&payloads);
+        // The chain holds what it committed: a client's transaction still counting holders is
+        // acknowledged now.
+        let settled: Vec<Hash> = payloads
+            .iter()
+            .filter(|payload| self.holding.settle(payload))
+            .copied()
+            .collect();
+        if !settled.is_empty() {
+            self.events.push(ReplicaEvent::Held { payloads: settled });
+        }
         self.validated.clear();
         self.wire.retain(&self.wsv.validators(), height + 1);
         self.events.push(ReplicaEvent::Committed {

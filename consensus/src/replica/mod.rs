@@ -13,6 +13,7 @@ use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransa
 use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
+use crate::holding::Holding;
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
 use crate::message::{Message, Proposal, ProposalDigest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
@@ -59,6 +60,11 @@ pub enum ReplicaEvent {
     ViewChanged {
         height: u64,
         view: u64,
+    },
+    /// Transactions this replica's clients submitted are acknowledged: f + 1 validators hold
+    /// each, or its block committed (docs/PROTOCOL.md section 9).
+    Held {
+        payloads: Vec<Hash>,
     },
 }
 
@@ -126,9 +132,12 @@ pub struct Replica<B: Backend + Sync> {
     /// Proposals travel as digests (the wire protocol, `wire.rs`).
     wire: Wire,
     digest_proposals: bool,
+    /// Who holds each of this replica's clients' transactions, until f + 1 validators do.
+    holding: Holding,
 }
 
 mod admission;
+use admission::Source;
 mod blocks;
 
 impl<B: Backend + Sync> std::fmt::Debug for Replica<B> {
@@ -190,6 +199,7 @@ impl<B: Backend + Sync> Replica<B> {
             events: Vec::new(),
             wire: Wire::default(),
             digest_proposals: true,
+            holding: Holding::default(),
         }
     }
 
@@ -217,6 +227,19 @@ impl<B: Backend + Sync> Replica<B> {
     /// then find them done.
     pub fn key_cache(&self) -> KeyCache {
         self.cache.clone()
+    }
+
+    /// For a client's transaction still counting holders: how many validators hold it, and how
+    /// many must (f + 1). `None` once it is acknowledged, committed or forgotten.
+    pub fn holders(&self, payload: &Hash) -> Option<(usize, usize)> {
+        self.holding
+            .holders(payload)
+            .map(|holders| (holders, self.holders_needed()))
+    }
+
+    /// f + 1 of the current validators: any f + 1 include one that is not faulty.
+    pub fn holders_needed(&self) -> usize {
+        self.core.topology().max_faulty() + 1
     }
 
     /// Whether a transaction with this payload hash waits in the queue.
@@ -275,8 +298,12 @@ impl<B: Backend + Sync> Replica<B> {
                     _ => None,
                 };
                 let mut out = Vec::new();
-                self.admit(now_ms, transactions, prepared, false, &mut out);
+                self.admit(now_ms, transactions, prepared, Source::Peer(from), &mut out);
                 return out;
+            }
+            Message::Held(payloads) => {
+                self.on_held(from, &payloads);
+                return Vec::new();
             }
             Message::ProposalDigest(digest) => return self.on_digest(now_ms, from, *digest, None),
             Message::TransactionsWanted { block, transactions } => {

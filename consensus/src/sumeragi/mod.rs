@@ -409,7 +409,8 @@ impl Sumeragi {
             Message::Transactions(_)
             | Message::ProposalDigest(_)
             | Message::TransactionsWanted { .. }
-            | Message::TransactionsFound { .. } => return self.drop_message(DropReason::Unexpected),
+            | Message::TransactionsFound { .. }
+            | Message::Held(_) => return self.drop_message(DropReason::Unexpected),
             _ => {}
         }
         if !self.topology.contains(&from) {

@@ -23,7 +23,15 @@ impl<'c> Simulation<'c> {
             }
             let node = live.swap_remove(self.rng.below(live.len() as u64) as usize);
             let transaction = submission.transaction.clone();
-            self.step(node, |replica, now| replica.submit(now, vec![transaction]).1);
+            let mut queued = false;
+            self.step(node, |replica, now| {
+                let (results, out) = replica.submit(now, vec![transaction]);
+                queued = results.iter().all(Result::is_ok);
+                out
+            });
+            if queued && self.config.client.acknowledge == Acknowledge::Local {
+                self.acknowledged.insert(payload);
+            }
         }
         if self.config.client.resubmit {
             let retry_at = self.now + CLIENT_RETRY_MS;

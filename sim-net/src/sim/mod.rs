@@ -19,7 +19,7 @@ use kasane_wsv::PluginRegistry;
 use crate::byzantine::{Coalition, Mischief};
 use crate::checker::{Checker, Violation};
 use crate::client::{self, Submission, CLIENT_ACCOUNTS};
-use crate::config::{Behaviour, FaultKind, SimConfig};
+use crate::config::{Acknowledge, Behaviour, FaultKind, SimConfig};
 use crate::oracle::{CoreView, Oracle};
 use crate::rng::Rng;
 use crate::twins::{round_of, TWIN_CLOCK_OFFSET_MS};
@@ -54,6 +54,8 @@ pub struct SimReport {
     pub height: u64,
     pub committed_transactions: usize,
     pub submitted_transactions: usize,
+    /// Of those, how many the client was told are acknowledged.
+    pub acknowledged_transactions: usize,
     pub view_changes: u64,
     pub messages: u64,
     /// Messages sent, by kind (`Message::kind`).
@@ -96,6 +98,8 @@ struct Simulation<'c> {
     /// Instances whose lock record was lost.
     amnesiac: BTreeSet<usize>,
     submitted: BTreeMap<Hash, u64>,
+    /// Submitted transactions the client was told are acknowledged (`ClientConfig::acknowledge`).
+    acknowledged: BTreeSet<Hash>,
     /// Client submissions not yet made.
     submissions_pending: usize,
     /// Membership changes not yet sent, in order; each waits for the one before to be decided.
@@ -175,6 +179,7 @@ impl<'c> Simulation<'c> {
             coalition: Coalition::default(),
             amnesiac: BTreeSet::new(),
             submitted: BTreeMap::new(),
+            acknowledged: BTreeSet::new(),
             submissions_pending: workload.submissions.len(),
             membership: Default::default(),
             membership_last: None,
@@ -259,8 +264,8 @@ impl<'c> Simulation<'c> {
         }
         if self.config.check_liveness && self.checker.violations.is_empty() && self.oracle.violations.is_empty() {
             let heights = self.honest_heights();
-            let submitted: BTreeSet<Hash> = self.submitted.keys().copied().collect();
-            self.checker.check_liveness(self.now, &submitted, &heights);
+            let (promised, what) = self.promised();
+            self.checker.check_liveness(self.now, &promised, what, &heights);
         }
     }
 
@@ -279,14 +284,24 @@ impl<'c> Simulation<'c> {
             .collect()
     }
 
+    /// What must be decided: a resubmitting client's every transaction (it keeps trying), or
+    /// else every acknowledged one; and what to call them.
+    fn promised(&self) -> (BTreeSet<Hash>, &'static str) {
+        if self.config.client.resubmit {
+            (self.submitted.keys().copied().collect(), "submitted")
+        } else {
+            (self.acknowledged.clone(), "acknowledged")
+        }
+    }
+
     /// Everything submitted is decided and every honest replica is at the top.
     fn settled(&self) -> bool {
         if self.submissions_pending > 0 || !self.membership.is_empty() {
             return false;
         }
-        let submitted: BTreeSet<Hash> = self.submitted.keys().copied().collect();
+        let (promised, _) = self.promised();
         let top = self.checker.chain().keys().next_back().copied().unwrap_or(1);
-        self.checker.all_decided(&submitted) && self.honest_heights().values().all(|height| *height >= top)
+        self.checker.all_decided(&promised) && self.honest_heights().values().all(|height| *height >= top)
     }
 
     fn handle(&mut self, event: Event) {
@@ -366,6 +381,7 @@ impl<'c> Simulation<'c> {
             height: self.checker.chain().keys().next_back().copied().unwrap_or(1),
             committed_transactions: self.checker.decided_transactions(),
             submitted_transactions: self.submitted.len(),
+            acknowledged_transactions: self.acknowledged.len(),
             view_changes: self.view_changes,
             messages: self.messages,
             messages_by_kind: self.messages_by_kind.clone(),

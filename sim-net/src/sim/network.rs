@@ -58,6 +58,9 @@ impl<'c> Simulation<'c> {
                     }
                     self.checker.on_commit(self.now, node, height, hash, &transactions);
                 }
+                ReplicaEvent::Held { payloads } if honest && self.config.client.acknowledge == Acknowledge::Held => {
+                    self.acknowledged.extend(payloads);
+                }
                 ReplicaEvent::ViewChanged { height, view } if honest => {
                     self.view_changes += 1;
                     if !self.amnesiac.contains(&node) {

@@ -467,6 +467,8 @@ async fn submit_all(node: &Chain, transactions: Vec<SignedTransaction>) -> anyho
                     ensure!(Instant::now() < deadline, "the node's queue stayed full");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                // Admitted but not yet held by f + 1; the wait for the setup's commits decides.
+                Submitted::NotHeld(_) => break,
                 Submitted::Answered(response) => {
                     let refused: Vec<&String> = response
                         .results

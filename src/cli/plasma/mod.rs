@@ -312,6 +312,8 @@ impl Chain {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Submitted::QueueFull => bail!("the node's queue stayed full for {COMMIT_WAIT:?}"),
+                // Admitted but not yet held by f + 1: it may still commit; its outcome decides.
+                Submitted::NotHeld(_) => break,
                 Submitted::Answered(response) => {
                     if let Some(error) = response.results.first().and_then(|result| result.error.clone()) {
                         return Ok(Err(error));

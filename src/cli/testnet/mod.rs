@@ -851,7 +851,7 @@ impl Runner {
                 ok: report.ok,
                 detail: format!(
                     "accepted {}, committed {}, rejected in block {}, outcome unknown {}, duplicates {}, missing {} \
-                     (submitted {}, refused {}, queue full {}, not sent {})",
+                     (submitted {}, refused {}, queue full {}, not held by f + 1 {}, not sent {})",
                     report.accepted,
                     report.committed,
                     report.rejected_in_block,
@@ -861,6 +861,7 @@ impl Runner {
                     report.submitted,
                     report.rejected,
                     report.queue_full,
+                    report.not_held,
                     report.not_sent
                 ),
             },
@@ -870,6 +871,25 @@ impl Runner {
                 detail: format!("the load failed: {error:#}"),
             },
         });
+
+        // A run is only as good as the load it carried: a generator held back by its bound on
+        // requests in flight (or by failing requests) has not tested what it offered.
+        if let Ok(report) = &load_report {
+            let fraction = report.submitted as f64 / report.generated.max(1) as f64;
+            checks.push(Check {
+                name: "the load generator sent at least 95% of what it offered",
+                ok: fraction >= 0.95,
+                detail: format!(
+                    "sent {} of {} generated ({:.1}%), {:.0} tx/s sent over {} s; not sent {}",
+                    report.submitted,
+                    report.generated,
+                    100.0 * fraction,
+                    report.submitted as f64 / report.duration_secs.max(1) as f64,
+                    report.duration_secs,
+                    report.not_sent
+                ),
+            });
+        }
 
         let slow: Vec<String> = self
             .records

@@ -1,0 +1,130 @@
+//! Acknowledgement by f + 1 (docs/PROTOCOL.md section 9): a client's transaction counts as
+//! acknowledged once f + 1 validators hold it in their queues, so no crash of f replicas can
+//! lose it. The replica that admitted it gossips it; every replica that then holds it answers
+//! [`crate::Message::Held`]; this table counts the answers.
+//!
+//! Holding is memory, not disk: a holder that crashes forgets. The promise is the one a quorum
+//! system makes: with at most f replicas down at once before the block that holds it commits, at
+//! least one holder is up, and R18 (gossip again on every view timeout) and R4 (a leader proposes
+//! its oldest queued transactions) carry the transaction from that holder into a block.
+
+use std::collections::{HashMap, VecDeque};
+
+use kasane_model::{Hash, PublicKey};
+
+/// How long a transaction waits for its holders before the table forgets it. The host answers
+/// its client long before (a few seconds); this only bounds the table when peers never answer.
+pub const HOLD_WAIT_MS_MAX: u64 = 30_000;
+
+/// The admitting replica's count of who holds each of its clients' transactions.
+#[derive(Debug, Default)]
+pub struct Holding {
+    /// Payload hash -> when it was added and the validators known to hold it (the admitting
+    /// replica among them when it is a validator). Only transactions not yet held by enough.
+    waiting: HashMap<Hash, (u64, Vec<PublicKey>)>,
+    /// When each entry was added, oldest first, to forget entries past [`HOLD_WAIT_MS_MAX`].
+    /// Entries that left `waiting` stay until they reach the front or the deque is compacted.
+    added: VecDeque<(u64, Hash)>,
+}
+
+impl Holding {
+    /// Starts counting for `payload`, held so far by `holders`. Returns true when that is already
+    /// `needed` (a cluster of one): the transaction is acknowledged at once and not kept.
+    pub fn wait(&mut self, now_ms: u64, payload: Hash, holders: Vec<PublicKey>, needed: usize) -> bool {
+        self.forget_older_than(now_ms.saturating_sub(HOLD_WAIT_MS_MAX));
+        if holders.len() >= needed {
+            return true;
+        }
+        self.waiting.insert(payload, (now_ms, holders));
+        self.added.push_back((now_ms, payload));
+        if self.added.len() > 2 * self.waiting.len() + 1_024 {
+            let mut live: Vec<(u64, Hash)> = self.waiting.iter().map(|(payload, (at, _))| (*at, *payload)).collect();
+            live.sort_unstable();
+            self.added = live.into();
+        }
+        false
+    }
+
+    /// `from`, a validator, holds `payloads`. Returns those that reach `needed` holders with it,
+    /// in the order given; they leave the table.
+    pub fn held_by(&mut self, from: PublicKey, payloads: &[Hash], needed: usize) -> Vec<Hash> {
+        let mut done = Vec::new();
+        for payload in payloads {
+            let Some((_, holders)) = self.waiting.get_mut(payload) else {
+                continue;
+            };
+            if !holders.contains(&from) {
+                holders.push(from);
+            }
+            if holders.len() >= needed {
+                self.waiting.remove(payload);
+                done.push(*payload);
+            }
+        }
+        done
+    }
+
+    /// Removes `payload` (its block committed: the chain holds it). Returns whether it was
+    /// waiting.
+    pub fn settle(&mut self, payload: &Hash) -> bool {
+        self.waiting.remove(payload).is_some()
+    }
+
+    /// How many validators are known to hold `payload`, while it waits.
+    pub fn holders(&self, payload: &Hash) -> Option<usize> {
+        self.waiting.get(payload).map(|(_, holders)| holders.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    fn forget_older_than(&mut self, cutoff_ms: u64) {
+        while let Some(&(at, payload)) = self.added.front() {
+            if at >= cutoff_ms {
+                break;
+            }
+            self.added.pop_front();
+            // Only the entry of that time: the payload may have left and come back since.
+            if self.waiting.get(&payload).is_some_and(|(added, _)| *added == at) {
+                self.waiting.remove(&payload);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kasane_model::KeyPair;
+
+    fn key(seed: u8) -> PublicKey {
+        KeyPair::derive(b"holding", u64::from(seed)).public_key()
+    }
+
+    #[test]
+    fn counts_distinct_holders_and_forgets_the_old() {
+        let mut holding = Holding::default();
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        assert!(holding.wait(0, Hash::of(b"solo"), vec![key(1)], 1));
+        assert!(!holding.wait(0, a, vec![key(1)], 2));
+        assert!(!holding.wait(10, b, vec![key(1)], 2));
+        // The same holder twice is one holder.
+        assert!(holding.held_by(key(1), &[a], 2).is_empty());
+        assert_eq!(holding.holders(&a), Some(1));
+        assert_eq!(holding.held_by(key(2), &[a, b], 2), vec![a, b]);
+        assert!(holding.is_empty());
+        assert!(!holding.wait(20, a, vec![key(1)], 2));
+        assert!(holding.settle(&a));
+        assert!(!holding.settle(&a));
+        assert!(!holding.wait(30, b, vec![key(1)], 2));
+        // Past the wait, an entry is forgotten at the next wait.
+        holding.wait(30 + HOLD_WAIT_MS_MAX + 1, a, vec![key(1)], 2);
+        assert_eq!(holding.holders(&b), None);
+        assert_eq!(holding.holders(&a), Some(1));
+    }
+}
