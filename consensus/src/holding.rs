@@ -8,7 +8,9 @@
 //! least one holder is up, and R18 (gossip again on every view timeout) and R4 (a leader proposes
 //! its oldest queued transactions) carry the transaction from that holder into a block.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use ahash::AHashMap as HashMap;
 
 use kasane_model::{Hash, PublicKey};
 
@@ -30,11 +32,12 @@ pub struct Holding {
 impl Holding {
     /// Starts counting for `payload`, held so far by `holders`. Returns true when that is already
     /// `needed` (a cluster of one): the transaction is acknowledged at once and not kept.
-    pub fn wait(&mut self, now_ms: u64, payload: Hash, holders: Vec<PublicKey>, needed: usize) -> bool {
+    pub fn wait(&mut self, now_ms: u64, payload: Hash, mut holders: Vec<PublicKey>, needed: usize) -> bool {
         self.forget_older_than(now_ms.saturating_sub(HOLD_WAIT_MS_MAX));
         if holders.len() >= needed {
             return true;
         }
+        holders.reserve_exact(needed.saturating_sub(holders.len()));
         self.waiting.insert(payload, (now_ms, holders));
         self.added.push_back((now_ms, payload));
         if self.added.len() > 2 * self.waiting.len() + 1_024 {

@@ -250,7 +250,7 @@ async fn submit(
     // it executes a block; a tighter one refused load the node then went on to carry.
     let queued = shared.status.borrow().queue_len;
     let in_flight = shared.admitting.fetch_add(transactions.len(), Ordering::AcqRel);
-    let _admitting = Admitting {
+    let admitting = Admitting {
         counter: &shared.admitting,
         count: transactions.len(),
     };
@@ -290,30 +290,37 @@ async fn submit(
         .await
         .map_err(|_| ApiError::unavailable())?;
     let mut outcomes = answer.await.map_err(|_| ApiError::unavailable())?;
+    // Admitted (or refused): from here on they count in the queue, not as being admitted, so a
+    // request waiting for its holders or its commit does not hold back the admission of others.
+    drop(admitting);
+    // What this node did with each, recorded now (its commit may come before the holders).
+    {
+        let now = std::time::Instant::now();
+        let mut table = shared.transactions.lock().map_err(|_| ApiError::unavailable())?;
+        for (outcome, hash) in outcomes.iter().zip(&hashes) {
+            match outcome {
+                Ok(()) => table.queued(hash.payload, hash.transaction, now),
+                Err(reason) => table.refused(hash.payload, hash.transaction, reason.clone()),
+            }
+        }
+    }
     // A transaction is acknowledged once f + 1 validators hold it, not when this node queued it
-    // (docs/PROTOCOL.md section 9).
+    // (docs/PROTOCOL.md section 7.1).
     if outcomes.iter().any(Result::is_ok) {
         acknowledge(&shared, &hashes, &mut outcomes, acknowledged).await?;
     }
     Metrics::add(&shared.metrics.submitted, outcomes.len() as u64);
-    let mut results = Vec::with_capacity(outcomes.len());
-    {
-        let now = std::time::Instant::now();
-        let mut table = shared.transactions.lock().map_err(|_| ApiError::unavailable())?;
-        for (outcome, hash) in outcomes.into_iter().zip(&hashes) {
-            match &outcome {
-                Ok(()) => table.queued(hash.payload, hash.transaction, now),
-                Err(reason) => table.refused(hash.payload, hash.transaction, reason.clone()),
-            }
-            results.push(SubmitResult {
-                hash: hash.transaction.to_hex(),
-                payload_hash: hash.payload.to_hex(),
-                accepted: outcome.is_ok(),
-                error: outcome.err(),
-                block: None,
-            });
-        }
-    }
+    let mut results: Vec<SubmitResult> = outcomes
+        .into_iter()
+        .zip(&hashes)
+        .map(|(outcome, hash)| SubmitResult {
+            hash: hash.transaction.to_hex(),
+            payload_hash: hash.payload.to_hex(),
+            accepted: outcome.is_ok(),
+            error: outcome.err(),
+            block: None,
+        })
+        .collect();
     let accepted = results.iter().filter(|result| result.accepted).count();
     Metrics::add(&shared.metrics.admission_refused, (results.len() - accepted) as u64);
     let all_refused_for = |prefix: &str| {

@@ -168,13 +168,16 @@ pub struct Driver {
 #[derive(Debug, Default)]
 struct HoldWaits {
     next: u64,
-    requests: std::collections::HashMap<u64, HoldWait>,
-    by_payload: std::collections::HashMap<kasane_model::Hash, u64>,
+    requests: ahash::AHashMap<u64, HoldWait>,
+    by_payload: ahash::AHashMap<kasane_model::Hash, u64>,
 }
 
 #[derive(Debug)]
 struct HoldWait {
-    remaining: Vec<kasane_model::Hash>,
+    /// Transactions of the request not yet acknowledged (each payload is in `by_payload` until
+    /// it is, so a count is enough).
+    remaining: usize,
+    payloads: Vec<kasane_model::Hash>,
     done: oneshot::Sender<()>,
 }
 
@@ -190,7 +193,8 @@ impl HoldWaits {
         self.requests.insert(
             self.next,
             HoldWait {
-                remaining: payloads,
+                remaining: payloads.len(),
+                payloads,
                 done,
             },
         );
@@ -204,8 +208,8 @@ impl HoldWaits {
             let Some(wait) = self.requests.get_mut(&id) else {
                 continue;
             };
-            wait.remaining.retain(|waiting| waiting != payload);
-            if wait.remaining.is_empty() {
+            wait.remaining -= 1;
+            if wait.remaining == 0 {
                 if let Some(wait) = self.requests.remove(&id) {
                     let _ = wait.done.send(());
                 }
@@ -216,11 +220,13 @@ impl HoldWaits {
     /// Forgets the requests whose client stopped waiting (the API answered on its timeout).
     fn sweep(&mut self) {
         let by_payload = &mut self.by_payload;
-        self.requests.retain(|_, wait| {
+        self.requests.retain(|id, wait| {
             let waiting = !wait.done.is_closed();
             if !waiting {
-                for payload in &wait.remaining {
-                    by_payload.remove(payload);
+                for payload in &wait.payloads {
+                    if by_payload.get(payload) == Some(id) {
+                        by_payload.remove(payload);
+                    }
                 }
             }
             waiting
