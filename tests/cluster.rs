@@ -393,6 +393,7 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
         seed: Some(7),
         json: None,
         quiet: true,
+        last_acknowledger: None,
     };
     let load = tokio::spawn(async move { load(&args).await });
     tokio::time::sleep(Duration::from_secs(2)).await;

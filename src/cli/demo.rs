@@ -97,6 +97,7 @@ fn exercise(args: &DemoArgs, dir: &std::path::Path, urls: &[String]) -> anyhow::
         seed: None,
         json: None,
         quiet: false,
+        last_acknowledger: None,
     };
     println!(
         "demo: load of {} transfers/s for {} s across {} nodes",

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,10 @@ pub struct LoadArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Where the generator writes the index (in `node`) of the last node that acknowledged a
+    /// transaction, for a fault runner that kills that node.
+    #[arg(skip)]
+    pub last_acknowledger: Option<Arc<AtomicUsize>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,6 +375,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         let client = clients[target].clone();
         let (sent, task_counters, task_in_flight) = (sent.clone(), counters.clone(), in_flight[target].clone());
         let resting = resting_until[target].clone();
+        let last_acknowledger = args.last_acknowledger.clone();
         task_in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let (counters, in_flight) = (task_counters, task_in_flight);
@@ -387,6 +392,9 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             };
             match result {
                 Ok(Submitted::Answered(response)) => {
+                    if let (Some(last), true) = (&last_acknowledger, response.accepted > 0) {
+                        last.store(target, Ordering::Relaxed);
+                    }
                     for (hash, result) in hashes.iter().zip(&response.results) {
                         if result.accepted {
                             counters.accepted.fetch_add(1, Ordering::Relaxed);

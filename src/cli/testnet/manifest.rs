@@ -134,7 +134,8 @@ pub struct Perturbation {
     /// Seconds after the load starts.
     pub at_s: f64,
     pub kind: Kind,
-    /// The node: a name, or "leader" for whichever node leads when the perturbation starts.
+    /// The node: a name, "leader" for whichever node leads when the perturbation starts, or
+    /// "last-acknowledger" for the node that last acknowledged a transaction to the load.
     pub node: Option<String>,
     /// For delay: the nodes whose incoming messages are delayed (default: every node).
     #[serde(default)]
@@ -154,6 +155,9 @@ pub struct Perturbation {
 pub enum Target {
     Node(usize),
     Leader,
+    /// The node that last acknowledged a transaction to the load generator (`node =
+    /// "last-acknowledger"`): the one whose death would lose what only it held.
+    LastAcknowledger,
     /// Every node (partition) or the listed ones (delay).
     Nodes(Vec<usize>),
     Groups(Vec<Vec<usize>>),
@@ -376,6 +380,7 @@ impl TestnetManifest {
                 match entry.node.as_deref() {
                     None => bail!("needs node = \"node-N\" or \"leader\""),
                     Some("leader") => Ok(Target::Leader),
+                    Some("last-acknowledger") => Ok(Target::LastAcknowledger),
                     Some(name) => Ok(Target::Node(self.index_of(name)?)),
                 }
             }

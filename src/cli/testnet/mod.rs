@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -177,6 +178,10 @@ struct Runner {
     /// Nodes that exited without being told to, with the end of their logs.
     unexpected_exits: Vec<String>,
     started: Instant,
+    /// The load generator's last acknowledging node, as an index of `load_nodes`.
+    last_acknowledger: Arc<std::sync::atomic::AtomicUsize>,
+    /// The nodes the load is sent to, in the generator's order.
+    load_nodes: Vec<usize>,
 }
 
 impl Drop for Runner {
@@ -294,6 +299,8 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
         unexpected_exits: Vec::new(),
         started: Instant::now(),
         manifest,
+        last_acknowledger: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
+        load_nodes: Vec::new(),
     };
     for index in 0..runner.nodes.len() {
         runner.start_node(index)?;
@@ -503,7 +510,11 @@ impl Runner {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let leader = if step.target == Target::Leader { " (leader)" } else { "" };
+        let leader = match step.target {
+            Target::Leader => " (leader)",
+            Target::LastAcknowledger => " (last acknowledger)",
+            _ => "",
+        };
         match (step.kind, &step.target) {
             (Kind::Kill | Kind::Wipe, _) => format!(
                 "{} {}{leader}, down {:.1} s",
@@ -544,6 +555,10 @@ impl Runner {
                 Some(index) => vec![index],
                 None => Vec::new(),
             },
+            Target::LastAcknowledger => {
+                let last = self.last_acknowledger.load(std::sync::atomic::Ordering::Relaxed);
+                self.load_nodes.get(last).copied().into_iter().collect()
+            }
             Target::Nodes(indices) => indices.clone(),
             Target::Groups(groups) => groups.concat(),
         };
@@ -568,8 +583,12 @@ impl Runner {
                 .collect(),
         };
         if hit.is_empty() {
-            record.what = format!("{} leader", step.kind.name());
-            record.error = Some("no honest node at the highest height named a leader".to_string());
+            let (whom, why) = match step.target {
+                Target::LastAcknowledger => ("last acknowledger", "no node has acknowledged a transaction yet"),
+                _ => ("leader", "no honest node at the highest height named a leader"),
+            };
+            record.what = format!("{} {whom}", step.kind.name());
+            record.error = Some(why.to_string());
             println!(
                 "testnet: {:>6.1}s {}: {}",
                 record.at_s,
@@ -693,19 +712,20 @@ impl Runner {
 
     async fn experiment(&mut self) -> anyhow::Result<TestnetReport> {
         let manifest = self.manifest.clone();
+        self.load_nodes = (0..self.nodes.len())
+            .filter(|&index| self.nodes[index].honest())
+            .collect();
         let honest_urls: Vec<String> = self
-            .nodes
+            .load_nodes
             .iter()
-            .zip(&self.cluster.nodes)
-            .filter(|(node, _)| node.honest())
-            .map(|(_, entry)| entry.api.clone())
+            .map(|&index| self.cluster.nodes[index].api.clone())
             .collect();
         // Blocks are read from the honest nodes the timeline touches least.
         let mut touched = vec![0usize; self.nodes.len()];
         for step in &self.steps {
             match &step.target {
                 Target::Node(index) => touched[*index] += 2,
-                Target::Leader => touched.iter_mut().for_each(|count| *count += 1),
+                Target::Leader | Target::LastAcknowledger => touched.iter_mut().for_each(|count| *count += 1),
                 Target::Nodes(indices) => indices.iter().for_each(|&index| touched[index] += 1),
                 Target::Groups(_) => {}
             }
@@ -729,6 +749,7 @@ impl Runner {
             seed: None,
             json: None,
             quiet: true,
+            last_acknowledger: Some(self.last_acknowledger.clone()),
         };
         self.started = Instant::now();
         let mut load_task = tokio::spawn(async move { load(&load_args).await });
@@ -875,16 +896,17 @@ impl Runner {
         // A run is only as good as the load it carried: a generator held back by its bound on
         // requests in flight (or by failing requests) has not tested what it offered.
         if let Ok(report) = &load_report {
-            let fraction = report.submitted as f64 / report.generated.max(1) as f64;
+            // Not sent: no request slot free, or the request failed (a node down).
+            let sent = report.generated.saturating_sub(report.not_sent);
+            let fraction = sent as f64 / report.generated.max(1) as f64;
             checks.push(Check {
                 name: "the load generator sent at least 95% of what it offered",
                 ok: fraction >= 0.95,
                 detail: format!(
-                    "sent {} of {} generated ({:.1}%), {:.0} tx/s sent over {} s; not sent {}",
-                    report.submitted,
+                    "sent {sent} of {} generated ({:.1}%), {:.0} tx/s over {} s; not sent {} (no request slot, or the request failed)",
                     report.generated,
                     100.0 * fraction,
-                    report.submitted as f64 / report.duration_secs.max(1) as f64,
+                    sent as f64 / report.duration_secs.max(1) as f64,
                     report.duration_secs,
                     report.not_sent
                 ),
