@@ -12,6 +12,7 @@
 //! when every check passed.
 
 pub mod manifest;
+pub mod memory;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -147,6 +148,8 @@ pub struct TestnetReport {
     /// View changes each node went through (summed over its restarts).
     pub view_changes: BTreeMap<String, u64>,
     pub checks: Vec<Check>,
+    /// Each node's resident memory: the peak, and the means of the two halves after warm-up.
+    pub memory: BTreeMap<String, memory::MemoryReport>,
     pub seconds: f64,
     pub ok: bool,
 }
@@ -182,6 +185,8 @@ struct Runner {
     last_acknowledger: Arc<std::sync::atomic::AtomicUsize>,
     /// The nodes the load is sent to, in the generator's order.
     load_nodes: Vec<usize>,
+    /// Each node's resident memory over the run.
+    memory: memory::Samples,
 }
 
 impl Drop for Runner {
@@ -301,6 +306,7 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
         manifest,
         last_acknowledger: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
         load_nodes: Vec::new(),
+        memory: memory::Samples::default(),
     };
     for index in 0..runner.nodes.len() {
         runner.start_node(index)?;
@@ -433,6 +439,14 @@ impl Runner {
             }
         }
         self.probes = probes;
+        let at_s = self.elapsed_s();
+        if self.memory.due(at_s) {
+            let processes = self
+                .nodes
+                .iter()
+                .filter_map(|node| node.child.as_ref().map(|child| (node.name.clone(), child.id())));
+            self.memory.sample(at_s, processes);
+        }
     }
 
     fn honest_height(&self) -> u64 {
@@ -1000,6 +1014,8 @@ impl Runner {
             },
         });
 
+        let (memory, memory_check) = self.memory.report(manifest.load.duration_s as f64);
+        checks.extend(memory_check);
         let ok = checks.iter().all(|check| check.ok);
         Ok(TestnetReport {
             name: manifest.name.clone(),
@@ -1020,6 +1036,7 @@ impl Runner {
                 .map(|node| (node.name.clone(), node.view_changes_before + node.view_changes_now))
                 .collect(),
             checks,
+            memory,
             seconds: self.elapsed_s(),
             ok,
         })
@@ -1112,6 +1129,23 @@ fn print_report(report: &TestnetReport) {
         .collect();
     println!("testnet: final heights {}", heights.join(" "));
     println!("testnet: view changes {}", views.join(" "));
+    let memory: Vec<String> = report
+        .memory
+        .iter()
+        .map(|(name, memory)| {
+            let mean = |mib: Option<f64>| mib.map_or("-".to_string(), |mib| format!("{mib:.0}"));
+            format!(
+                "{name}={:.0}/{}/{}",
+                memory.peak_mib,
+                mean(memory.first_half_mib),
+                mean(memory.second_half_mib)
+            )
+        })
+        .collect();
+    println!(
+        "testnet: resident memory MiB (peak / mean of the first and second half after warm-up) {}",
+        memory.join(" ")
+    );
     for check in &report.checks {
         println!(
             "testnet: [{}] {}: {}",

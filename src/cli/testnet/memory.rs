@@ -1,0 +1,141 @@
+//! Each node's resident memory over the run, sampled from `/proc/<pid>/status`: the peak, and,
+//! for runs of at least [`FLAT_RUN_S_MIN`] of load, whether it stays flat after warm-up (the
+//! mean of the second half within 10% of the first half's).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Check;
+
+/// Seconds between samples.
+pub const SAMPLE_EVERY_S: f64 = 5.0;
+/// Seconds of load before memory is expected to level off (queues, caches and tables filling).
+pub const WARM_UP_S: f64 = 60.0;
+/// Load shorter than this gets no flatness check: the halves would be too short to compare.
+pub const FLAT_RUN_S_MIN: f64 = 240.0;
+/// How much the second half's mean may exceed the first's.
+const GROWTH_MAX: f64 = 0.10;
+
+/// One node's memory over the run, in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    pub peak_mib: f64,
+    /// Mean over the first and the second half of the load after warm-up (None when a half has
+    /// no samples, say the node was down).
+    pub first_half_mib: Option<f64>,
+    pub second_half_mib: Option<f64>,
+}
+
+/// Samples per node: (seconds since the load started, resident KiB).
+#[derive(Debug, Default)]
+pub struct Samples {
+    by_node: BTreeMap<String, Vec<(f64, u64)>>,
+    last_s: Option<f64>,
+}
+
+impl Samples {
+    /// Whether a sample is due at `at_s`.
+    pub fn due(&self, at_s: f64) -> bool {
+        self.last_s.is_none_or(|last| at_s - last >= SAMPLE_EVERY_S)
+    }
+
+    /// Records the resident memory of each (name, pid).
+    pub fn sample(&mut self, at_s: f64, processes: impl Iterator<Item = (String, u32)>) {
+        self.last_s = Some(at_s);
+        for (name, pid) in processes {
+            if let Some(kib) = resident_kib(pid) {
+                self.by_node.entry(name).or_default().push((at_s, kib));
+            }
+        }
+    }
+
+    /// Each node's report, and the flatness check when the load ran long enough.
+    pub fn report(&self, load_s: f64) -> (BTreeMap<String, MemoryReport>, Option<Check>) {
+        let mid = WARM_UP_S + (load_s - WARM_UP_S) / 2.0;
+        let mean = |samples: &[(f64, u64)], from: f64, to: f64| {
+            let window: Vec<u64> = samples
+                .iter()
+                .filter(|(at, _)| *at >= from && *at < to)
+                .map(|(_, kib)| *kib)
+                .collect();
+            (!window.is_empty()).then(|| window.iter().sum::<u64>() as f64 / window.len() as f64 / 1024.0)
+        };
+        let reports: BTreeMap<String, MemoryReport> = self
+            .by_node
+            .iter()
+            .map(|(name, samples)| {
+                let peak = samples.iter().map(|(_, kib)| *kib).max().unwrap_or(0) as f64 / 1024.0;
+                let report = MemoryReport {
+                    peak_mib: peak,
+                    first_half_mib: mean(samples, WARM_UP_S, mid),
+                    second_half_mib: mean(samples, mid, load_s),
+                };
+                (name.clone(), report)
+            })
+            .collect();
+        if load_s < FLAT_RUN_S_MIN {
+            return (reports, None);
+        }
+        let mut grown = Vec::new();
+        let mut details = Vec::new();
+        for (name, report) in &reports {
+            if let (Some(first), Some(second)) = (report.first_half_mib, report.second_half_mib) {
+                details.push(format!("{name} {first:.0} -> {second:.0}"));
+                if second > first * (1.0 + GROWTH_MAX) {
+                    grown.push(name.clone());
+                }
+            }
+        }
+        let check = Check {
+            name: "resident memory flat after warm-up (second half within 10% of the first)",
+            ok: grown.is_empty() && !details.is_empty(),
+            detail: format!(
+                "mean MiB over {WARM_UP_S:.0}-{mid:.0} s -> {mid:.0}-{load_s:.0} s: {}{}",
+                details.join(", "),
+                if grown.is_empty() {
+                    String::new()
+                } else {
+                    format!("; grew: {}", grown.join(", "))
+                }
+            ),
+        };
+        (reports, Some(check))
+    }
+}
+
+/// `VmRSS` of a process, in KiB (Linux); None elsewhere or once it is gone.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_beyond_a_tenth_fails_and_short_runs_are_not_judged() {
+        let mut samples = Samples::default();
+        for step in 0..60 {
+            let at = step as f64 * 5.0;
+            samples.by_node.entry("flat".into()).or_default().push((at, 1_000_000));
+            samples
+                .by_node
+                .entry("growing".into())
+                .or_default()
+                .push((at, 1_000_000 + 10_000 * step));
+        }
+        let (reports, check) = samples.report(300.0);
+        let check = check.expect("a 300 s run is judged");
+        assert!(!check.ok, "{}", check.detail);
+        assert!(check.detail.contains("grew: growing"), "{}", check.detail);
+        assert!(reports["flat"].peak_mib > 976.0);
+        assert!(samples.report(120.0).1.is_none());
+        assert!(resident_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+}
