@@ -1,4 +1,4 @@
-//! Acknowledgement by f + 1 (docs/PROTOCOL.md section 9): a client's transaction counts as
+//! Acknowledgement by f + 1 (docs/PROTOCOL.md section 7.1): a client's transaction counts as
 //! acknowledged once f + 1 validators hold it in their queues, so no crash of f replicas can
 //! lose it. The replica that admitted it gossips it; every replica that then holds it answers
 //! [`crate::Message::Held`]; this table counts the answers.
@@ -76,10 +76,6 @@ impl Holding {
     /// How many validators are known to hold `payload`, while it waits.
     pub fn holders(&self, payload: &Hash) -> Option<usize> {
         self.waiting.get(payload).map(|(_, holders)| holders.len())
-    }
-
-    pub fn len(&self) -> usize {
-        self.waiting.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -184,7 +184,7 @@ pub enum Message {
     BlockFound(Box<Block>),
     /// "I hold these transactions (by payload hash) in my queue, or they are committed": the
     /// answer to gossip, counted by the replica that admitted them until f + 1 validators hold
-    /// each (acknowledgement, docs/PROTOCOL.md section 9).
+    /// each (acknowledgement, docs/PROTOCOL.md section 7.1).
     Held(Vec<Hash>),
 }
 

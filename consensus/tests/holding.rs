@@ -1,4 +1,4 @@
-//! Acknowledgement by f + 1 (docs/PROTOCOL.md section 9), through the replica: a client's
+//! Acknowledgement by f + 1 (docs/PROTOCOL.md section 7.1), through the replica: a client's
 //! transaction is acknowledged once f + 1 validators hold it, a peer's gossip is answered with
 //! what the peer holds, and answers from non-validators do not count.
 

@@ -64,7 +64,7 @@ fn bad_scenarios_are_clear_errors() {
     assert!(Scenario::parse(unknown).expect("parses").config().is_err());
 }
 
-/// Acknowledgement by f + 1 (docs/PROTOCOL.md section 9): a transaction one replica queued is
+/// Acknowledgement by f + 1 (docs/PROTOCOL.md section 7.1): a transaction one replica queued is
 /// lost with that replica, so under the old rule the liveness checker fires; under the new one
 /// the client is never told it is kept. A transaction that two replicas hold survives the crash
 /// of the one that admitted it, without resubmission.

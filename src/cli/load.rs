@@ -402,7 +402,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
                         } else if result
                             .error
                             .as_deref()
-                            .is_some_and(|error| error.starts_with("not held"))
+                            .is_some_and(|error| error.starts_with(crate::node::api::NOT_HELD))
                         {
                             counters.not_held.fetch_add(1, Ordering::Relaxed);
                         } else {

@@ -365,7 +365,7 @@ async fn submit(
 }
 
 /// How the error of an admitted transaction that was not acknowledged in time begins.
-const NOT_HELD: &str = "not held by f + 1 validators";
+pub const NOT_HELD: &str = "not held by f + 1 validators";
 
 /// Waits up to `api.hold_wait_ms` for every admitted transaction to be held by f + 1
 /// validators; those still short of it turn into errors that say how many hold them.

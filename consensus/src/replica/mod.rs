@@ -62,7 +62,7 @@ pub enum ReplicaEvent {
         view: u64,
     },
     /// Transactions this replica's clients submitted are acknowledged: f + 1 validators hold
-    /// each, or its block committed (docs/PROTOCOL.md section 9).
+    /// each, or its block committed (docs/PROTOCOL.md section 7.1).
     Held {
         payloads: Vec<Hash>,
     },
