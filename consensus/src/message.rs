@@ -220,3 +220,45 @@ impl Message {
         }
     }
 }
+
+/// The encoding of `Message::BlockSyncResponse` built from blocks as Kura stores them (each one
+/// [`codec::encode`]d on its own), without decoding them: a peer serving a chunk copies its
+/// records instead of decoding up to [`crate::replica::SYNC_RESPONSE_BYTES_MAX`] of blocks and
+/// encoding them again on its consensus task. The result is byte for byte what
+/// `codec::encode(&Message::BlockSyncResponse { blocks })` gives for the decoded blocks; a
+/// record of another block version is refused.
+pub fn sync_response_frame(records: &[Vec<u8>]) -> Result<Vec<u8>, kasane_model::codec::CodecError> {
+    use kasane_model::codec::{self, CodecError};
+    // The variant's tag and an empty list; the list's length is postcard's last byte (zero).
+    let mut frame = codec::encode(&Message::BlockSyncResponse { blocks: Vec::new() });
+    frame.pop();
+    let mut length = records.len();
+    loop {
+        let byte = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            frame.push(byte);
+            break;
+        }
+        frame.push(byte | 0x80);
+    }
+    frame.reserve(records.iter().map(Vec::len).sum());
+    for record in records {
+        match record.split_first() {
+            Some((&version, body)) if version == <CommittedBlock as Versioned>::VERSION => frame.extend_from_slice(body),
+            Some((&version, _)) => {
+                return Err(CodecError::UnknownVersion {
+                    name: <CommittedBlock as Versioned>::NAME,
+                    found: version,
+                    supported: <CommittedBlock as Versioned>::VERSION,
+                })
+            }
+            None => {
+                return Err(CodecError::Empty {
+                    name: <CommittedBlock as Versioned>::NAME,
+                })
+            }
+        }
+    }
+    Ok(frame)
+}

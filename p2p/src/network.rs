@@ -309,6 +309,19 @@ impl Network {
         }
     }
 
+    /// Queues a message that is already encoded (see `kasane_consensus::message::
+    /// sync_response_frame`) on the stream of `class`, under the same frame limit as [`Network::send`].
+    pub fn send_frame(&self, to: &PublicKey, class: Class, frame: Vec<u8>) {
+        if frame.len() > FRAME_BYTES_MAX {
+            self.shared.counters.oversized.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(bytes = frame.len(), limit = FRAME_BYTES_MAX, "frame over the limit: not sent");
+            return;
+        }
+        if let Some(link) = self.shared.links.get(to) {
+            self.enqueue(to, link, class, Bytes::from(frame));
+        }
+    }
+
     /// Queues `message` for every peer, encoding it once.
     pub fn broadcast(&self, message: &Message) {
         let class = Class::of(message);

@@ -145,6 +145,7 @@ pub fn status_of(replica: &NodeReplica) -> Status {
             .unwrap_or_default(),
         queue_len: replica.queue_len(),
         validators: core.topology().len(),
+        transactions: wsv.transaction_count(),
     }
 }
 
@@ -364,6 +365,12 @@ impl Driver {
         loop {
             while let Some(item) = pending.pop_front() {
                 match item {
+                    // Block-sync chunks, copied from Kura as they are stored. A node never
+                    // serves itself, and fault injection rewrites messages, not bytes.
+                    Outbound::SendFrame { to, frame } if to != me && self.saboteur.is_none() => {
+                        self.network.send_frame(&to, kasane_p2p::Class::Sync, frame)
+                    }
+                    frame @ Outbound::SendFrame { .. } => pending.extend(frame.decoded()),
                     Outbound::Send { to, message } if to == me => self.loopback.push_back(message),
                     Outbound::Send { to, message } => match &mut self.saboteur {
                         Some(saboteur) => saboteur.send(&self.network, &to, &message),

@@ -24,6 +24,8 @@ pub struct Status {
     pub leader: String,
     pub queue_len: usize,
     pub validators: usize,
+    /// Transactions in the node's chain (every applied block, rejected ones included).
+    pub transactions: u64,
 }
 
 /// Where a transaction is, as far as this node knows.

@@ -152,6 +152,8 @@ pub struct Wsv {
     head_hash: Hash,
     commitment: Hash,
     last_timestamp_ms: u64,
+    /// Transactions in the applied blocks, genesis included, rejected ones included.
+    transactions: u64,
     replay: ReplayGuard,
     recent: StateMap<AccountId, VecDeque<RecentTransaction>>,
     plugins: PluginRegistry,
@@ -194,6 +196,7 @@ impl Wsv {
             height: 0,
             head_hash: Hash::ZERO,
             last_timestamp_ms: 0,
+            transactions: 0,
             replay: ReplayGuard::default(),
             recent: StateMap::default(),
             plugins,
@@ -228,6 +231,11 @@ impl Wsv {
 
     pub fn last_timestamp_ms(&self) -> u64 {
         self.last_timestamp_ms
+    }
+
+    /// Transactions in the blocks applied so far, rejected ones included.
+    pub fn transaction_count(&self) -> u64 {
+        self.transactions
     }
 
     pub fn world(&self) -> &World {
@@ -524,6 +532,7 @@ impl Wsv {
         self.head_hash = block_hash;
         self.commitment = state_commitment;
         self.last_timestamp_ms = timestamp_ms;
+        self.transactions += outcomes.len() as u64;
         AppliedBlock {
             height,
             timestamp_ms,

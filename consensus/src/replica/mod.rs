@@ -40,8 +40,26 @@ pub trait LockStore: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     Send { to: PublicKey, message: Message },
+    /// A message already encoded (a block-sync response built from Kura's records by
+    /// [`crate::message::sync_response_frame`]): the bytes go as they are; a host that needs the
+    /// message itself decodes it.
+    SendFrame { to: PublicKey, frame: Vec<u8> },
     Broadcast { message: Message },
     Timer { timer: Timer, after_ms: u64 },
+}
+
+impl Outbound {
+    /// The same with a [`Outbound::SendFrame`] decoded into [`Outbound::Send`], for hosts that
+    /// handle messages, not bytes (the simulator, a node's loopback and fault injection); None
+    /// for a frame that does not decode, which the replica never builds.
+    pub fn decoded(self) -> Option<Outbound> {
+        match self {
+            Outbound::SendFrame { to, frame } => kasane_model::codec::decode(&frame)
+                .ok()
+                .map(|message| Outbound::Send { to, message }),
+            other => Some(other),
+        }
+    }
 }
 
 /// What happened, for checkers, metrics and traces.
@@ -492,11 +510,14 @@ impl<B: Backend + Sync> Replica<B> {
                     Some(Input::QueueLength(self.queue.len()))
                 }
                 Effect::ServeBlocks { to, from_height, count } => {
-                    if let Ok(blocks) = self.read_blocks(from_height, count) {
-                        out.push(Outbound::Send {
-                            to,
-                            message: Message::BlockSyncResponse { blocks },
-                        });
+                    // A store that cannot be read here is not this peer's problem: it times
+                    // out and asks another (R19), and the node's own init reports the damage.
+                    if let Ok(frame) = self
+                        .read_records(from_height, count)
+                        .map_err(|_| ())
+                        .and_then(|records| crate::message::sync_response_frame(&records).map_err(|_| ()))
+                    {
+                        out.push(Outbound::SendFrame { to, frame });
                     }
                     None
                 }
@@ -508,26 +529,22 @@ impl<B: Backend + Sync> Replica<B> {
         out
     }
 
-    /// Up to `count` blocks from `from_height`, stopping before the response would pass
-    /// [`SYNC_RESPONSE_BYTES_MAX`] (one block always goes, and a block fits a message by itself),
-    /// so a response never exceeds the size a peer accepts.
-    fn read_blocks(&self, from_height: u64, count: u64) -> Result<Vec<CommittedBlock>, KuraError> {
+    /// Up to `count` blocks from `from_height` as Kura stores them, stopping before the response
+    /// would pass [`SYNC_RESPONSE_BYTES_MAX`] (one block always goes, and a block fits a message
+    /// by itself), so a response never exceeds the size a peer accepts. Nothing is decoded: the
+    /// records were checked (length and checksum) by Kura on the way out.
+    fn read_records(&self, from_height: u64, count: u64) -> Result<Vec<Vec<u8>>, KuraError> {
         let last = (from_height + count.max(1) - 1).min(self.kura.height());
-        let mut blocks = Vec::new();
+        let mut records = Vec::new();
         let mut bytes = 0usize;
         for height in from_height..=last {
-            let encoded = self.kura.read_encoded(height)?;
-            bytes += encoded.len();
-            if !blocks.is_empty() && bytes > SYNC_RESPONSE_BYTES_MAX {
+            let record = self.kura.read_encoded(height)?;
+            bytes += record.len();
+            if !records.is_empty() && bytes > SYNC_RESPONSE_BYTES_MAX {
                 break;
             }
-            blocks.push(
-                kasane_model::codec::decode(&encoded).map_err(|error| KuraError::Corrupt {
-                    height,
-                    reason: error.to_string(),
-                })?,
-            );
+            records.push(record);
         }
-        Ok(blocks)
+        Ok(records)
     }
 }

@@ -146,14 +146,14 @@ impl<'c> Simulation<'c> {
             return;
         };
         let before = held.then(|| CoreView::of(replica.core()));
-        let outbound = work(replica, now);
+        let outbound: Vec<Outbound> = work(replica, now).into_iter().filter_map(Outbound::decoded).collect();
         let saved = self.nodes[node].locks.take_saved();
         if let (Some(before), Some(replica)) = (before, self.nodes[node].replica.as_ref()) {
             let after = CoreView::of(replica.core());
             let key = replica.key();
             let sent = outbound.iter().filter_map(|item| match item {
                 Outbound::Send { message, .. } | Outbound::Broadcast { message } => Some(message),
-                Outbound::Timer { .. } => None,
+                Outbound::Timer { .. } | Outbound::SendFrame { .. } => None,
             });
             self.oracle
                 .observe_step(self.now, node, &key, &before, &after, &saved, sent);

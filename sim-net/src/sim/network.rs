@@ -70,7 +70,7 @@ impl<'c> Simulation<'c> {
                 _ => {}
             }
         }
-        for item in outbound {
+        for item in outbound.into_iter().filter_map(Outbound::decoded) {
             match item {
                 Outbound::Timer { timer, after_ms } => {
                     let generation = self.nodes[node].generation;
@@ -91,6 +91,8 @@ impl<'c> Simulation<'c> {
                         }
                     }
                 }
+                // Decoded into `Send` above.
+                Outbound::SendFrame { .. } => {}
                 Outbound::Broadcast { message } => {
                     for to in 0..self.nodes.len() {
                         if to != node {

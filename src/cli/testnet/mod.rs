@@ -97,6 +97,8 @@ struct Probe {
     /// The next leader's key as the node sees it.
     leader: String,
     view_changes: u64,
+    /// Transactions in the node's chain.
+    transactions: u64,
 }
 
 /// A perturbation as it happened.
@@ -118,6 +120,10 @@ pub struct Record {
     pub caught_up_s: Option<f64>,
     /// The larger of the two, when both happened.
     pub recovery_s: Option<f64>,
+    /// For a wipe: the transactions the wiped nodes' chains held when they had caught up, and
+    /// that count per second of `caught_up_s` (restart, init and sync together).
+    pub caught_up_transactions: Option<u64>,
+    pub catch_up_tx_per_s: Option<f64>,
     pub ok: bool,
     pub error: Option<String>,
     /// Every node it hit, and the honest ones among them (who must catch up).
@@ -430,6 +436,7 @@ impl Runner {
                 head_hash: status["head_hash"].as_str()?.to_string(),
                 leader: status["leader"].as_str().unwrap_or("").to_string(),
                 view_changes: status["view_changes"].as_u64().unwrap_or(0),
+                transactions: status["transactions"].as_u64().unwrap_or(0),
             })
         }))
         .await;
@@ -587,6 +594,8 @@ impl Runner {
             resumed_s: None,
             caught_up_s: None,
             recovery_s: None,
+            caught_up_transactions: None,
+            catch_up_tx_per_s: None,
             ok: false,
             error: None,
             targets: hit.clone(),
@@ -703,7 +712,18 @@ impl Runner {
                     .iter()
                     .all(|&index| self.probes[index].as_ref().is_some_and(|probe| probe.height >= after));
                 if caught_up {
-                    record.caught_up_s = Some(now - ended);
+                    let seconds = now - ended;
+                    record.caught_up_s = Some(seconds);
+                    if record.kind == "wipe" {
+                        let transactions: u64 = record
+                            .hit
+                            .iter()
+                            .filter_map(|&index| self.probes[index].as_ref().map(|probe| probe.transactions))
+                            .min()
+                            .unwrap_or(0);
+                        record.caught_up_transactions = Some(transactions);
+                        record.catch_up_tx_per_s = Some(transactions as f64 / seconds.max(0.001));
+                    }
                 }
             }
         }
@@ -1107,6 +1127,11 @@ fn print_report(report: &TestnetReport) {
             seconds(record.recovery_s),
             if record.ok { "ok" } else { "FAILED" }
         );
+        if let (Some(transactions), Some(rate), Some(seconds)) =
+            (record.caught_up_transactions, record.catch_up_tx_per_s, record.caught_up_s)
+        {
+            println!("           caught up {transactions} transactions in {seconds:.2} s from the restart: {rate:.0} tx/s");
+        }
         if let Some(error) = &record.error {
             println!("           {error}");
         }
