@@ -220,6 +220,7 @@ async fn submit(client: &ApiClient, transactions: Vec<SignedTransaction>) -> Vec
         Submitted::Answered(response) => response.results.iter().map(|result| result.accepted).collect(),
         Submitted::QueueFull => panic!("queue full"),
         Submitted::NotHeld(answer) => panic!("not held: {answer}"),
+        Submitted::CatchingUp(answer) => panic!("catching up: {answer}"),
     }
 }
 
@@ -552,6 +553,7 @@ async fn hostile_input_gets_errors_and_the_cluster_keeps_working() {
         }
         Submitted::QueueFull => panic!("queue full"),
         Submitted::NotHeld(answer) => panic!("not held: {answer}"),
+        Submitted::CatchingUp(answer) => panic!("catching up: {answer}"),
     }
 
     // Garbage datagrams to the p2p port.

@@ -106,3 +106,25 @@ fn a_synced_block_without_a_quorum_certificate_is_refused_either_way() {
     altered.block.transactions.pop();
     assert_eq!(sync_one(&chain, &altered, true), 1);
 }
+
+/// The height a node tells clients it is catching up to: what f + 1 validators claim, so one
+/// peer claiming a far height (n = 4, f = 1) moves nothing, and non-validators never count.
+#[test]
+fn the_cluster_height_needs_f_plus_one_validators() {
+    let (chain, _, _) = chains();
+    let mut replica = common::replica_at_genesis(&chain, b"cluster-height", Config::default());
+    let status = |height: u64| Message::Status {
+        height,
+        head_hash: Hash::of(b"a later head"),
+    };
+    let now = chain.genesis.block.header.timestamp_ms + 1_000;
+    assert_eq!(replica.core().cluster_height(), 0);
+    replica.on_message(now, chain.validators[0].public_key(), status(1_000_000));
+    assert_eq!(replica.core().cluster_height(), 0, "one liar alone");
+    replica.on_message(now, KeyPair::derive(b"outsider", 0).public_key(), status(900));
+    assert_eq!(replica.core().cluster_height(), 0, "an outsider does not count");
+    replica.on_message(now, chain.validators[1].public_key(), status(40));
+    assert_eq!(replica.core().cluster_height(), 40);
+    replica.on_message(now, chain.validators[2].public_key(), status(50));
+    assert_eq!(replica.core().cluster_height(), 50);
+}

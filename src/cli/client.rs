@@ -155,6 +155,7 @@ pub fn run_client(args: ClientArgs) -> anyhow::Result<ExitCode> {
                     }
                     Submitted::QueueFull => bail!("the node's queue is full; retry later"),
                     Submitted::NotHeld(answer) => bail!("not acknowledged: {answer}"),
+                    Submitted::CatchingUp(answer) => bail!("refused: {answer}"),
                 }
             }
             ClientCommand::Status => client.status().await,

@@ -23,6 +23,8 @@ pub enum Submitted {
     /// 503: admitted, but f + 1 validators did not hold the transactions in time; they may
     /// still commit, and resubmitting them is safe. The node's message.
     NotHeld(String),
+    /// 503: the node is catching up with its peers and takes no transactions now.
+    CatchingUp(String),
 }
 
 impl ApiClient {
@@ -122,6 +124,9 @@ impl ApiClient {
         }
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && text.contains("not_held") {
             return Ok(Submitted::NotHeld(text));
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && text.contains("catching_up") {
+            return Ok(Submitted::CatchingUp(text));
         }
         if !status.is_success() {
             bail!("POST {url}: {status}: {text}");

@@ -248,7 +248,22 @@ async fn submit(
     // bounded signature memory may forget before their block needs them) instead of being
     // refused. It is looser than the first because requests wait for the consensus task while
     // it executes a block; a tighter one refused load the node then went on to carry.
-    let queued = shared.status.borrow().queue_len;
+    let (queued, height, cluster_height) = {
+        let status = shared.status.borrow();
+        (status.queue_len, status.height, status.cluster_height)
+    };
+    // A node far behind its peers (wiped, or back from a long stop) would queue what it cannot
+    // propose and check replays against an old state: it sends clients elsewhere until it has
+    // caught up, before any work is done.
+    if cluster_height > height + CATCHING_UP_BLOCKS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching_up",
+            format!(
+                "this node is catching up (height {height}, f + 1 validators report {cluster_height}); submit to another node or retry later"
+            ),
+        ));
+    }
     let in_flight = shared.admitting.fetch_add(transactions.len(), Ordering::AcqRel);
     let admitting = Admitting {
         counter: &shared.admitting,
@@ -366,6 +381,11 @@ async fn submit(
 
 /// How the error of an admitted transaction that was not acknowledged in time begins.
 pub const NOT_HELD: &str = "not held by f + 1 validators";
+
+/// How many blocks below the height `f + 1` validators report a node may be and still take
+/// client transactions (`503 catching_up` beyond it). Peers' status comes every
+/// `status_interval_ms`, so a healthy node is often a block or two behind what they said.
+pub const CATCHING_UP_BLOCKS: u64 = 20;
 
 /// Waits up to `api.hold_wait_ms` for every admitted transaction to be held by f + 1
 /// validators; those still short of it turn into errors that say how many hold them.

@@ -146,6 +146,7 @@ pub fn status_of(replica: &NodeReplica) -> Status {
         queue_len: replica.queue_len(),
         validators: core.topology().len(),
         transactions: wsv.transaction_count(),
+        cluster_height: core.cluster_height(),
     }
 }
 

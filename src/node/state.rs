@@ -26,6 +26,9 @@ pub struct Status {
     pub validators: usize,
     /// Transactions in the node's chain (every applied block, rejected ones included).
     pub transactions: u64,
+    /// The highest height f + 1 validators say they committed (0 before they have spoken): a
+    /// node far below it is catching up and refuses client transactions.
+    pub cluster_height: u64,
 }
 
 /// Where a transaction is, as far as this node knows.

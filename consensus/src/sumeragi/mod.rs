@@ -107,6 +107,8 @@ struct SyncState {
     distrusted: BTreeSet<PublicKey>,
     /// Who sent the synced block being committed.
     committing_from: Option<PublicKey>,
+    /// The height each validator last said it committed (R19 status), validators only.
+    claimed: BTreeMap<PublicKey, u64>,
 }
 
 /// One validator's consensus state.
@@ -217,6 +219,21 @@ impl Sumeragi {
         }
         self.drain_inbox(&mut out);
         out
+    }
+
+    /// The highest height that at least `f + 1` validators (so at least one honest one) say
+    /// they committed, from their last status; 0 before `f + 1` have spoken. One lying peer
+    /// cannot raise it: a node uses it to tell clients it is still catching up.
+    pub fn cluster_height(&self) -> u64 {
+        let mut claimed: Vec<u64> = self
+            .sync
+            .claimed
+            .iter()
+            .filter(|(peer, _)| self.topology.contains(peer))
+            .map(|(_, height)| *height)
+            .collect();
+        claimed.sort_unstable_by(|a, b| b.cmp(a));
+        claimed.get(self.topology.max_faulty()).copied().unwrap_or(0)
     }
 
     pub fn height(&self) -> u64 {
@@ -394,6 +411,9 @@ impl Sumeragi {
     fn on_message(&mut self, from: PublicKey, message: Message, out: &mut Vec<Effect>) {
         match message {
             Message::Status { height, .. } => {
+                if self.topology.contains(&from) {
+                    self.sync.claimed.insert(from, height);
+                }
                 // R19: the peer says it committed our height (or more): fetch from it.
                 if height >= self.height {
                     self.request_sync(from, out);

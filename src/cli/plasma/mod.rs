@@ -308,10 +308,11 @@ impl Chain {
         let deadline = Instant::now() + COMMIT_WAIT;
         loop {
             match self.api.submit(vec![transaction.clone()]).await? {
-                Submitted::QueueFull if Instant::now() < deadline => {
+                Submitted::QueueFull | Submitted::CatchingUp(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Submitted::QueueFull => bail!("the node's queue stayed full for {COMMIT_WAIT:?}"),
+                Submitted::CatchingUp(answer) => bail!("the node is still catching up after {COMMIT_WAIT:?}: {answer}"),
                 // Admitted but not yet held by f + 1: it may still commit; its outcome decides.
                 Submitted::NotHeld(_) => break,
                 Submitted::Answered(response) => {

@@ -906,7 +906,7 @@ impl Runner {
                 ok: report.ok,
                 detail: format!(
                     "accepted {}, committed {}, rejected in block {}, outcome unknown {}, duplicates {}, missing {} \
-                     (submitted {}, refused {}, queue full {}, not held by f + 1 {}, not sent {})",
+                     (submitted {}, refused {}, queue full {}, not held by f + 1 {}, catching up {}, not sent {})",
                     report.accepted,
                     report.committed,
                     report.rejected_in_block,
@@ -917,6 +917,7 @@ impl Runner {
                     report.rejected,
                     report.queue_full,
                     report.not_held,
+                    report.catching_up,
                     report.not_sent
                 ),
             },
