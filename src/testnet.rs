@@ -51,6 +51,20 @@ pub fn transfer(
     padded_transfer(chain, from, to, amount, nonce, created_at_ms, 0)
 }
 
+/// [`transfer`] with a time-to-live of `ttl_ms` (at most `TTL_MS_MAX`) instead of the maximum:
+/// every node keeps a committed payload's hash for replay protection until it expires, so the
+/// time-to-live clients choose bounds that memory.
+pub fn transfer_with_ttl(
+    chain: &ChainId,
+    from: usize,
+    to: usize,
+    nonce: u32,
+    created_at_ms: u64,
+    ttl_ms: u64,
+) -> SignedTransaction {
+    build_transfer(chain, from, to, 1, nonce, created_at_ms, 0, ttl_ms)
+}
+
 /// A transfer followed, when `padding` > 0, by a metadata write of `padding` bytes (at most
 /// [`METADATA_VALUE_BYTES_MAX`]) on the sender's account, to make larger transactions.
 pub fn padded_transfer(
@@ -62,6 +76,19 @@ pub fn padded_transfer(
     created_at_ms: u64,
     padding: usize,
 ) -> SignedTransaction {
+    build_transfer(chain, from, to, amount, nonce, created_at_ms, padding, TTL_MS_MAX)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_transfer(
+    chain: &ChainId,
+    from: usize,
+    to: usize,
+    amount: u128,
+    nonce: u32,
+    created_at_ms: u64,
+    padding: usize,
+    ttl_ms: u64) -> SignedTransaction {
     let (source, key) = test_account(from);
     let (destination, _) = test_account(to);
     let mut instructions = vec![Instruction::Transfer {
@@ -81,7 +108,7 @@ pub fn padded_transfer(
         creator: source,
         instructions,
         created_at_ms,
-        ttl_ms: TTL_MS_MAX,
+        ttl_ms,
         nonce,
     };
     SignedTransaction::sign(payload, &[&key])

@@ -20,7 +20,7 @@ use kasane::cli::load::{load, LoadArgs};
 use kasane::node::runtime::now_ms;
 use kasane::testnet::{test_account, transfer, Manifest, TEST_ACCOUNT_COINS};
 use kasane_model::block::tx_merkle_root;
-use kasane_model::transaction::ChainId;
+use kasane_model::transaction::{ChainId, TTL_MS_MAX};
 use kasane_model::{Hash, KeyPair, SignedTransaction};
 use serde_json::Value;
 
@@ -391,6 +391,7 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
         accounts: Some(100),
         batch_ms: 20,
         wait_secs: 60,
+        ttl_ms: TTL_MS_MAX,
         seed: Some(7),
         json: None,
         quiet: true,

@@ -94,6 +94,7 @@ fn exercise(args: &DemoArgs, dir: &std::path::Path, urls: &[String]) -> anyhow::
         accounts: None,
         batch_ms: 20,
         wait_secs: 60,
+        ttl_ms: kasane_model::transaction::TTL_MS_MAX,
         seed: None,
         json: None,
         quiet: false,

@@ -247,6 +247,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
                 fsync: fsync.to_string(),
                 ..KuraSection::default()
             },
+            memory: Default::default(),
             faults: Default::default(),
         };
         let text = toml::to_string_pretty(&config).context("serialising a node config")?;

@@ -20,6 +20,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub kura: KuraSection,
     #[serde(default)]
+    pub memory: MemorySection,
+    #[serde(default)]
     pub faults: FaultRules,
 }
 
@@ -151,6 +153,38 @@ impl Default for KuraSection {
     }
 }
 
+/// Bounds of the node's in-memory tables, in entries (docs/NODE.md, "Memory"). Each table
+/// forgets its oldest entries past its bound; none of them decides a consensus verdict. The
+/// replay memory is not here: it must hold every committed payload until its time-to-live
+/// ends, so the time-to-live of transactions bounds it (at most 10 minutes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Transactions whose status `GET /v1/transactions/{hash}` answers from memory.
+    pub transaction_table_entries: usize,
+    /// Transactions of recent blocks kept with their hashes (for block queries and proofs).
+    pub recent_block_transactions: usize,
+    /// Decoded public keys.
+    pub key_cache_entries: usize,
+    /// Signatures remembered as verified, so a transaction checked at admission is not checked
+    /// again in its block.
+    pub verified_signatures: usize,
+}
+
+/// The smallest bound a table accepts.
+pub const MEMORY_TABLE_ENTRIES_MIN: usize = 1024;
+
+impl Default for MemorySection {
+    fn default() -> MemorySection {
+        MemorySection {
+            transaction_table_entries: 1_000_000,
+            recent_block_transactions: 1 << 20,
+            key_cache_entries: kasane_model::crypto::KEY_CACHE_ENTRIES_MAX,
+            verified_signatures: kasane_model::crypto::VERIFIED_ENTRIES_MAX,
+        }
+    }
+}
+
 impl NodeConfig {
     /// Reads and checks a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
@@ -185,6 +219,18 @@ impl NodeConfig {
             .parse::<kasane_kura::FsyncPolicy>()
             .map_err(|error| anyhow::anyhow!("kura.fsync: {error}"))?;
         ensure!(self.kura.blocks_per_chunk > 0, "kura.blocks_per_chunk must be positive");
+        let memory = &self.memory;
+        for (name, value) in [
+            ("transaction_table_entries", memory.transaction_table_entries),
+            ("recent_block_transactions", memory.recent_block_transactions),
+            ("key_cache_entries", memory.key_cache_entries),
+            ("verified_signatures", memory.verified_signatures),
+        ] {
+            ensure!(
+                value >= MEMORY_TABLE_ENTRIES_MIN,
+                "memory.{name} must be at least {MEMORY_TABLE_ENTRIES_MIN}, not {value}"
+            );
+        }
         let consensus = &self.consensus;
         ensure!(
             consensus.block_time_ms > 0 && consensus.commit_timeout_ms > 0 && consensus.block_txs_max > 0,
@@ -215,5 +261,47 @@ impl NodeConfig {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(memory: &str) -> anyhow::Result<NodeConfig> {
+        let text = format!(
+            r#"
+[node]
+secret_key = "{}"
+data_dir = "data"
+genesis = "genesis.block"
+
+[p2p]
+listen = "127.0.0.1:40000"
+peers = []
+
+[api]
+listen = "127.0.0.1:40001"
+admin_listen = "127.0.0.1:40002"
+{memory}
+"#,
+            "11".repeat(32)
+        );
+        let config: NodeConfig = toml::from_str(&text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn memory_bounds_have_defaults_and_a_floor() {
+        let defaults = config("").unwrap();
+        assert_eq!(defaults.memory, MemorySection::default());
+        let set = config("[memory]\nverified_signatures = 4096\ntransaction_table_entries = 2048").unwrap();
+        assert_eq!(set.memory.verified_signatures, 4096);
+        assert_eq!(set.memory.transaction_table_entries, 2048);
+        assert_eq!(set.memory.key_cache_entries, MemorySection::default().key_cache_entries);
+        let error = config("[memory]\nrecent_block_transactions = 10").unwrap_err().to_string();
+        assert!(error.contains("memory.recent_block_transactions must be at least 1024"), "{error}");
+        assert!(config("[memory]\nunknown_table = 5").is_err());
     }
 }

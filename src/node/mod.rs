@@ -36,8 +36,6 @@ use lock_file::FileLockStore;
 use runtime::{status_of, Driver, Shared};
 use state::{Metrics, TxTable};
 
-/// Transactions whose outcome the node remembers for GET /v1/transactions/{hash}.
-const TX_TABLE_ENTRIES: usize = 1_000_000;
 /// Events buffered per stream subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 65_536;
 
@@ -90,7 +88,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
             tracing::info!(done, total, "replaying the block store");
         }
     };
-    let cache = KeyCache::new();
+    let cache = KeyCache::with_limits(config.memory.key_cache_entries, config.memory.verified_signatures);
     let (wsv, report) = match init {
         InitMode::Fast => fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
         InitMode::Strict => strict_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
@@ -174,7 +172,8 @@ pub async fn run(
         events,
         network: network.clone(),
         metrics: Metrics::default(),
-        transactions: Mutex::new(TxTable::new(TX_TABLE_ENTRIES)),
+        transactions: Mutex::new(TxTable::new(config.memory.transaction_table_entries)),
+        recent_block_transactions_max: config.memory.recent_block_transactions,
         queue_capacity: config.api.queue_capacity,
         hold_wait: std::time::Duration::from_millis(config.api.hold_wait_ms),
         admitting: Default::default(),

@@ -84,6 +84,8 @@ pub struct Shared {
     /// (transaction hash, payload hash) of each transaction of recently committed blocks, by
     /// height, so block reads need not hash every transaction again.
     pub recent_blocks: Mutex<std::collections::BTreeMap<u64, RecentBlock>>,
+    /// Most transactions `recent_blocks` keeps (config `memory.recent_block_transactions`).
+    pub recent_block_transactions_max: usize,
 }
 
 impl Shared {
@@ -98,10 +100,6 @@ impl Shared {
     }
 }
 
-/// Most transactions whose (transaction hash, payload hash) the API keeps from recent blocks
-/// (64 bytes each: 64 MiB). Bounded in transactions, not blocks: 1,024 blocks of 10,000 would be
-/// 655 MB. The newest block is always kept.
-pub const RECENT_BLOCK_TRANSACTIONS_MAX: usize = 1 << 20;
 
 /// A committed block's hash and its transactions' (transaction hash, payload hash).
 #[derive(Debug, Clone)]
@@ -461,7 +459,7 @@ impl Driver {
                 },
             );
             let mut kept: usize = recent.values().map(|block| block.transactions.len()).sum();
-            while kept > RECENT_BLOCK_TRANSACTIONS_MAX && recent.len() > 1 {
+            while kept > self.shared.recent_block_transactions_max && recent.len() > 1 {
                 if let Some((_, oldest)) = recent.pop_first() {
                     kept -= oldest.transactions.len();
                 }

@@ -225,12 +225,27 @@ pub struct KeyCache {
     inner: Arc<CacheInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CacheInner {
+    /// Bounds of the two memories, in entries ([`KEY_CACHE_ENTRIES_MAX`] and
+    /// [`VERIFIED_ENTRIES_MAX`] unless [`KeyCache::with_limits`] says otherwise).
+    keys_max: usize,
+    verified_max: usize,
     keys: Mutex<Generations<PublicKey, Result<DecodedKey, SignatureError>>>,
     /// Every signature that verified, by its bytes, with the key and message it verified for.
     /// A lookup compares key and message exactly, so no hashing is needed to find a hit.
     verified: Mutex<Generations<[u8; 64], Checked>>,
+}
+
+impl Default for CacheInner {
+    fn default() -> CacheInner {
+        CacheInner {
+            keys_max: KEY_CACHE_ENTRIES_MAX,
+            verified_max: VERIFIED_ENTRIES_MAX,
+            keys: Mutex::default(),
+            verified: Mutex::default(),
+        }
+    }
 }
 
 /// The key and message one signature verified for.
@@ -334,12 +349,25 @@ impl KeyCache {
         KeyCache::default()
     }
 
+    /// A cache that holds at most `keys_max` decoded keys and `verified_max` verified
+    /// signatures (each at least 2). A smaller signature memory costs CPU: a signature it forgot
+    /// between admission and its block is verified again.
+    pub fn with_limits(keys_max: usize, verified_max: usize) -> KeyCache {
+        KeyCache {
+            inner: Arc::new(CacheInner {
+                keys_max: keys_max.max(2),
+                verified_max: verified_max.max(2),
+                ..CacheInner::default()
+            }),
+        }
+    }
+
     pub fn get(&mut self, key: &PublicKey) -> Result<DecodedKey, SignatureError> {
         if let Some(found) = locked(&self.inner.keys).get(key) {
             return found.clone();
         }
         let decoded = key.decode();
-        locked(&self.inner.keys).insert(*key, decoded.clone(), KEY_CACHE_ENTRIES_MAX);
+        locked(&self.inner.keys).insert(*key, decoded.clone(), self.inner.keys_max);
         decoded
     }
 
@@ -378,7 +406,7 @@ impl KeyCache {
     fn remember_verified<'a>(&mut self, checks: impl IntoIterator<Item = &'a Check>) {
         let mut verified = locked(&self.inner.verified);
         for check in checks {
-            verified.insert(check.signature, check.checked, VERIFIED_ENTRIES_MAX);
+            verified.insert(check.signature, check.checked, self.inner.verified_max);
         }
     }
 }
@@ -499,6 +527,23 @@ mod tests {
         assert!(generations.len() <= 4);
         assert!(generations.get(&9).is_some() && generations.get(&8).is_some());
         assert!(generations.get(&0).is_none());
+    }
+
+    #[test]
+    fn a_cache_with_limits_keeps_within_them() {
+        let pairs = keys(12);
+        let mut cache = KeyCache::with_limits(4, 6);
+        for (index, pair) in pairs.iter().enumerate() {
+            let message = [index as u8];
+            let signature = pair.sign(&message);
+            assert!(verify_one(&mut cache, &pair.public_key(), &message, &signature).is_ok());
+            assert!(cache.len() <= 4 && cache.verified_len() <= 6, "after {index}");
+        }
+        // The newest stays remembered, the oldest is gone.
+        let last = &pairs[11];
+        assert!(cache.is_verified(&Check::of(&last.public_key(), &[11], &last.sign(&[11]))));
+        let first = &pairs[0];
+        assert!(!cache.is_verified(&Check::of(&first.public_key(), &[0], &first.sign(&[0]))));
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct LoadSpec {
     /// How long to wait after the load for every accepted transaction to commit.
     #[serde(default = "default_wait_s")]
     pub wait_s: u64,
+    /// Time-to-live of the load's transactions in seconds (default the chain's limit, 600).
+    /// Nodes keep each committed payload hash until it expires, so this bounds that memory.
+    pub ttl_s: Option<u64>,
 }
 
 fn default_wait_s() -> u64 {
@@ -268,6 +271,13 @@ impl TestnetManifest {
             "the load needs a rate and a duration"
         );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
+        if let Some(ttl_s) = self.load.ttl_s {
+            ensure!(
+                (1..=kasane_model::transaction::TTL_MS_MAX / 1000).contains(&ttl_s),
+                "load.ttl_s must be 1..={} (the chain's limit), not {ttl_s}",
+                kasane_model::transaction::TTL_MS_MAX / 1000
+            );
+        }
         for (name, spec) in &self.nodes {
             self.index_of(name)?;
             if let Some(fsync) = &spec.fsync {

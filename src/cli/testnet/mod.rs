@@ -780,6 +780,7 @@ impl Runner {
             accounts: Some(manifest.accounts),
             batch_ms: 20,
             wait_secs: manifest.load.wait_s,
+            ttl_ms: manifest.load.ttl_s.map_or(kasane_model::transaction::TTL_MS_MAX, |seconds| seconds * 1000),
             seed: None,
             json: None,
             quiet: true,
