@@ -101,6 +101,28 @@ impl TransactionQueue {
         }
     }
 
+    /// Drops every transaction whose time-to-live ended before `now_ms`: no block at or after
+    /// that time can commit it, and the replay memory may already have forgotten its payload,
+    /// so gossiping or proposing it again would only fill blocks with rejections. Returns how
+    /// many went.
+    pub fn remove_expired(&mut self, now_ms: u64) -> usize {
+        let before = self.entries.len();
+        let by_transaction = &mut self.by_transaction;
+        self.entries.retain(|_, queued| {
+            let live = queued.transaction.payload.expires_at_ms() >= now_ms;
+            if !live {
+                by_transaction.remove(&queued.hashes.transaction);
+            }
+            live
+        });
+        let removed = before - self.entries.len();
+        if removed > 0 {
+            let entries = &self.entries;
+            self.order.retain(|payload| entries.contains_key(payload));
+        }
+        removed
+    }
+
     pub fn contains(&self, payload: &Hash) -> bool {
         self.entries.contains_key(payload)
     }

@@ -122,8 +122,11 @@ pub struct LoadReport {
     pub rejected_in_block: u64,
     /// Accepted, in a block, outcome unknown to the followed node.
     pub outcome_unknown: u64,
-    /// Accepted and seen in more than one block.
+    /// Accepted and committed in more than one block (or in several with outcomes unknown).
     pub duplicates: u64,
+    /// Committed exactly once (in `committed`) and included again in other blocks, rejected
+    /// there: not a second commit, but block space spent on nothing.
+    pub reincluded: u64,
     /// Accepted and never seen in a block before the wait ended.
     pub missing: u64,
     pub start_height: u64,
@@ -140,10 +143,26 @@ pub struct LoadReport {
 
 #[derive(Default)]
 pub(crate) struct Seen {
-    /// Transaction hash -> (times seen in blocks, when first seen, outcome known and committed).
-    pub(crate) blocks: HashMap<Hash, (u32, Instant, Option<bool>)>,
+    /// Transaction hash -> the blocks it was seen in.
+    pub(crate) blocks: HashMap<Hash, Inclusions>,
     pub(crate) height: u64,
     pub(crate) blocks_read: u64,
+}
+
+/// The blocks one transaction hash was seen in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inclusions {
+    pub(crate) first_seen: Instant,
+    /// Blocks where it committed, was rejected, or has an outcome the node does not know.
+    pub(crate) committed: u32,
+    pub(crate) rejected: u32,
+    pub(crate) unknown: u32,
+}
+
+impl Inclusions {
+    fn count(&self) -> u32 {
+        self.committed + self.rejected + self.unknown
+    }
 }
 
 #[derive(Default)]
@@ -193,8 +212,11 @@ pub(crate) struct Tally {
     pub(crate) rejected_in_block: u64,
     /// In one block, outcome unknown to the followed node.
     pub(crate) unknown: u64,
-    /// In more than one block.
+    /// Committed in more than one block, or in several blocks with outcomes unknown.
     pub(crate) duplicates: u64,
+    /// Committed in exactly one block and included again elsewhere, rejected there (counted in
+    /// `committed` too): block space spent on nothing, not a second commit.
+    pub(crate) reincluded: u64,
     /// In no block.
     pub(crate) missing: u64,
     /// When the last committed one was seen.
@@ -218,14 +240,17 @@ impl Seen {
         for (hash, sent) in accepted {
             match self.blocks.get(hash) {
                 None => tally.missing += 1,
-                Some((count, _, _)) if *count > 1 => tally.duplicates += 1,
-                Some((_, _, None)) => tally.unknown += 1,
-                Some((_, _, Some(false))) => tally.rejected_in_block += 1,
-                Some((_, when, Some(true))) => {
+                Some(seen) if seen.committed > 1 || (seen.count() > 1 && seen.unknown > 0) => tally.duplicates += 1,
+                Some(seen) if seen.committed == 1 => {
                     tally.committed += 1;
-                    tally.last_commit = tally.last_commit.max(Some(*when));
-                    on_commit(*sent, *when);
+                    if seen.count() > 1 {
+                        tally.reincluded += 1;
+                    }
+                    tally.last_commit = tally.last_commit.max(Some(seen.first_seen));
+                    on_commit(*sent, seen.first_seen);
                 }
+                Some(seen) if seen.unknown > 0 => tally.unknown += 1,
+                Some(_) => tally.rejected_in_block += 1,
             }
         }
         tally
@@ -267,8 +292,17 @@ pub(crate) async fn follow(clients: Vec<ApiClient>, seen: Arc<Mutex<Seen>>, stop
                     .get(index)
                     .and_then(|outcome| outcome.as_str())
                     .map(|outcome| outcome == "committed");
-                let entry = seen.blocks.entry(hash).or_insert((0, now, outcome));
-                entry.0 += 1;
+                let entry = seen.blocks.entry(hash).or_insert(Inclusions {
+                    first_seen: now,
+                    committed: 0,
+                    rejected: 0,
+                    unknown: 0,
+                });
+                match outcome {
+                    Some(true) => entry.committed += 1,
+                    Some(false) => entry.rejected += 1,
+                    None => entry.unknown += 1,
+                }
             }
             seen.height = at;
             seen.blocks_read += 1;
@@ -510,6 +544,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         rejected_in_block,
         unknown,
         duplicates,
+        reincluded,
         missing,
         ..
     } = tally;
@@ -540,6 +575,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         rejected_in_block,
         outcome_unknown: unknown,
         duplicates,
+        reincluded,
         missing,
         start_height,
         end_height: seen.height,
@@ -571,8 +607,13 @@ pub fn print_report(report: &LoadReport) {
         report.not_sent
     );
     println!(
-        "load: committed {} (exactly once) rejected-in-block {} unknown {} duplicates {} missing {}",
-        report.committed, report.rejected_in_block, report.outcome_unknown, report.duplicates, report.missing
+        "load: committed {} (exactly once) rejected-in-block {} unknown {} duplicates {} missing {} (re-included and rejected {})",
+        report.committed,
+        report.rejected_in_block,
+        report.outcome_unknown,
+        report.duplicates,
+        report.missing,
+        report.reincluded
     );
     println!(
         "load: heights {}..{} ({} blocks), {:.0} committed tx/s over the run",

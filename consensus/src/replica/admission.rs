@@ -125,6 +125,12 @@ impl<B: Backend + Sync> Replica<B> {
         if self.wsv.is_committed_payload(&hashes.payload, now_ms) {
             return Err("already committed".to_string());
         }
+        // Past its time-to-live the replay memory forgets a payload, so "already committed"
+        // can no longer be told; no block can commit it any more either.
+        let expires_at_ms = transaction.payload.expires_at_ms();
+        if now_ms > expires_at_ms {
+            return Err(format!("expired at {expires_at_ms} ms (now {now_ms} ms)"));
+        }
         if signatures_verified {
             return Ok(());
         }

@@ -75,12 +75,17 @@ impl<B: Backend + Sync> Replica<B> {
         max_transactions: usize,
         view_change_proof: Option<kasane_model::block::ViewChangeProof>,
     ) -> Option<Block> {
-        if height != self.wsv.height() + 1 || self.queue.is_empty() {
+        if height != self.wsv.height() + 1 {
+            return None;
+        }
+        let timestamp_ms = now_ms.max(self.wsv.last_timestamp_ms());
+        // What expired would only be rejected in the block.
+        self.queue.remove_expired(timestamp_ms);
+        if self.queue.is_empty() {
             return None;
         }
         let chosen = self.queue.oldest(max_transactions);
         let (transactions, hashes): (Vec<SignedTransaction>, Vec<TransactionHashes>) = chosen.into_iter().unzip();
-        let timestamp_ms = now_ms.max(self.wsv.last_timestamp_ms());
         let executed = self.wsv.execute(height, timestamp_ms, &transactions, &hashes).ok()?;
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         let header = BlockHeader {

@@ -392,6 +392,10 @@ impl<B: Backend + Sync> Replica<B> {
         let mut out = Vec::new();
         // R18: transactions still queued when a view times out are gossiped again, so one that
         // reached only a partitioned or crashed replica still gets to a leader.
+        if matches!(timer, Timer::View { .. }) && self.queue.remove_expired(now_ms) > 0 {
+            let effects = self.core.step(Input::QueueLength(self.queue.len()));
+            out.extend(self.run(now_ms, effects));
+        }
         if matches!(timer, Timer::View { .. }) && !self.queue.is_empty() {
             let transactions = self
                 .queue
@@ -497,12 +501,18 @@ impl<B: Backend + Sync> Replica<B> {
                     view,
                     max_transactions,
                     view_change_proof,
-                } => Some(
-                    match self.build(now_ms, height, view, max_transactions, view_change_proof) {
+                } => {
+                    let queued = self.queue.len();
+                    let built = self.build(now_ms, height, view, max_transactions, view_change_proof);
+                    // Building drops expired transactions: the core learns the new length.
+                    if self.queue.len() != queued {
+                        pending.extend(self.core.step(Input::QueueLength(self.queue.len())));
+                    }
+                    Some(match built {
                         Some(block) => Input::ProposalBuilt { height, view, block },
                         None => Input::NothingToPropose { height, view },
-                    },
-                ),
+                    })
+                }
                 Effect::CommitBlock { block } => {
                     let answer = self.commit(block);
                     pending.extend(self.core.step(answer));

@@ -906,14 +906,15 @@ impl Runner {
                 name: "every acknowledged transaction committed exactly once",
                 ok: report.ok,
                 detail: format!(
-                    "accepted {}, committed {}, rejected in block {}, outcome unknown {}, duplicates {}, missing {} \
-                     (submitted {}, refused {}, queue full {}, not held by f + 1 {}, catching up {}, not sent {})",
+                    "accepted {}, committed {}, rejected in block {}, outcome unknown {}, duplicates {}, missing {}, \
+                     re-included and rejected {} (submitted {}, refused {}, queue full {}, not held by f + 1 {}, catching up {}, not sent {})",
                     report.accepted,
                     report.committed,
                     report.rejected_in_block,
                     report.outcome_unknown,
                     report.duplicates,
                     report.missing,
+                    report.reincluded,
                     report.submitted,
                     report.rejected,
                     report.queue_full,
