@@ -30,6 +30,11 @@ pub struct Holding {
 }
 
 impl Holding {
+    /// Transactions still counting holders.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Starts counting for `payload`, held so far by `holders`. Returns true when that is already
     /// `needed` (a cluster of one): the transaction is acknowledged at once and not kept.
     pub fn wait(&mut self, now_ms: u64, payload: Hash, mut holders: Vec<PublicKey>, needed: usize) -> bool {

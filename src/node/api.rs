@@ -847,6 +847,27 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let network = shared.network.stats();
     let mut out = String::with_capacity(4096);
     write_metric(&mut out, "kasane_height", "gauge", "Committed height.", status.height);
+    let tx_table = shared.transactions.lock().map(|table| table.len()).unwrap_or(0);
+    let recent_block_transactions: usize = shared
+        .recent_blocks
+        .lock()
+        .map(|recent| recent.values().map(|block| block.transactions.len()).sum())
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP kasane_table_entries Entries of the node's in-memory tables.\n# TYPE kasane_table_entries gauge"
+    );
+    for (table, entries) in [
+        ("queue", status.queue_len),
+        ("replay", status.replay_entries),
+        ("holding", status.holding),
+        ("transactions", tx_table),
+        ("recent_block_transactions", recent_block_transactions),
+        ("keys", shared.key_cache.len()),
+        ("verified_signatures", shared.key_cache.verified_len()),
+    ] {
+        let _ = writeln!(out, "kasane_table_entries{{table=\"{table}\"}} {entries}");
+    }
     write_metric(
         &mut out,
         "kasane_view",

@@ -145,6 +145,8 @@ pub fn status_of(replica: &NodeReplica) -> Status {
         validators: core.topology().len(),
         transactions: wsv.transaction_count(),
         cluster_height: core.cluster_height(),
+        replay_entries: wsv.replay_entries(),
+        holding: replica.holding_len(),
     }
 }
 

@@ -29,6 +29,10 @@ pub struct Status {
     /// The highest height f + 1 validators say they committed (0 before they have spoken): a
     /// node far below it is catching up and refuses client transactions.
     pub cluster_height: u64,
+    /// Payload hashes in replay memory (each kept until its time-to-live ends).
+    pub replay_entries: usize,
+    /// Client transactions still counting their f + 1 holders.
+    pub holding: usize,
 }
 
 /// Where a transaction is, as far as this node knows.

@@ -1,11 +1,16 @@
 //! Replay protection: a payload hash committed within its time-to-live is refused.
 //!
-//! Each payload hash is remembered with its expiry time. Entries are grouped by the block that
-//! added them and dropped a whole block at a time once every entry of that block has expired:
-//! block timestamps never decrease and no time-to-live exceeds `TTL_MS_MAX`, so the memory held
-//! is bounded by the transactions of the last `TTL_MS_MAX` milliseconds of blocks.
+//! Each payload hash is remembered with its expiry time, and filed under its expiry second.
+//! Every block drops the seconds that have passed at its timestamp, and what expired of the
+//! current one: block timestamps never
+//! decrease, so the memory held is what expires after the latest block, that is the
+//! transactions committed over the time-to-live clients chose (at most `TTL_MS_MAX`). (Version
+//! 1 filed entries by block and dropped a block once all its entries had expired: one entry of
+//! the 10-minute maximum, in the genesis block say, held every later block behind it, so a load
+//! with a 60 s time-to-live kept 10 minutes of entries.) Whether a payload counts as seen
+//! depends only on its expiry, never on when memory is freed.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use kasane_model::Hash;
 
@@ -15,23 +20,27 @@ use crate::world::StateMap;
 /// empty long before the current one (twice its size) fills.
 const MIGRATED_PER_INSERT: usize = 4;
 
+/// Width of an expiry bucket.
+const BUCKET_MS: u64 = 1_000;
+
 /// The memory of committed payload hashes.
 ///
 /// A hash map that grows rehashes every entry in one step; at a million entries and more that is
 /// a pause of hundreds of milliseconds on the consensus path, on every node at once (seen in
 /// long benchmark runs, docs/BENCHMARKS.md). So the guard grows incrementally: when the current
 /// table is full, it becomes the draining table, a new table of twice the capacity takes the
-/// inserts, and every insert moves a few entries across, walking the blocks in order. Lookups
+/// inserts, and every insert moves a few entries across, walking the buckets in order. Lookups
 /// look in both.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayGuard {
     current: StateMap<Hash, u64>,
     draining: StateMap<Hash, u64>,
-    /// Per block, in order: the latest expiry among its entries, and the entries.
-    blocks: VecDeque<(u64, Vec<Hash>)>,
-    /// Where the move from `draining` stands: (index in `blocks`, index in that block's
-    /// entries). Every entry of `draining` belongs to a block at or after it.
-    cursor: (usize, usize),
+    /// Expiry second -> the payloads that expire in it with their expiry, in the order they
+    /// were recorded.
+    buckets: BTreeMap<u64, Vec<(Hash, u64)>>,
+    /// Where the move from `draining` stands: (bucket, index in it). Every entry of `draining`
+    /// is filed in a bucket at or after it.
+    cursor: (u64, usize),
 }
 
 impl ReplayGuard {
@@ -52,39 +61,40 @@ impl ReplayGuard {
             .copied()
     }
 
-    /// Remembers a block's payload hashes with their expiry times, and forgets blocks whose
-    /// entries have all expired by `now_ms`.
+    /// Remembers a block's payload hashes with their expiry times, and forgets what expired
+    /// before `now_ms` (the block's timestamp).
     pub fn record_block(&mut self, entries: Vec<(Hash, u64)>, now_ms: u64) {
-        while let Some((latest_expiry, _)) = self.blocks.front() {
-            if *latest_expiry >= now_ms {
-                break;
-            }
-            if let Some((_, hashes)) = self.blocks.pop_front() {
-                for hash in hashes {
-                    // A later block may have re-added the same payload after it expired; keep it.
-                    if self.expiry(&hash).is_some_and(|expiry| expiry < now_ms) {
-                        self.current.remove(&hash);
-                        if !self.draining.is_empty() {
-                            self.draining.remove(&hash);
-                        }
+        // Whole buckets whose second has passed, then the expired part of the first one left.
+        while let Some(mut first) = self.buckets.first_entry() {
+            let whole = (*first.key() + 1) * BUCKET_MS <= now_ms;
+            let expired: Vec<(Hash, u64)> = if whole {
+                first.remove()
+            } else {
+                let bucket = first.get_mut();
+                let (gone, kept): (Vec<_>, Vec<_>) = bucket.drain(..).partition(|(_, expiry)| *expiry < now_ms);
+                *bucket = kept;
+                if bucket.is_empty() {
+                    first.remove();
+                }
+                gone
+            };
+            for (hash, expiry) in expired {
+                // A later block may have re-added the same payload after it expired; keep it.
+                if self.expiry(&hash) == Some(expiry) {
+                    self.current.remove(&hash);
+                    if !self.draining.is_empty() {
+                        self.draining.remove(&hash);
                     }
                 }
-                self.cursor = match self.cursor {
-                    (0, _) => (0, 0),
-                    (block, position) => (block - 1, position),
-                };
+            }
+            if !whole {
+                break;
             }
         }
-        if entries.is_empty() {
-            return;
-        }
-        let latest = entries.iter().map(|(_, expiry)| *expiry).max().unwrap_or(0);
-        let mut hashes = Vec::with_capacity(entries.len());
         for (hash, expiry) in entries {
             self.insert(hash, expiry);
-            hashes.push(hash);
+            self.buckets.entry(expiry / BUCKET_MS).or_default().push((hash, expiry));
         }
-        self.blocks.push_back((latest, hashes));
     }
 
     fn insert(&mut self, hash: Hash, expiry: u64) {
@@ -95,7 +105,7 @@ impl ReplayGuard {
                 StateMap::with_capacity_and_hasher(capacity, Default::default()),
             );
             self.draining = full;
-            self.cursor = (0, 0);
+            self.cursor = (self.buckets.first_key_value().map_or(0, |(second, _)| *second), 0);
         }
         // An entry for the same payload in the draining table is older: the new one replaces it.
         if !self.draining.is_empty() {
@@ -108,23 +118,25 @@ impl ReplayGuard {
     /// Moves up to `count` entries from the draining table into the current one.
     fn migrate(&mut self, mut count: usize) {
         while count > 0 && !self.draining.is_empty() {
-            let (block, position) = self.cursor;
-            let Some((_, hashes)) = self.blocks.get(block) else {
-                // Every block was walked: what is left (nothing, if the invariant holds) goes
+            let (second, position) = self.cursor;
+            // The cursor's bucket, or the next one if it was dropped.
+            let Some((&at, hashes)) = self.buckets.range(second..).next() else {
+                // Every bucket was walked: what is left (nothing, if the invariant holds) goes
                 // across at once.
                 let rest = std::mem::take(&mut self.draining);
                 self.current.extend(rest);
                 return;
             };
+            let position = if at == second { position } else { 0 };
             match hashes.get(position) {
-                Some(hash) => {
+                Some((hash, _)) => {
                     if let Some(expiry) = self.draining.remove(hash) {
                         self.current.insert(*hash, expiry);
                         count -= 1;
                     }
-                    self.cursor = (block, position + 1);
+                    self.cursor = (at, position + 1);
                 }
-                None => self.cursor = (block + 1, 0),
+                None => self.cursor = (at + 1, 0),
             }
         }
         if self.draining.is_empty() && self.draining.capacity() > 0 {
@@ -151,15 +163,39 @@ mod tests {
         let mut guard = ReplayGuard::default();
         let a = Hash::of(b"a");
         let b = Hash::of(b"b");
-        guard.record_block(vec![(a, 100), (b, 300)], 10);
+        guard.record_block(vec![(a, 100), (b, 2_300)], 10);
         assert!(guard.seen(&a, 50));
         assert!(guard.seen(&a, 100));
         assert!(!guard.seen(&a, 101));
-        // The block is kept while any of its entries (b) is live.
-        guard.record_block(vec![], 200);
+        // Each entry is freed by the first block after its expiry, whatever else is kept.
+        guard.record_block(vec![], 100);
         assert_eq!(guard.len(), 2);
-        guard.record_block(vec![], 301);
+        guard.record_block(vec![], 101);
+        assert_eq!(guard.len(), 1);
+        assert!(guard.seen(&b, 1_000));
+        guard.record_block(vec![], 2_301);
         assert_eq!(guard.len(), 0);
+        assert!(guard.buckets.is_empty());
+    }
+
+    /// One long-lived entry recorded first does not hold back the short-lived ones after it:
+    /// the soak with a 60 s time-to-live kept 1.8 million entries (10 minutes of them) behind the
+    /// genesis block's 10-minute ones before the guard freed by expiry.
+    #[test]
+    fn a_long_time_to_live_holds_nothing_else_back() {
+        let mut guard = ReplayGuard::default();
+        let hash = |value: u64| Hash::of(&value.to_le_bytes());
+        guard.record_block(vec![(hash(u64::MAX), 600_000)], 0);
+        for block in 0..100u64 {
+            let now = block * 1_000;
+            let entries = (0..10).map(|index| (hash(block * 10 + index), now + 60_000)).collect();
+            guard.record_block(entries, now);
+        }
+        // At 99 s, what expires at 99 s or later is kept: blocks 39..=99 (expiries 99 s..159 s)
+        // and the long one; the rest is gone.
+        assert_eq!(guard.len(), 61 * 10 + 1);
+        assert!(guard.seen(&hash(u64::MAX), 99_000));
+        assert!(!guard.seen(&hash(0), 99_000));
     }
 
     /// Growth moves entries across a few at a time; nothing is lost or kept past its expiry on
@@ -189,7 +225,7 @@ mod tests {
         }
         assert_eq!(
             guard.len(),
-            guard.blocks.iter().map(|(_, hashes)| hashes.len()).sum::<usize>()
+            guard.buckets.values().map(Vec::len).sum::<usize>()
         );
         // Re-adding an expired payload remembers it again.
         guard.record_block(vec![(hash(0), 10_000)], now + 1);

@@ -256,6 +256,11 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// f + 1 of the current validators: any f + 1 include one that is not faulty.
+    /// Client transactions still counting their holders (bounded by `HOLD_WAIT_MS_MAX`).
+    pub fn holding_len(&self) -> usize {
+        self.holding.len()
+    }
+
     pub fn holders_needed(&self) -> usize {
         self.core.topology().max_faulty() + 1
     }
