@@ -91,9 +91,23 @@ impl ReplayGuard {
                 break;
             }
         }
+        // A block's entries mostly share an expiry second: file them a run at a time, one
+        // look-up in the bucket map per run.
+        let mut run: Vec<(Hash, u64)> = Vec::new();
+        let mut run_second = None;
         for (hash, expiry) in entries {
             self.insert(hash, expiry);
-            self.buckets.entry(expiry / BUCKET_MS).or_default().push((hash, expiry));
+            let second = expiry / BUCKET_MS;
+            if run_second != Some(second) {
+                if let Some(previous) = run_second {
+                    self.buckets.entry(previous).or_default().append(&mut run);
+                }
+                run_second = Some(second);
+            }
+            run.push((hash, expiry));
+        }
+        if let Some(second) = run_second {
+            self.buckets.entry(second).or_default().append(&mut run);
         }
     }
 
