@@ -88,7 +88,8 @@ fn build_transfer(
     nonce: u32,
     created_at_ms: u64,
     padding: usize,
-    ttl_ms: u64) -> SignedTransaction {
+    ttl_ms: u64,
+) -> SignedTransaction {
     let (source, key) = test_account(from);
     let (destination, _) = test_account(to);
     let mut instructions = vec![Instruction::Transfer {

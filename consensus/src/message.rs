@@ -245,7 +245,9 @@ pub fn sync_response_frame(records: &[Vec<u8>]) -> Result<Vec<u8>, kasane_model:
     frame.reserve(records.iter().map(Vec::len).sum());
     for record in records {
         match record.split_first() {
-            Some((&version, body)) if version == <CommittedBlock as Versioned>::VERSION => frame.extend_from_slice(body),
+            Some((&version, body)) if version == <CommittedBlock as Versioned>::VERSION => {
+                frame.extend_from_slice(body)
+            }
             Some((&version, _)) => {
                 return Err(CodecError::UnknownVersion {
                     name: <CommittedBlock as Versioned>::NAME,

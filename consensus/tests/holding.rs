@@ -141,7 +141,12 @@ fn an_expired_transaction_is_refused_and_leaves_the_queue() {
     let out = replica.on_timer(expires_at + 1, kasane_consensus::Timer::View { height: 2, view: 0 });
     assert_eq!(replica.queue_len(), 0);
     assert!(
-        !out.iter().any(|item| matches!(item, Outbound::Broadcast { message: Message::Transactions(_) })),
+        !out.iter().any(|item| matches!(
+            item,
+            Outbound::Broadcast {
+                message: Message::Transactions(_)
+            }
+        )),
         "an expired transaction is not gossiped again"
     );
 }

@@ -41,5 +41,8 @@ fn a_record_of_another_version_or_empty_is_refused() {
         sync_response_frame(&[record]),
         Err(CodecError::UnknownVersion { .. })
     ));
-    assert!(matches!(sync_response_frame(&[Vec::new()]), Err(CodecError::Empty { .. })));
+    assert!(matches!(
+        sync_response_frame(&[Vec::new()]),
+        Err(CodecError::Empty { .. })
+    ));
 }

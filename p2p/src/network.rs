@@ -314,7 +314,11 @@ impl Network {
     pub fn send_frame(&self, to: &PublicKey, class: Class, frame: Vec<u8>) {
         if frame.len() > FRAME_BYTES_MAX {
             self.shared.counters.oversized.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(bytes = frame.len(), limit = FRAME_BYTES_MAX, "frame over the limit: not sent");
+            tracing::error!(
+                bytes = frame.len(),
+                limit = FRAME_BYTES_MAX,
+                "frame over the limit: not sent"
+            );
             return;
         }
         if let Some(link) = self.shared.links.get(to) {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use kasane_model::transaction::ChainId;
 use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
+use kasane_model::transaction::ChainId;
 use kasane_model::transaction::TTL_MS_MAX;
 use kasane_model::Hash;
 use serde::Serialize;
@@ -417,7 +417,14 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
                 .map(|index| {
                     let from = (index % accounts as u64) as usize;
                     let to = (from + 1) % accounts;
-                    transfer_with_ttl(&chain, from, to, nonce_base.wrapping_add(index as u32), created_at_ms, ttl_ms)
+                    transfer_with_ttl(
+                        &chain,
+                        from,
+                        to,
+                        nonce_base.wrapping_add(index as u32),
+                        created_at_ms,
+                        ttl_ms,
+                    )
                 })
                 .collect::<Vec<_>>()
         })

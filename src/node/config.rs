@@ -300,8 +300,13 @@ admin_listen = "127.0.0.1:40002"
         assert_eq!(set.memory.verified_signatures, 4096);
         assert_eq!(set.memory.transaction_table_entries, 2048);
         assert_eq!(set.memory.key_cache_entries, MemorySection::default().key_cache_entries);
-        let error = config("[memory]\nrecent_block_transactions = 10").unwrap_err().to_string();
-        assert!(error.contains("memory.recent_block_transactions must be at least 1024"), "{error}");
+        let error = config("[memory]\nrecent_block_transactions = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("memory.recent_block_transactions must be at least 1024"),
+            "{error}"
+        );
         assert!(config("[memory]\nunknown_table = 5").is_err());
     }
 }

@@ -100,7 +100,6 @@ impl Shared {
     }
 }
 
-
 /// A committed block's hash and its transactions' (transaction hash, payload hash).
 #[derive(Debug, Clone)]
 pub struct RecentBlock {

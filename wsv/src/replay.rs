@@ -237,10 +237,7 @@ mod tests {
             let expiry = 1_000 + 10 * (value / 50);
             assert_eq!(guard.seen(&hash(value), now), expiry >= now, "entry {value}");
         }
-        assert_eq!(
-            guard.len(),
-            guard.buckets.values().map(Vec::len).sum::<usize>()
-        );
+        assert_eq!(guard.len(), guard.buckets.values().map(Vec::len).sum::<usize>());
         // Re-adding an expired payload remembers it again.
         guard.record_block(vec![(hash(0), 10_000)], now + 1);
         assert!(guard.seen(&hash(0), now + 1));

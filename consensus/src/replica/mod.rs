@@ -39,13 +39,24 @@ pub trait LockStore: Send {
 /// What the host must do: talk to peers, or fire a timer later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
-    Send { to: PublicKey, message: Message },
+    Send {
+        to: PublicKey,
+        message: Message,
+    },
     /// A message already encoded (a block-sync response built from Kura's records by
     /// [`crate::message::sync_response_frame`]): the bytes go as they are; a host that needs the
     /// message itself decodes it.
-    SendFrame { to: PublicKey, frame: Vec<u8> },
-    Broadcast { message: Message },
-    Timer { timer: Timer, after_ms: u64 },
+    SendFrame {
+        to: PublicKey,
+        frame: Vec<u8>,
+    },
+    Broadcast {
+        message: Message,
+    },
+    Timer {
+        timer: Timer,
+        after_ms: u64,
+    },
 }
 
 impl Outbound {

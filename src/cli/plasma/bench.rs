@@ -464,7 +464,10 @@ async fn submit_all(node: &Chain, transactions: Vec<SignedTransaction>) -> anyho
         loop {
             match node.api.submit(chunk.to_vec()).await? {
                 Submitted::QueueFull | Submitted::CatchingUp(_) => {
-                    ensure!(Instant::now() < deadline, "the node's queue stayed full (or it kept catching up)");
+                    ensure!(
+                        Instant::now() < deadline,
+                        "the node's queue stayed full (or it kept catching up)"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 // Admitted but not yet held by f + 1; the wait for the setup's commits decides.

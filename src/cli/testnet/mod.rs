@@ -780,7 +780,10 @@ impl Runner {
             accounts: Some(manifest.accounts),
             batch_ms: 20,
             wait_secs: manifest.load.wait_s,
-            ttl_ms: manifest.load.ttl_s.map_or(kasane_model::transaction::TTL_MS_MAX, |seconds| seconds * 1000),
+            ttl_ms: manifest
+                .load
+                .ttl_s
+                .map_or(kasane_model::transaction::TTL_MS_MAX, |seconds| seconds * 1000),
             seed: None,
             json: None,
             quiet: true,
@@ -1130,10 +1133,14 @@ fn print_report(report: &TestnetReport) {
             seconds(record.recovery_s),
             if record.ok { "ok" } else { "FAILED" }
         );
-        if let (Some(transactions), Some(rate), Some(seconds)) =
-            (record.caught_up_transactions, record.catch_up_tx_per_s, record.caught_up_s)
-        {
-            println!("           caught up {transactions} transactions in {seconds:.2} s from the restart: {rate:.0} tx/s");
+        if let (Some(transactions), Some(rate), Some(seconds)) = (
+            record.caught_up_transactions,
+            record.catch_up_tx_per_s,
+            record.caught_up_s,
+        ) {
+            println!(
+                "           caught up {transactions} transactions in {seconds:.2} s from the restart: {rate:.0} tx/s"
+            );
         }
         if let Some(error) = &record.error {
             println!("           {error}");
