@@ -212,7 +212,8 @@ pub enum DropReason {
     StaleView,
     FutureView,
     NotTheLeader,
-    NotTheProxyTail,
+    /// A vote sent to a replica that collects none in its view (R7).
+    NotACollector,
     SignerIsNotSender,
     BadSignature,
     BadCertificate,

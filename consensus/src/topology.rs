@@ -93,6 +93,20 @@ impl Topology {
         self.at(view, self.quorum().saturating_sub(1))
     }
 
+    /// R7: who collects the votes of `view`: the proxy tail and the leader (one peer when
+    /// `n = 1`). Two collectors, so that one silent validator in either role does not keep the
+    /// view from forming its certificates.
+    pub fn collectors(&self, view: u64) -> Vec<PublicKey> {
+        let mut collectors: Vec<PublicKey> = self.proxy_tail(view).into_iter().chain(self.leader(view)).collect();
+        collectors.dedup();
+        collectors
+    }
+
+    /// Whether `key` collects the votes of `view`.
+    pub fn is_collector(&self, key: &PublicKey, view: u64) -> bool {
+        self.proxy_tail(view).as_ref() == Some(key) || self.leader(view).as_ref() == Some(key)
+    }
+
     /// Whether `key` leads `view`.
     pub fn is_leader(&self, key: &PublicKey, view: u64) -> bool {
         self.leader(view).as_ref() == Some(key)

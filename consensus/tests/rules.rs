@@ -136,7 +136,9 @@ fn r3_r3a_roles_and_who_votes() {
     let proxy_tail = cluster.proxy_tail(0);
     let observer = cluster.node(Role::Observer, 0);
     let peer = cluster.node(Role::ValidatingPeer, 0);
-    // Set B validates in view 0 but does not vote.
+    let outsider = KeyPair::derive(b"rules-outsider", 0);
+    // Set B votes in view 0 like every validator, to both collectors: the proxy tail and the
+    // leader (R7). A silent member of set A then costs no view change.
     let mut replica = cluster.replica(observer);
     run(
         &cluster,
@@ -148,41 +150,104 @@ fn r3_r3a_roles_and_who_votes() {
                 cluster.from(cluster.leader(0), proposal_message(&cluster, 0, &block, None)),
                 vec![timer(View), Validate],
             ),
-            step("and does not vote in view 0", validated(&block, Verdict::Valid), vec![]),
-        ],
-    );
-    // In view 1 every validator votes, set B (of view 1) included.
-    let observer_1 = cluster.node(Role::Observer, 1);
-    let mut replica = cluster.replica(observer_1);
-    enter_view(&cluster, &mut replica, observer_1, 1);
-    let fresh = cluster.block(1, cluster.leader(1), 0);
-    run(
-        &cluster,
-        &mut replica,
-        "R3a view 1",
-        vec![
             step(
-                "a new block of view 1",
-                cluster.from(cluster.leader(1), proposal_message(&cluster, 1, &fresh, None)),
-                vec![timer(View), Validate],
-            ),
-            step(
-                "set B votes Prepare in view 1, to the proxy tail of view 1",
-                validated(&fresh, Verdict::Valid),
+                "and votes Prepare in view 0, to the proxy tail and the leader",
+                validated(&block, Verdict::Valid),
                 vec![
-                    persist(1, None, false),
-                    vote(VoteKind::Prepare, 1, cluster.proxy_tail(1)),
+                    persist(0, None, false),
+                    vote(VoteKind::Prepare, 0, proxy_tail),
+                    vote(VoteKind::Prepare, 0, cluster.leader(0)),
                 ],
             ),
         ],
     );
-    // Only the proxy tail counts votes; a vote from a non-voter of the view is dropped.
+    // The leader collects too: a vote for its own view is counted, not dropped.
+    let mut replica = cluster.replica(cluster.leader(0));
+    replica.step(cluster.vote_from(observer, VoteKind::Prepare, 0, &block));
+    assert_eq!(dropped(&replica, DropReason::NotACollector), 0);
+    assert_eq!(dropped(&replica, DropReason::NotAValidator), 0);
+    // A validating peer collects nothing; a vote signed by a key outside the validator set is
+    // dropped by the collector.
     let mut replica = cluster.replica(peer);
     replica.step(cluster.vote_from(cluster.leader(0), VoteKind::Prepare, 0, &block));
-    assert_eq!(dropped(&replica, DropReason::NotTheProxyTail), 1);
+    assert_eq!(dropped(&replica, DropReason::NotACollector), 1);
     let mut replica = cluster.replica(proxy_tail);
-    replica.step(cluster.vote_from(observer, VoteKind::Prepare, 0, &block));
+    let stranger = kasane_consensus::SignedVote::new(Cluster::vote(VoteKind::Prepare, 0, &block), &outsider);
+    replica.step(Input::Message {
+        from: outsider.public_key(),
+        message: Message::Vote(stranger),
+    });
     assert_eq!(dropped(&replica, DropReason::NotAValidator), 1);
+}
+
+/// R7: the leader collects votes too. With the proxy tail silent, the leader's own vote and
+/// those of the validating peer and set B make both certificates, and the height commits in
+/// view 0 (with the proxy tail alone collecting, it needed a view change).
+#[test]
+fn r7_the_leader_certifies_when_the_proxy_tail_is_silent() {
+    let cluster = Cluster::new();
+    let leader = cluster.leader(0);
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let observer = cluster.node(Role::Observer, 0);
+    let block = cluster.block(0, leader, 0);
+    let mut replica = cluster.replica(leader);
+    run(
+        &cluster,
+        &mut replica,
+        "R7 leader",
+        vec![
+            step(
+                "work arrives",
+                Input::QueueLength(3),
+                vec![timer(View), timer(TimerKind::Block)],
+            ),
+            step(
+                "the block timer fires",
+                Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
+                vec![Expect::Build {
+                    view: 0,
+                    with_proof: false,
+                }],
+            ),
+            step(
+                "the leader proposes and votes, to the proxy tail and to itself",
+                Input::ProposalBuilt {
+                    height: 2,
+                    view: 0,
+                    block: block.clone(),
+                },
+                vec![
+                    Broadcast("proposal"),
+                    persist(0, None, false),
+                    vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
+                ],
+            ),
+            step(
+                "the validating peer's vote",
+                cluster.vote_from(peer, VoteKind::Prepare, 0, &block),
+                vec![],
+            ),
+            step(
+                "set B's vote makes the quorum: the leader broadcasts the prepare certificate, locks and votes Commit",
+                cluster.vote_from(observer, VoteKind::Prepare, 0, &block),
+                vec![
+                    Broadcast("prepare-certificate"),
+                    persist(0, Some(0), true),
+                    vote(VoteKind::Commit, 0, cluster.proxy_tail(0)),
+                ],
+            ),
+            step(
+                "a Commit vote",
+                cluster.vote_from(peer, VoteKind::Commit, 0, &block),
+                vec![],
+            ),
+            step(
+                "the third: the leader's commit certificate, and it commits",
+                cluster.vote_from(observer, VoteKind::Commit, 0, &block),
+                vec![Broadcast("commit-certificate"), Commit],
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -483,6 +548,7 @@ fn r5_proposals_are_checked_before_validation() {
                 vec![
                     persist(0, None, false),
                     vote(VoteKind::Prepare, 0, cluster.proxy_tail(0)),
+                    vote(VoteKind::Prepare, 0, cluster.leader(0)),
                 ],
             ),
             step(
@@ -562,6 +628,7 @@ fn r6_a_locked_validator_votes_only_for_its_lock_or_a_higher_certificate() {
                 vec![
                     persist(4, Some(0), true),
                     vote(VoteKind::Prepare, 4, cluster.proxy_tail(4)),
+                    vote(VoteKind::Prepare, 4, cluster.leader(4)),
                 ],
             ),
         ],
@@ -602,9 +669,9 @@ fn r7_r9_the_proxy_tail_certifies_at_quorum() {
                 vec![timer(View), Validate],
             ),
             step(
-                "valid: the proxy tail's own vote goes to itself",
+                "valid: the proxy tail's own vote goes to itself and to the leader",
                 validated(&block, Verdict::Valid),
-                vec![persist(0, None, false)],
+                vec![persist(0, None, false), vote(VoteKind::Prepare, 0, leader)],
             ),
             step(
                 "a vote with a broken signature",
@@ -632,7 +699,11 @@ fn r7_r9_the_proxy_tail_certifies_at_quorum() {
             step(
                 "the third distinct vote: a prepare certificate, and the proxy tail locks and votes Commit",
                 cluster.vote_from(peer, VoteKind::Prepare, 0, &block),
-                vec![Broadcast("prepare-certificate"), persist(0, Some(0), true)],
+                vec![
+                    Broadcast("prepare-certificate"),
+                    persist(0, Some(0), true),
+                    vote(VoteKind::Commit, 0, leader),
+                ],
             ),
             step(
                 "a Commit vote",
@@ -668,7 +739,11 @@ fn r8_a_prepare_certificate_locks_then_votes_commit() {
             step(
                 "lock, durable with its block, then the Commit vote",
                 cluster.from(proxy_tail, Message::PrepareCertificate(certificate.clone())),
-                vec![persist(0, Some(0), true), vote(VoteKind::Commit, 0, proxy_tail)],
+                vec![
+                    persist(0, Some(0), true),
+                    vote(VoteKind::Commit, 0, proxy_tail),
+                    vote(VoteKind::Commit, 0, cluster.leader(0)),
+                ],
             )
             .then(|replica| assert_eq!(replica.lock().map(|lock| lock.vote.block_hash), Some(block.hash()))),
             step(
@@ -697,8 +772,10 @@ fn r8_a_prepare_certificate_locks_then_votes_commit() {
                 vec![
                     persist(0, None, false),
                     vote(VoteKind::Prepare, 0, proxy_tail),
+                    vote(VoteKind::Prepare, 0, cluster.leader(0)),
                     persist(0, Some(0), true),
                     vote(VoteKind::Commit, 0, proxy_tail),
+                    vote(VoteKind::Commit, 0, cluster.leader(0)),
                 ],
             ),
         ],

@@ -121,8 +121,13 @@ impl Oracle {
         after: &CoreView,
         saved: &[LockRecord],
     ) {
+        // The same vote goes to both collectors of the view (R7): one vote, sent twice.
         let slot = (*key, vote.kind, vote.height, vote.view);
-        if let Some(earlier) = self.votes.insert(slot, vote.block_hash) {
+        if let Some(earlier) = self
+            .votes
+            .insert(slot, vote.block_hash)
+            .filter(|earlier| *earlier != vote.block_hash)
+        {
             self.flag(
                 at_ms,
                 "one vote per view",
