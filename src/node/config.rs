@@ -169,6 +169,10 @@ pub struct MemorySection {
     /// Signatures remembered as verified, so a transaction checked at admission is not checked
     /// again in its block.
     pub verified_signatures: usize,
+    /// How often the node hands the allocator's free pages back to the system, in ms; 0 never
+    /// (src/node/allocator.rs). Without it a node that synced or served a burst of blocks kept
+    /// the freed memory resident.
+    pub trim_interval_ms: u64,
 }
 
 /// The smallest bound a table accepts.
@@ -181,6 +185,7 @@ impl Default for MemorySection {
             recent_block_transactions: 1 << 20,
             key_cache_entries: kasane_model::crypto::KEY_CACHE_ENTRIES_MAX,
             verified_signatures: kasane_model::crypto::VERIFIED_ENTRIES_MAX,
+            trim_interval_ms: 5_000,
         }
     }
 }
@@ -308,5 +313,13 @@ admin_listen = "127.0.0.1:40002"
             "{error}"
         );
         assert!(config("[memory]\nunknown_table = 5").is_err());
+        assert_eq!(defaults.memory.trim_interval_ms, 5_000);
+        assert_eq!(
+            config("[memory]\ntrim_interval_ms = 0")
+                .unwrap()
+                .memory
+                .trim_interval_ms,
+            0
+        );
     }
 }

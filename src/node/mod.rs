@@ -7,6 +7,7 @@
 //! then closes the network; every committed block is already durable under the default fsync
 //! policy, so a kill -9 loses nothing acknowledged either.
 
+pub mod allocator;
 pub mod api;
 pub mod byzantine;
 pub mod commit_wait;
@@ -214,6 +215,10 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| anyhow::anyhow!("a peer key in the config: {error}"))?;
         driver.set_saboteur(Saboteur::new(mode, key.clone(), nodes));
+    }
+    if config.memory.trim_interval_ms > 0 {
+        let interval = std::time::Duration::from_millis(config.memory.trim_interval_ms);
+        tokio::spawn(allocator::trim_every(interval, stop_rx.clone()));
     }
     let consensus_task = tokio::spawn(driver.run(reads_rx, commands_rx, consensus_rx, others_rx, stop_rx.clone()));
 
