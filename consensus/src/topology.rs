@@ -11,15 +11,17 @@ pub enum Role {
     Leader,
     ValidatingPeer,
     ProxyTail,
-    /// Set B: receives and validates blocks, does not vote.
+    /// Set B: receives and validates blocks, and votes like every validator (R3a); collects no
+    /// votes.
     Observer,
     /// Not a validator at this height.
     Outsider,
 }
 
 impl Role {
-    /// Whether the role votes (set A).
-    pub fn votes(self) -> bool {
+    /// Whether the role is in set A (leader, validating peer, proxy tail). Every validator
+    /// votes (R3a); set A is what the specification's message pattern is built around.
+    pub fn in_set_a(self) -> bool {
         matches!(self, Role::Leader | Role::ValidatingPeer | Role::ProxyTail)
     }
 }
@@ -200,14 +202,17 @@ mod tests {
     }
 
     #[test]
-    fn every_view_has_one_leader_one_proxy_tail_and_q_voters() {
+    fn every_view_has_one_leader_one_proxy_tail_and_q_in_set_a() {
         for n in 1..=31u64 {
             let validators = keys(n);
             let topology = Topology::new(&validators, n * 7 + 1);
             for view in 0..(2 * n) {
                 let roles: Vec<Role> = validators.iter().map(|key| topology.role(key, view)).collect();
-                let voters = roles.iter().filter(|role| role.votes()).count();
-                assert_eq!(voters, topology.quorum(), "n {n} view {view}");
+                let set_a = roles.iter().filter(|role| role.in_set_a()).count();
+                assert_eq!(set_a, topology.quorum(), "n {n} view {view}");
+                let collectors = topology.collectors(view);
+                assert_eq!(collectors.len(), if n > 1 { 2 } else { 1 }, "n {n} view {view}");
+                assert!(collectors.iter().all(|key| topology.is_collector(key, view)));
                 let leader = topology.leader(view).expect("a leader");
                 assert_eq!(topology.role(&leader, view), Role::Leader, "n {n} view {view}");
                 let tails = roles.iter().filter(|role| **role == Role::ProxyTail).count();
