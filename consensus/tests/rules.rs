@@ -25,6 +25,35 @@ fn persist(view: u64, lock: Option<u64>, block: bool) -> Expect {
     Persist { view, lock, block }
 }
 
+/// The leader's first rows at height 2: work arrives (view and block timers), then the block
+/// timer asks for a block of view 0.
+fn work_arrives<'a>() -> common::steps::Step<'a> {
+    step(
+        "work arrives: view timer and block timer",
+        Input::QueueLength(3),
+        vec![timer(View), timer(TimerKind::Block)],
+    )
+}
+
+fn block_timer_builds<'a>() -> common::steps::Step<'a> {
+    step(
+        "the block timer fires: build a block of view 0",
+        Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
+        vec![Expect::Build {
+            view: 0,
+            with_proof: false,
+        }],
+    )
+}
+
+fn proposal_built(block: &Block) -> Input {
+    Input::ProposalBuilt {
+        height: 2,
+        view: 0,
+        block: block.clone(),
+    }
+}
+
 fn validated(block: &Block, verdict: Verdict) -> Input {
     Input::BlockValidated {
         height: 2,
@@ -196,26 +225,11 @@ fn r7_the_leader_certifies_when_the_proxy_tail_is_silent() {
         &mut replica,
         "R7 leader",
         vec![
-            step(
-                "work arrives",
-                Input::QueueLength(3),
-                vec![timer(View), timer(TimerKind::Block)],
-            ),
-            step(
-                "the block timer fires",
-                Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
-                vec![Expect::Build {
-                    view: 0,
-                    with_proof: false,
-                }],
-            ),
+            work_arrives(),
+            block_timer_builds(),
             step(
                 "the leader proposes and votes, to the proxy tail and to itself",
-                Input::ProposalBuilt {
-                    height: 2,
-                    view: 0,
-                    block: block.clone(),
-                },
+                proposal_built(&block),
                 vec![
                     Broadcast("proposal"),
                     persist(0, None, false),
@@ -261,19 +275,8 @@ fn r4_the_leader_proposes_once_per_view() {
         &mut replica,
         "R4",
         vec![
-            step(
-                "work arrives: view timer and block timer",
-                Input::QueueLength(3),
-                vec![timer(View), timer(TimerKind::Block)],
-            ),
-            step(
-                "the block timer fires: build a block of view 0",
-                Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
-                vec![Expect::Build {
-                    view: 0,
-                    with_proof: false,
-                }],
-            ),
+            work_arrives(),
+            block_timer_builds(),
             step(
                 "not twice in one view",
                 Input::TimerFired(Timer::BlockTime { height: 2, view: 0 }),
@@ -281,11 +284,7 @@ fn r4_the_leader_proposes_once_per_view() {
             ),
             step(
                 "the built block is broadcast, and the leader votes for it",
-                Input::ProposalBuilt {
-                    height: 2,
-                    view: 0,
-                    block: block.clone(),
-                },
+                proposal_built(&block),
                 vec![
                     Broadcast("proposal"),
                     persist(0, None, false),

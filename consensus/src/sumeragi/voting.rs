@@ -193,19 +193,14 @@ impl Sumeragi {
         }
     }
 
-    /// R3a: who votes in `view`: every validator of the height, in every view. A quorum is any
-    /// `q` of them, so one silent validator anywhere in the order costs no view change unless it
-    /// leads (with set A alone voting in view 0, a silent member of set A failed 3 of 4 heights
-    /// of a four-validator cluster; Iroha #5495 is the same stall in later views).
-    pub(super) fn votes_in_view(&self, key: &PublicKey, _view: u64) -> bool {
-        self.topology.contains(key)
-    }
-
-    /// R3a and R13: whether this replica votes in its current view: it is a voter of the view,
-    /// and it has not asked to leave the view.
+    /// R3a and R13: whether this replica votes in its current view: it is a validator of the
+    /// height (every validator votes in every view, so one silent validator anywhere in the order
+    /// costs no view change unless it leads; with set A alone voting in view 0, a silent member
+    /// of set A failed 3 of 4 heights of a four-validator cluster, and Iroha #5495 is the same
+    /// stall in later views), and it has not asked to leave the view.
     pub(super) fn votes_now(&self) -> bool {
         let view = self.state.view;
-        self.votes_in_view(&self.me, view) && self.view_change_sent().is_none_or(|target| target <= view)
+        self.topology.contains(&self.me) && self.view_change_sent().is_none_or(|target| target <= view)
     }
 
     /// R6: a validated proposal gets this validator's Prepare vote, if it may give it.
@@ -260,7 +255,8 @@ impl Sumeragi {
         if !self.topology.is_collector(&self.me, view) {
             return self.drop_message(DropReason::NotACollector);
         }
-        if !self.votes_in_view(&from, view) {
+        // R3a: every validator of the height votes.
+        if !self.topology.contains(&from) {
             return self.drop_message(DropReason::NotAValidator);
         }
         if vote.verify(&mut self.cache).is_err() {
