@@ -80,6 +80,10 @@ pub enum Timer {
     Sync { peer: PublicKey, from_height: u64 },
     /// Judge a block again that was too far ahead of this replica's clock to vote for (R5).
     Revalidate { height: u64, hash: Hash },
+    /// Commit the next block received by block sync (R19), scheduled with no delay after each
+    /// synced commit: one block per step, so the requests for the next chunks and every other
+    /// message go out between blocks, not after a whole chunk was applied.
+    ApplySynced,
 }
 
 /// The host's verdict on a block (R5). Validity is a function of the chain alone; only the

@@ -5,6 +5,7 @@
 mod common;
 
 use common::steps::{dropped, proposal_in, run, step, view_change_in, Cluster, Expect, TimerKind};
+use kasane_consensus::message::SYNC_BLOCKS_MAX;
 use kasane_consensus::{Config, DropReason, Input, LockRecord, Message, Role, Sumeragi, Timer, Validity, Verdict};
 use kasane_model::block::VoteKind;
 use kasane_model::{Block, KeyPair};
@@ -1195,6 +1196,42 @@ fn r18_a_transaction_waiting_while_nothing_commits_makes_the_validator_suspect()
 }
 
 #[test]
+fn r19_a_peer_whose_answer_adds_nothing_is_asked_again_only_on_its_status() {
+    // Found by the Twins sample of seven: a peer that claims a height and answers every request
+    // with nothing (a twin behind its double, or a liar) was asked again at once, forever.
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let status = cluster.from(
+        others[0],
+        Message::Status {
+            height: 500,
+            head_hash: block.hash(),
+        },
+    );
+    let requests = |effects: &[kasane_consensus::Effect]| {
+        effects
+            .iter()
+            .filter(|effect| {
+                matches!(
+                    effect,
+                    kasane_consensus::Effect::Send {
+                        message: Message::BlockSyncRequest { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let mut replica = cluster.replica(peer);
+    assert_eq!(requests(&replica.step(status.clone())), 1);
+    let empty = cluster.from(others[0], Message::BlockSyncResponse { blocks: Vec::new() });
+    assert_eq!(requests(&replica.step(empty)), 0, "asked again at once");
+    assert_eq!(requests(&replica.step(status)), 1, "its next status asks it again");
+}
+
+#[test]
 fn r19_block_sync_asks_several_peers_and_drops_liars() {
     let cluster = Cluster::new();
     let peer = cluster.node(Role::ValidatingPeer, 0);
@@ -1226,22 +1263,21 @@ fn r19_block_sync_asks_several_peers_and_drops_liars() {
                 vec![sync_request(others[0]), timer(SyncTimer)],
             ),
             step(
-                "another peer is ahead: ask it too, for the same first missing height (f + 1 = 2 requests out)",
+                "another peer is ahead: ask it too, in parallel, for the chunk after the first",
                 status(others[1], 500),
                 vec![sync_request(others[1]), timer(SyncTimer)],
             ),
-            step("a third: every slot is taken", status(others[2], 500), vec![]),
             step(
-                "the first request times out: its slot is free",
+                "a third: the next chunk is past the window of waiting blocks, (f + 1) * 100",
+                status(others[2], 500),
+                vec![],
+            ),
+            step(
+                "the first request times out: its peer is slow, and the third peer is asked for its chunk at once",
                 Input::TimerFired(Timer::Sync {
                     peer: cluster.key(others[0]),
                     from_height: 2,
                 }),
-                vec![],
-            ),
-            step(
-                "the third peer is asked now",
-                status(others[2], 500),
                 vec![sync_request(others[2]), timer(SyncTimer)],
             ),
             step(
@@ -1271,15 +1307,32 @@ fn r19_block_sync_asks_several_peers_and_drops_liars() {
     assert_eq!(asked(&effects[0]), Some(2));
     assert_eq!(
         asked(&effects[1]),
-        Some(2),
-        "a second request asks for the first missing block too: the first may go to a liar"
+        Some(2 + SYNC_BLOCKS_MAX),
+        "a second request asks for the next chunk: parallel requests fetch distinct chunks"
     );
     assert_eq!(
-        asked(&effects[5]),
+        asked(&effects[3]),
+        Some(2),
+        "the timed-out chunk is asked again, of another peer"
+    );
+    assert_eq!(
+        asked(&effects[4]),
         Some(3),
         "after an answer, the same peer is asked for what follows it"
     );
-    assert_eq!(asked(&effects[4]), Some(2), "the timed-out chunk is asked again");
+    // The slow peer's status: it is asked again, but its request covers nothing for the others
+    // until it answers, so the chain never waits on it twice in a row.
+    let effects = replica.step(status(others[0], 500));
+    assert!(
+        effects.iter().any(|effect| matches!(
+            effect,
+            kasane_consensus::Effect::Send {
+                message: Message::BlockSyncRequest { .. },
+                ..
+            }
+        )),
+        "a slow peer is asked again when its status comes: {effects:?}"
+    );
     // A peer that sends a block whose certificate does not check out is not asked again.
     let mut replica = cluster.replica(peer);
     let mut forged = certificate.clone();

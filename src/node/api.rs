@@ -940,6 +940,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     );
     write_metric(
         &mut out,
+        "kasane_gossip_dropped_catching_up_total",
+        "counter",
+        "Transaction gossip dropped unchecked while the node was catching up.",
+        Metrics::get(&metrics.gossip_dropped_catching_up),
+    );
+    write_metric(
+        &mut out,
         "kasane_proposal_digests_total",
         "counter",
         "Proposals received as digests and rebuilt from the queue.",

@@ -186,9 +186,14 @@ pub async fn run(
 
     let (consensus_tx, consensus_rx) = mpsc::channel(1024);
     let (others_tx, others_rx) = mpsc::channel(1024);
-    tokio::spawn(verifier::verifier(inbound.consensus, consensus_tx, cache.clone()));
-    tokio::spawn(verifier::verifier(inbound.sync, others_tx.clone(), cache.clone()));
-    tokio::spawn(verifier::verifier(inbound.gossip, others_tx, cache.clone()));
+    tokio::spawn(verifier::verifier(inbound.consensus, consensus_tx, cache.clone(), None));
+    tokio::spawn(verifier::verifier(inbound.sync, others_tx.clone(), cache.clone(), None));
+    tokio::spawn(verifier::verifier(
+        inbound.gossip,
+        others_tx,
+        cache.clone(),
+        Some(shared.clone()),
+    ));
 
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

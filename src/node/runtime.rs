@@ -330,6 +330,15 @@ impl Driver {
 
     fn step(&mut self, from: PublicKey, message: Message, hashes: PreparedHashes) {
         let is_proposal = matches!(message, Message::Proposal(_));
+        if let Message::BlockSyncResponse { blocks } = &message {
+            tracing::debug!(
+                %from,
+                blocks = blocks.len(),
+                first = blocks.first().map(|block| block.block.header.height),
+                height = self.replica.wsv().height(),
+                "block-sync response"
+            );
+        }
         let started = Instant::now();
         let out = tokio::task::block_in_place(|| self.replica.on_prepared(now_ms(), from, message, hashes));
         if is_proposal {
@@ -368,14 +377,20 @@ impl Driver {
                     // Block-sync chunks, copied from Kura as they are stored. A node never
                     // serves itself, and fault injection rewrites messages, not bytes.
                     Outbound::SendFrame { to, frame } if to != me && self.saboteur.is_none() => {
+                        tracing::debug!(%to, bytes = frame.len(), "block-sync response sent");
                         self.network.send_frame(&to, kasane_p2p::Class::Sync, frame)
                     }
                     frame @ Outbound::SendFrame { .. } => pending.extend(frame.decoded()),
                     Outbound::Send { to, message } if to == me => self.loopback.push_back(message),
-                    Outbound::Send { to, message } => match &mut self.saboteur {
-                        Some(saboteur) => saboteur.send(&self.network, &to, &message),
-                        None => self.network.send(&to, &message),
-                    },
+                    Outbound::Send { to, message } => {
+                        if let Message::BlockSyncRequest { from_height, .. } = &message {
+                            tracing::debug!(%to, from_height, "block-sync request");
+                        }
+                        match &mut self.saboteur {
+                            Some(saboteur) => saboteur.send(&self.network, &to, &message),
+                            None => self.network.send(&to, &message),
+                        }
+                    }
                     Outbound::Broadcast { message } => {
                         // The replica has already turned an honest node's proposals into digests.
                         match &mut self.saboteur {

@@ -243,6 +243,8 @@ pub struct Metrics {
     /// Admitted transactions answered as not acknowledged: f + 1 validators did not hold them
     /// within `api.hold_wait_ms`.
     pub not_held: AtomicU64,
+    /// Transaction gossip dropped unchecked while the node was catching up.
+    pub gossip_dropped_catching_up: AtomicU64,
     /// Proposals received as digests and rebuilt from the queue, and those of them that needed
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,

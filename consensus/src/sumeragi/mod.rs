@@ -101,8 +101,16 @@ struct ViewState {
 #[derive(Debug, Default)]
 struct SyncState {
     pending: BTreeMap<u64, (CommittedBlock, PublicKey)>,
-    /// Per peer, the first height asked for: at most one request per peer.
-    in_flight: BTreeMap<PublicKey, u64>,
+    /// Per peer, the first height asked for and how many heights the request is counted to
+    /// cover (the blocks a response carried last): at most one request per peer.
+    in_flight: BTreeMap<PublicKey, (u64, u64)>,
+    /// Peers whose last request timed out: their requests cover nothing for the others until
+    /// they answer with blocks again, so a peer that takes requests and never answers holds up
+    /// the chain once, for one timeout.
+    slow: BTreeSet<PublicKey>,
+    /// Blocks per response, from the last response cut short by its size bound: what a new
+    /// request is counted to cover. Starts at `SYNC_BLOCKS_MAX`.
+    blocks_per_response: u64,
     /// Peers that sent a block that did not check out; never asked again.
     distrusted: BTreeSet<PublicKey>,
     /// Who sent the synced block being committed.
@@ -167,7 +175,10 @@ impl Sumeragi {
             queue_len: 0,
             state: HeightState::default(),
             future: Vec::new(),
-            sync: SyncState::default(),
+            sync: SyncState {
+                blocks_per_response: SYNC_BLOCKS_MAX,
+                ..SyncState::default()
+            },
             cache: KeyCache::new(),
             inbox: VecDeque::new(),
             counters: Counters::default(),

@@ -9,40 +9,71 @@ use super::*;
 const DISTRUSTED_PEERS_MAX: usize = 1024;
 
 impl Sumeragi {
-    /// Requests that may be out at once, each to a different peer: more than the faulty peers
-    /// there can be, so peers that claim heights they never serve cannot hold every slot.
+    /// Requests that may be out at once, one per peer: every other validator, so a node far
+    /// behind fetches distinct chunks from all of them in parallel (at least `f + 1`).
     fn sync_slots(&self) -> usize {
-        self.topology.max_faulty() + 1
+        (self.topology.len().saturating_sub(1)).max(self.topology.max_faulty() + 1)
     }
 
-    /// The first height from this replica's own that is not waiting in `pending`. Every new
-    /// request starts there, whoever else was asked for it: with up to f peers that claim heights
-    /// and never answer holding a slot each, the f + 1-th slot still asks an honest peer for the
-    /// blocks that are needed next (peers asked for distinct chunks let a liar hold the one that
-    /// matters while honest peers are asked for heights past the tip). A peer that answers is
-    /// asked for the chunk after its answer at once, so one stream is pipelined.
+    /// Most heights above this replica's own that blocks are fetched for: what waits in
+    /// `pending` stays within `(f + 1) * SYNC_BLOCKS_MAX` blocks whatever the parallelism.
+    fn sync_window(&self) -> u64 {
+        (self.topology.max_faulty() as u64 + 1) * SYNC_BLOCKS_MAX
+    }
+
+    /// Where a new request starts: the first height from this replica's own that is neither
+    /// waiting in `pending` nor counted as covered by a request out to a peer that is not slow.
+    /// So parallel requests ask for distinct chunks, and the blocks needed next are never left
+    /// to a peer that stopped answering: a request that times out marks its peer slow, and the
+    /// heights it covered go to the next request at once (a peer that answers with blocks is
+    /// counted again). A liar can hold up the chain once per answer it gives, for one timeout;
+    /// it cannot hold it up for good.
     fn sync_next_height(&self) -> u64 {
         let mut next = self.height;
-        while self.sync.pending.contains_key(&next) {
-            next += 1;
+        loop {
+            if self.sync.pending.contains_key(&next) {
+                next += 1;
+                continue;
+            }
+            let covered = self
+                .sync
+                .in_flight
+                .iter()
+                .filter(|(peer, _)| !self.sync.slow.contains(*peer))
+                .filter(|(_, (from, span))| *from <= next && next < from + span)
+                .map(|(_, (from, span))| from + span)
+                .max();
+            match covered {
+                Some(end) => next = end,
+                None => return next,
+            }
         }
-        next
     }
 
-    /// R19: asks `from` for the blocks from the first one missing, if `from` has no request out,
-    /// a slot is free, and the blocks already waiting stay within bounds.
+    /// R19: asks `from` for the blocks from the first height nobody is fetching, if `from` has
+    /// no request out, a slot is free, and the height is within the window of waiting blocks.
     pub(super) fn request_sync(&mut self, from: PublicKey, out: &mut Vec<Effect>) {
         if from == self.me
             || self.config.byzantine_skip_own_commit
             || self.sync.in_flight.contains_key(&from)
             || self.sync.distrusted.contains(&from)
             || self.sync.in_flight.len() >= self.sync_slots()
-            || self.sync.pending.len() >= self.sync_slots() * SYNC_BLOCKS_MAX as usize
         {
             return;
         }
         let from_height = self.sync_next_height();
-        self.sync.in_flight.insert(from, from_height);
+        // Only what the peer says it has: asked past its height, it answers with nothing, and
+        // that answer would ask it again at once.
+        let beyond_claim = self
+            .sync
+            .claimed
+            .get(&from)
+            .is_some_and(|claimed| from_height > *claimed);
+        if from_height >= self.height + self.sync_window() || beyond_claim {
+            return;
+        }
+        let span = self.sync.blocks_per_response.clamp(1, SYNC_BLOCKS_MAX);
+        self.sync.in_flight.insert(from, (from_height, span));
         out.push(Effect::Send {
             to: from,
             message: Message::BlockSyncRequest {
@@ -57,6 +88,30 @@ impl Sumeragi {
             },
             after_ms: self.config.sync_timeout_ms,
         });
+    }
+
+    /// Asks every validator that claims a height above this replica's, has no request out and
+    /// is not slow: after an answer, a synced commit or a timeout, so all peers stay busy, not
+    /// only the one that answered. A slow peer is asked again only when its status comes.
+    pub(super) fn request_sync_from_all(&mut self, out: &mut Vec<Effect>) {
+        let ahead: Vec<PublicKey> = self
+            .sync
+            .claimed
+            .iter()
+            .filter(|(peer, claimed)| **claimed >= self.height && !self.sync.slow.contains(*peer))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in ahead {
+            self.request_sync(peer, out);
+        }
+    }
+
+    /// A request that was not answered in time: its peer is slow, and what it covered is
+    /// asked of others now.
+    pub(super) fn sync_timed_out(&mut self, peer: PublicKey, out: &mut Vec<Effect>) {
+        self.sync.in_flight.remove(&peer);
+        self.sync.slow.insert(peer);
+        self.request_sync_from_all(out);
     }
 
     pub(super) fn on_sync_request(&mut self, from: PublicKey, from_height: u64, count: u64, out: &mut Vec<Effect>) {
@@ -78,24 +133,37 @@ impl Sumeragi {
     }
 
     pub(super) fn on_sync_response(&mut self, from: PublicKey, blocks: Vec<CommittedBlock>, out: &mut Vec<Effect>) {
-        let Some(asked) = self.sync.in_flight.remove(&from) else {
+        let Some((asked, _)) = self.sync.in_flight.remove(&from) else {
             return self.drop_message(DropReason::Unexpected);
         };
+        let received = blocks.len().min(SYNC_BLOCKS_MAX as usize) as u64;
         let mut added = false;
+        let window_end = self.height + self.sync_window();
         for (expected, block) in (asked..).zip(blocks.into_iter().take(SYNC_BLOCKS_MAX as usize)) {
             if block.block.header.height != expected {
                 break;
             }
-            if expected >= self.height && !self.sync.pending.contains_key(&expected) {
+            if expected >= self.height && expected < window_end && !self.sync.pending.contains_key(&expected) {
                 self.sync.pending.insert(expected, (block, from));
                 added = true;
             }
         }
-        // Pipelining: ask for the next chunk now, so it travels while these are applied. A peer
-        // that has nothing more answers with no blocks.
-        if added {
-            self.request_sync(from, out);
+        // A response that stops short of the peer's claimed height was cut by its size bound:
+        // the next requests are counted to cover as many blocks.
+        let claimed = self.sync.claimed.get(&from).copied().unwrap_or(0);
+        if received > 0 && asked + received <= claimed {
+            self.sync.blocks_per_response = received;
         }
+        // Pipelining: ask for the next chunks now, so they travel while these are applied. A
+        // peer whose answer added nothing (it has nothing more, its status was stale, or it
+        // lies) counts as slow: asked again only when its next status comes, never in a loop.
+        if added {
+            self.sync.slow.remove(&from);
+            self.request_sync(from, out);
+        } else {
+            self.sync.slow.insert(from);
+        }
+        self.request_sync_from_all(out);
         self.continue_sync(out);
     }
 
@@ -141,6 +209,7 @@ impl Sumeragi {
     fn distrust(&mut self, peer: PublicKey) {
         self.sync.pending.retain(|_, (_, source)| *source != peer);
         self.sync.in_flight.remove(&peer);
+        self.sync.slow.remove(&peer);
         if self.sync.distrusted.len() < DISTRUSTED_PEERS_MAX {
             self.sync.distrusted.insert(peer);
         }

@@ -47,9 +47,12 @@ impl Sumeragi {
                     self.suspect(out);
                 }
             }
-            Timer::Sync { peer, from_height } if self.sync.in_flight.get(&peer) == Some(&from_height) => {
-                self.sync.in_flight.remove(&peer);
+            Timer::Sync { peer, from_height }
+                if self.sync.in_flight.get(&peer).map(|(from, _)| *from) == Some(from_height) =>
+            {
+                self.sync_timed_out(peer, out);
             }
+            Timer::ApplySynced => self.continue_sync(out),
             Timer::Revalidate { height, hash } if height == self.height => {
                 if self.validity(&hash) == Some(Validity::Early) {
                     self.validate(hash, out);

@@ -442,7 +442,7 @@ impl Sumeragi {
         self.head = hash;
         self.topology = Topology::new(validators, self.height);
         self.state = HeightState::default();
-        self.sync.committing_from = None;
+        let synced = self.sync.committing_from.take().is_some();
         let next_height = self.height;
         let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
             .into_iter()
@@ -453,7 +453,17 @@ impl Sumeragi {
             .collect();
         self.inbox.extend(ready);
         self.enter_height(out);
-        self.continue_sync(out);
+        if synced {
+            // A synced block leaves room in the window: keep every peer fetching, and apply the
+            // next one in a step of its own.
+            self.request_sync_from_all(out);
+            out.push(Effect::ScheduleTimer {
+                timer: Timer::ApplySynced,
+                after_ms: 0,
+            });
+        } else {
+            self.continue_sync(out);
+        }
     }
 
     pub(super) fn on_commit_failed(&mut self, height: u64, hash: Hash) {

@@ -158,6 +158,7 @@ pub enum TimerKind {
     Status,
     Sync,
     Revalidate,
+    ApplySynced,
 }
 
 /// One expected effect, described by what matters for the rule.
@@ -205,6 +206,7 @@ fn timer_kind(timer: &Timer) -> TimerKind {
         Timer::Status => TimerKind::Status,
         Timer::Sync { .. } => TimerKind::Sync,
         Timer::Revalidate { .. } => TimerKind::Revalidate,
+        Timer::ApplySynced => TimerKind::ApplySynced,
     }
 }
 
