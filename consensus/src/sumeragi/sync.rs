@@ -21,6 +21,15 @@ impl Sumeragi {
         (self.topology.max_faulty() as u64 + 1) * SYNC_BLOCKS_MAX
     }
 
+    /// The first height from this replica's own that is not waiting in `pending`.
+    fn first_missing_height(&self) -> u64 {
+        let mut next = self.height;
+        while self.sync.pending.contains_key(&next) {
+            next += 1;
+        }
+        next
+    }
+
     /// Where a new request starts: the first height from this replica's own that is neither
     /// waiting in `pending` nor counted as covered by a request out to a peer that is not slow.
     /// So parallel requests ask for distinct chunks, and the blocks needed next are never left
@@ -61,16 +70,20 @@ impl Sumeragi {
         {
             return;
         }
-        let from_height = self.sync_next_height();
-        // Only what the peer says it has: asked past its height, it answers with nothing, and
-        // that answer would ask it again at once.
-        let beyond_claim = self
-            .sync
-            .claimed
-            .get(&from)
-            .is_some_and(|claimed| from_height > *claimed);
-        if from_height >= self.height + self.sync_window() || beyond_claim {
+        let mut from_height = self.sync_next_height();
+        if from_height >= self.height + self.sync_window() {
             return;
+        }
+        // Only what the peer says it has: asked past its height, it would answer with nothing.
+        // Near the tip the distinct chunks run past every claim: the peer is then asked for the
+        // first missing height, like the request already out for it, which may have gone to a
+        // liar (the redundancy R19 had before requests ran in parallel).
+        let claimed = self.sync.claimed.get(&from).copied();
+        if claimed.is_some_and(|claimed| from_height > claimed) {
+            from_height = self.first_missing_height();
+            if claimed.is_some_and(|claimed| from_height > claimed) {
+                return;
+            }
         }
         let span = self.sync.blocks_per_response.clamp(1, SYNC_BLOCKS_MAX);
         self.sync.in_flight.insert(from, (from_height, span));
