@@ -127,11 +127,13 @@ pub enum Input {
         verdict: Verdict,
     },
     /// Answer to `CommitBlock`: the block is durable in Kura and applied; `validators` is the
-    /// validator set after it.
+    /// validator set after it and `demoted` those of them who lead last at the next height (R1,
+    /// leader reputation: `Wsv::demoted`).
     BlockCommitted {
         height: u64,
         hash: Hash,
         validators: BTreeSet<PublicKey>,
+        demoted: BTreeSet<PublicKey>,
     },
     /// Answer to `CommitBlock` when the block did not apply (only possible for synced blocks).
     CommitFailed {

@@ -34,17 +34,15 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// R1: sort the validators, rotate left by `height mod n`. The order is a function of the
-    /// height and the validator set alone: a leader cannot choose the next height's leader by
-    /// grinding the hash of the block it proposes (an order taken from the previous block hash
-    /// let it, through the timestamp and the transactions it picks).
-    pub fn new(validators: &BTreeSet<PublicKey>, height: u64) -> Topology {
-        let mut order: Vec<PublicKey> = validators.iter().copied().collect();
-        if !order.is_empty() {
-            let shift = (height % order.len() as u64) as usize;
-            order.rotate_left(shift);
+    /// R1: sort the validators, rotate left by `height mod n`, and move the `demoted` ones (who
+    /// led a failed view recently, from the world state: `Wsv::demoted`) behind the others. The
+    /// order is a function of the committed chain alone: a leader cannot choose the next
+    /// height's leader by grinding the hash of the block it proposes (an order taken from the
+    /// previous block hash let it, through the timestamp and the transactions it picks).
+    pub fn new(validators: &BTreeSet<PublicKey>, height: u64, demoted: &BTreeSet<PublicKey>) -> Topology {
+        Topology {
+            order: kasane_model::block::view_zero_order(validators, height, demoted),
         }
-        Topology { order }
     }
 
     pub fn len(&self) -> usize {
@@ -146,6 +144,10 @@ mod tests {
     use super::*;
     use kasane_model::KeyPair;
 
+    fn none() -> BTreeSet<PublicKey> {
+        BTreeSet::new()
+    }
+
     fn keys(n: u64) -> BTreeSet<PublicKey> {
         (0..n)
             .map(|index| KeyPair::derive(b"topology", index).public_key())
@@ -155,7 +157,7 @@ mod tests {
     #[test]
     fn sets_and_roles_for_four() {
         let validators = keys(4);
-        let topology = Topology::new(&validators, 4);
+        let topology = Topology::new(&validators, 4, &none());
         // Height 4 of 4 validators: no rotation, the sorted order.
         let sorted: Vec<PublicKey> = validators.iter().copied().collect();
         assert_eq!(topology.order(0), sorted);
@@ -179,19 +181,22 @@ mod tests {
         let validators = keys(7);
         let sorted: Vec<PublicKey> = validators.iter().copied().collect();
         for height in 0..21u64 {
-            let topology = Topology::new(&validators, height);
+            let topology = Topology::new(&validators, height, &none());
             let first = (height % 7) as usize;
             assert_eq!(topology.leader(0), Some(sorted[first]), "height {height}");
             assert_eq!(topology.quorum(), 5);
             assert_eq!(topology.proxy_tail(0), Some(sorted[(first + 4) % 7]));
             // Height h, view v leads with the same peer as height h + v, view 0.
-            assert_eq!(topology.leader(3), Topology::new(&validators, height + 3).leader(0));
+            assert_eq!(
+                topology.leader(3),
+                Topology::new(&validators, height + 3, &none()).leader(0)
+            );
         }
     }
 
     #[test]
     fn an_empty_topology_has_no_roles_and_does_not_panic() {
-        let topology = Topology::new(&BTreeSet::new(), 9);
+        let topology = Topology::new(&BTreeSet::new(), 9, &none());
         assert!(topology.is_empty());
         assert_eq!(topology.leader(3), None);
         assert_eq!(topology.proxy_tail(3), None);
@@ -205,7 +210,7 @@ mod tests {
     fn every_view_has_one_leader_one_proxy_tail_and_q_in_set_a() {
         for n in 1..=31u64 {
             let validators = keys(n);
-            let topology = Topology::new(&validators, n * 7 + 1);
+            let topology = Topology::new(&validators, n * 7 + 1, &none());
             for view in 0..(2 * n) {
                 let roles: Vec<Role> = validators.iter().map(|key| topology.role(key, view)).collect();
                 let set_a = roles.iter().filter(|role| role.in_set_a()).count();
@@ -219,5 +224,25 @@ mod tests {
                 assert_eq!(tails, usize::from(n > 1), "n {n} view {view}");
             }
         }
+    }
+
+    #[test]
+    fn demoted_validators_lead_last_and_sit_in_set_b() {
+        let validators = keys(4);
+        let sorted: Vec<PublicKey> = validators.iter().copied().collect();
+        // Height 5: the plain order starts at sorted[1]; sorted[1] is demoted.
+        let demoted: BTreeSet<PublicKey> = [sorted[1]].into();
+        let topology = Topology::new(&validators, 5, &demoted);
+        assert_eq!(topology.order(0), vec![sorted[2], sorted[3], sorted[0], sorted[1]]);
+        assert_eq!(topology.leader(0), Some(sorted[2]));
+        assert_eq!(topology.role(&sorted[1], 0), Role::Observer);
+        // Views still rotate through everyone: the demoted one leads view 3.
+        assert_eq!(topology.leader(3), Some(sorted[1]));
+        // Demoting someone who is not a validator changes nothing.
+        let outsider: BTreeSet<PublicKey> = [KeyPair::derive(b"other", 0).public_key()].into();
+        assert_eq!(
+            Topology::new(&validators, 5, &outsider),
+            Topology::new(&validators, 5, &none())
+        );
     }
 }

@@ -42,7 +42,7 @@ fn chains() -> (FixtureChain, CommittedBlock, CommittedBlock) {
     };
     let signers: Vec<&KeyPair> = chain.validators.iter().take(quorum(chain.validators.len())).collect();
     let certificate = Certificate::sign(CommittedBlock::expected_vote_for(&block), &signers);
-    at_genesis.commit(executed, block.hash());
+    at_genesis.commit(executed, block.hash(), block.header.view);
     (chain, genuine, CommittedBlock { block, certificate })
 }
 

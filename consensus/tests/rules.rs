@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use common::steps::{dropped, proposal_in, run, step, view_change_in, Cluster, Expect, TimerKind};
 use kasane_consensus::message::SYNC_BLOCKS_MAX;
 use kasane_consensus::{Config, DropReason, Input, LockRecord, Message, Role, Sumeragi, Timer, Validity, Verdict};
@@ -115,6 +117,7 @@ fn r1_the_order_rotates_round_robin_by_height() {
                 height,
                 cluster.genesis,
                 &cluster.validators,
+                &BTreeSet::new(),
                 None,
             );
             // Only the leader of (height, 0) arms its block timer when work arrives.
@@ -813,6 +816,7 @@ fn r10_a_commit_certificate_commits_and_the_height_moves_on() {
                     height: 2,
                     hash: block.hash(),
                     validators: cluster.validators.clone(),
+                    demoted: BTreeSet::new(),
                 },
                 vec![],
             )
@@ -1356,6 +1360,7 @@ fn r19_block_sync_asks_several_peers_and_drops_liars() {
         height: 2,
         hash: block.hash(),
         validators: cluster.validators.clone(),
+        demoted: BTreeSet::new(),
     });
     let effects = replica.step(cluster.from(
         others[0],

@@ -186,7 +186,7 @@ impl FixtureChain {
             view_change_proof: None,
         };
         let block = Block { header, transactions };
-        self.wsv.commit(executed, block.hash());
+        self.wsv.commit(executed, block.hash(), block.header.view);
         let signers: Vec<&KeyPair> = self.validators.iter().take(quorum(self.validators.len())).collect();
         let certificate = Certificate::sign(CommittedBlock::expected_vote_for(&block), &signers);
         Ok((CommittedBlock { block, certificate }, hashes))

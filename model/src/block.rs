@@ -181,6 +181,23 @@ pub struct Certificate {
     pub signatures: Vec<ValidatorSignature>,
 }
 
+/// R1: the view-0 order of `height`. The validators sorted and rotated left by `height mod n`;
+/// then those in `demoted` (validators that led a failed view recently, leader reputation)
+/// move behind the others, each group keeping its rotated order. A function of the committed
+/// chain alone, so every honest replica computes the same order; the one place it lives (the
+/// consensus topology and the world state's record of failed leaders both use it).
+pub fn view_zero_order(validators: &BTreeSet<PublicKey>, height: u64, demoted: &BTreeSet<PublicKey>) -> Vec<PublicKey> {
+    let mut order: Vec<PublicKey> = validators.iter().copied().collect();
+    if !order.is_empty() {
+        let shift = (height % order.len() as u64) as usize;
+        order.rotate_left(shift);
+    }
+    let (mut ahead, behind): (Vec<PublicKey>, Vec<PublicKey>) =
+        order.into_iter().partition(|key| !demoted.contains(key));
+    ahead.extend(behind);
+    ahead
+}
+
 /// The faults `validators` validators tolerate: f = (n - 1) / 3. The one place the formula lives.
 pub fn max_faulty(validators: usize) -> usize {
     validators.saturating_sub(1) / 3

@@ -31,3 +31,49 @@ fn a_crashed_leader_is_replaced_within_one_view_timeout() {
         assert!(report.view_changes > 0);
     }
 }
+
+/// Leader reputation (R1): a validator that stays down costs a view change the first time it
+/// should lead, then leads last for `DEMOTION_HEIGHTS_PER_VALIDATOR * n` heights, instead of
+/// failing every n-th height.
+#[test]
+fn a_validator_that_stays_down_stops_costing_a_view_change_every_n_heights() {
+    let nodes = 4;
+    let roles = roles_after_genesis(nodes, 0);
+    // Not the first leader: it fails when its turn comes, some heights in.
+    let crashed = roles
+        .iter()
+        .position(|role| *role == Role::ProxyTail)
+        .expect("a proxy tail");
+    let mut config = SimConfig::calm(nodes);
+    config.client.transactions = 4_000;
+    config.client.load_window_ms = 40_000;
+    // Down while the load runs, back after it, so the run ends with every replica at the tip.
+    config.faults = vec![
+        Fault {
+            at_ms: 1,
+            kind: FaultKind::Crash { node: crashed },
+        },
+        Fault {
+            at_ms: 41_000,
+            kind: FaultKind::Restart { node: crashed },
+        },
+    ];
+    config.faults_end_ms = 45_000;
+    let report = run(1, &config);
+    assert!(report.ok(), "{:?}", report.violations);
+    // Each of the three live replicas counts the view changes it makes (the restarted one's
+    // few after 41 s are counted too: the bound allows for them).
+    let per_replica = report.view_changes as f64 / 3.0;
+    let heights = report.height;
+    let window = kasane_wsv::state::DEMOTION_HEIGHTS_PER_VALIDATOR * nodes as u64;
+    println!("one of {nodes} down: {heights} heights, {per_replica:.1} view changes per live replica (window {window} heights)");
+    assert!(
+        heights > 2 * window,
+        "the run must outlast the window: {heights} heights"
+    );
+    let bound = (heights / window + 3) as f64;
+    assert!(
+        per_replica <= bound,
+        "{per_replica:.1} view changes per replica over {heights} heights: more than one per window ({bound})"
+    );
+}

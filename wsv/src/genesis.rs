@@ -149,7 +149,7 @@ impl GenesisBuilder {
             view_change_proof: None,
         };
         let block = Block { header, transactions };
-        wsv.commit(executed, block.hash());
+        wsv.commit(executed, block.hash(), block.header.view);
         let committed = CommittedBlock {
             certificate: Certificate::sign(CommittedBlock::expected_vote_for(&block), &[&self.authority]),
             block,

@@ -17,6 +17,10 @@ use crate::plugin::{PluginContext, PluginRegistry, Verdict, DEFAULT_PLUGIN};
 use crate::replay::ReplayGuard;
 use crate::world::{Account, Domain, Metadata, StateMap, World};
 
+/// How many heights per validator a validator that led a failed view stays demoted (R1, leader
+/// reputation): with four validators, 40 heights, so a crashed validator costs one view change
+/// per 40 heights, not one per 4.
+pub const DEMOTION_HEIGHTS_PER_VALIDATOR: u64 = 10;
 /// Recent transactions remembered per creator account.
 pub const RECENT_TRANSACTIONS_PER_ACCOUNT: usize = 32;
 /// Name of the domain holding the genesis authority.
@@ -156,6 +160,9 @@ pub struct Wsv {
     transactions: u64,
     replay: ReplayGuard,
     recent: StateMap<AccountId, VecDeque<RecentTransaction>>,
+    /// Per recent height committed after a failed view, the leaders of its failed views (R1,
+    /// leader reputation; [`Wsv::demoted`]).
+    leader_failures: VecDeque<(u64, Vec<PublicKey>)>,
     plugins: PluginRegistry,
 }
 
@@ -199,6 +206,7 @@ impl Wsv {
             transactions: 0,
             replay: ReplayGuard::default(),
             recent: StateMap::default(),
+            leader_failures: VecDeque::new(),
             plugins,
         }
     }
@@ -298,7 +306,7 @@ impl Wsv {
                 computed: executed.state_commitment,
             });
         }
-        Ok(self.commit(executed, block.hash()))
+        Ok(self.commit(executed, block.hash(), block.header.view))
     }
 
     /// Checks the fields of a header that follow from the head: height, previous hash, time.
@@ -493,8 +501,9 @@ impl Wsv {
         }
     }
 
-    /// Applies an executed block: every write of the block at once.
-    pub fn commit(&mut self, executed: ExecutedBlock, block_hash: Hash) -> AppliedBlock {
+    /// Applies an executed block, committed in `view`: every write of the block at once, and
+    /// the leaders of the views before `view` recorded as failed (leader reputation, R1).
+    pub fn commit(&mut self, executed: ExecutedBlock, block_hash: Hash, view: u64) -> AppliedBlock {
         let ExecutedBlock {
             height,
             timestamp_ms,
@@ -505,6 +514,7 @@ impl Wsv {
             recent,
         } = executed;
         assert_eq!(height, self.height + 1, "commit of an executed block out of order");
+        self.record_failed_leaders(height, view);
         let removed_accounts: Vec<AccountId> = changes
             .accounts
             .iter()
@@ -538,6 +548,54 @@ impl Wsv {
             timestamp_ms,
             state_commitment,
             outcomes,
+        }
+    }
+
+    /// R1, leader reputation: the validators that led a view which failed (a view below the one
+    /// its height was committed in) in the last [`DEMOTION_HEIGHTS_PER_VALIDATOR`] * n heights,
+    /// the most recent first, at most `f` of them and validators only. The topology of the next
+    /// height puts them behind the others, so a crashed validator costs one view change per
+    /// window instead of one every n heights. Derived from the chain alone (the views in the
+    /// headers): fast and strict init rebuild it by replaying from genesis. At most `f`, so
+    /// that `f` Byzantine validators failing views on purpose demote no more honest ones than
+    /// there are Byzantine ones, and every view still rotates through all validators (R2).
+    pub fn demoted(&self) -> std::collections::BTreeSet<PublicKey> {
+        let validators = self.validators();
+        let limit = kasane_model::block::max_faulty(validators.len());
+        let mut demoted = std::collections::BTreeSet::new();
+        let recent_first = self
+            .leader_failures
+            .iter()
+            .rev()
+            .flat_map(|(_, failed)| failed.iter().rev());
+        for key in recent_first {
+            if demoted.len() >= limit {
+                break;
+            }
+            if validators.contains(key) {
+                demoted.insert(*key);
+            }
+        }
+        demoted
+    }
+
+    /// Before block `height` changes the validator set: the leaders of its views below `view`,
+    /// by the order its topology had; then forget what fell out of the window.
+    fn record_failed_leaders(&mut self, height: u64, view: u64) {
+        let validators = self.validators();
+        if view > 0 && !validators.is_empty() {
+            let order = kasane_model::block::view_zero_order(&validators, height, &self.demoted());
+            let n = order.len() as u64;
+            let failed: Vec<PublicKey> = (0..view.min(n)).map(|view| order[(view % n) as usize]).collect();
+            self.leader_failures.push_back((height, failed));
+        }
+        let window = DEMOTION_HEIGHTS_PER_VALIDATOR * (validators.len().max(1) as u64);
+        while self
+            .leader_failures
+            .front()
+            .is_some_and(|(failed_at, _)| failed_at + window <= height)
+        {
+            self.leader_failures.pop_front();
         }
     }
 

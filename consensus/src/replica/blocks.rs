@@ -141,7 +141,7 @@ impl<B: Backend + Sync> Replica<B> {
         // Validation executed the block against this very state (the validated blocks are
         // dropped at every commit), so its writes are applied as they are.
         let applied = match executed {
-            Some(executed) if executed.height == height => self.wsv.commit(executed, hash),
+            Some(executed) if executed.height == height => self.wsv.commit(executed, hash, committed.block.header.view),
             _ => match self.wsv.apply_block(&committed.block, &hashes) {
                 Ok(applied) => applied,
                 // The block is in Kura but does not apply: a broken invariant of our own code,
@@ -185,6 +185,7 @@ impl<B: Backend + Sync> Replica<B> {
             height,
             hash,
             validators: self.wsv.validators(),
+            demoted: self.wsv.demoted(),
         }
     }
 }

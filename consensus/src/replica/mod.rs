@@ -216,6 +216,7 @@ impl<B: Backend + Sync> Replica<B> {
             wsv.height() + 1,
             wsv.head_hash(),
             &wsv.validators(),
+            &wsv.demoted(),
             lock_store.load(),
         );
         Replica {

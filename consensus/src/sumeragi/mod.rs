@@ -162,6 +162,7 @@ impl Sumeragi {
         height: u64,
         head: Hash,
         validators: &BTreeSet<PublicKey>,
+        demoted: &BTreeSet<PublicKey>,
         record: Option<LockRecord>,
     ) -> Sumeragi {
         let me = key.public_key();
@@ -171,7 +172,7 @@ impl Sumeragi {
             config,
             height,
             head,
-            topology: Topology::new(validators, height),
+            topology: Topology::new(validators, height, demoted),
             queue_len: 0,
             state: HeightState::default(),
             future: Vec::new(),
@@ -339,7 +340,8 @@ impl Sumeragi {
                 height,
                 hash,
                 validators,
-            } => self.on_block_committed(height, hash, &validators, &mut out),
+                demoted,
+            } => self.on_block_committed(height, hash, &validators, &demoted, &mut out),
             Input::CommitFailed { height, hash } => self.on_commit_failed(height, hash),
         }
         self.drain_inbox(&mut out);

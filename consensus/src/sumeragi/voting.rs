@@ -432,6 +432,7 @@ impl Sumeragi {
         height: u64,
         hash: Hash,
         validators: &BTreeSet<PublicKey>,
+        demoted: &BTreeSet<PublicKey>,
         out: &mut Vec<Effect>,
     ) {
         if height != self.height {
@@ -440,7 +441,7 @@ impl Sumeragi {
         self.counters.commits += 1;
         self.height += 1;
         self.head = hash;
-        self.topology = Topology::new(validators, self.height);
+        self.topology = Topology::new(validators, self.height, demoted);
         self.state = HeightState::default();
         let synced = self.sync.committing_from.take().is_some();
         let next_height = self.height;

@@ -48,7 +48,7 @@ impl Cluster {
 
     /// The node with `role` in `view` at height 2.
     pub fn node(&self, role: Role, view: u64) -> usize {
-        let topology = kasane_consensus::Topology::new(&self.validators, 2);
+        let topology = kasane_consensus::Topology::new(&self.validators, 2, &BTreeSet::new());
         (0..self.keys.len())
             .find(|node| topology.role(&self.key(*node), view) == role)
             .expect("role present")
@@ -78,6 +78,7 @@ impl Cluster {
             2,
             self.genesis,
             &self.validators,
+            &BTreeSet::new(),
             record,
         )
     }

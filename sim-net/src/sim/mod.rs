@@ -130,7 +130,7 @@ fn fixture(nodes: usize) -> FixtureChain {
 pub fn roles_after_genesis(nodes: usize, view: u64) -> Vec<kasane_consensus::Role> {
     let fixture = fixture(nodes);
     let validators: BTreeSet<PublicKey> = fixture.validators.iter().map(KeyPair::public_key).collect();
-    let topology = kasane_consensus::Topology::new(&validators, 2);
+    let topology = kasane_consensus::Topology::new(&validators, 2, &BTreeSet::new());
     fixture
         .validators
         .iter()
