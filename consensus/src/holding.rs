@@ -3,16 +3,81 @@
 //! lose it. The replica that admitted it gossips it; every replica that then holds it answers
 //! [`crate::Message::Held`]; this table counts the answers.
 //!
-//! Holding is memory, not disk: a holder that crashes forgets. The promise is the one a quorum
-//! system makes: with at most f replicas down at once before the block that holds it commits, at
-//! least one holder is up, and R18 (gossip again on every view timeout) and R4 (a leader proposes
-//! its oldest queued transactions) carry the transaction from that holder into a block.
+//! Holding is durable (R18b): every queued transaction is in the replica's [`HoldStore`], and
+//! a replica answers `Held` (or counts itself) only once the store has synced it. A holder that
+//! crashes and restarts re-queues what it held, so crashes of any number of holders one after
+//! the other, each restarting, lose nothing; only a holder whose disk is lost (a wiped node)
+//! forgets, and f + 1 holders survive f of those. R18 (gossip again on every view timeout) and
+//! R4 (a leader proposes its oldest queued transactions) carry the transaction from a holder
+//! into a block.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use ahash::AHashMap as HashMap;
 
-use kasane_model::{Hash, PublicKey};
+use kasane_model::{Hash, PublicKey, SignedTransaction};
+
+/// How long a replica gathers what it newly holds before it syncs its [`HoldStore`] and answers
+/// (group commit): one sync per interval, however many gossip messages and client requests
+/// arrived in it. It adds at most this much to an acknowledgement.
+pub const HOLD_SYNC_MS: u64 = 5;
+
+/// Where a replica keeps the transactions of its queue, so that a restart does not forget what
+/// it told its peers and clients it holds (docs/PROTOCOL.md section 7.1, R18b). The node keeps
+/// them in a log of segment files (src/node/hold_log.rs); the simulator on its simulated disk.
+pub trait HoldStore: Send {
+    /// A transaction entered the queue. Durable only after the next successful [`Self::sync`].
+    /// `encoding`, when the host kept it from hashing, is `codec::encode(transaction)`.
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<&[u8]>);
+    /// These transactions left the queue (their block committed, or they expired): a restart
+    /// need not queue them again. Need not be durable: a payload released but still stored is
+    /// dropped when it is queued again, as committed or expired.
+    fn release(&mut self, payloads: &[Hash]);
+    /// Makes every append so far durable. On an error nothing appended since the last successful
+    /// sync counts as held.
+    fn sync(&mut self) -> Result<(), String>;
+    /// What the store held when the replica started and was not released, oldest first. Called
+    /// once, by [`crate::replica::Replica::start`].
+    fn load(&mut self) -> Vec<SignedTransaction>;
+}
+
+/// A store that keeps nothing: a restart forgets every held transaction. For tests of the
+/// replica alone, and hosts that accept the weaker promise of section 7.1 (at most f holders
+/// down at once before the block commits).
+#[derive(Debug, Default)]
+pub struct VolatileHolds;
+
+impl HoldStore for VolatileHolds {
+    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<&[u8]>) {}
+
+    fn release(&mut self, _payloads: &[Hash]) {}
+
+    fn sync(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn load(&mut self) -> Vec<SignedTransaction> {
+        Vec::new()
+    }
+}
+
+/// What a replica newly holds and has not synced yet: the `Held` answers owed to peers, and its
+/// own clients' transactions it will count itself a holder of.
+#[derive(Debug, Default)]
+pub struct Unsynced {
+    /// Payload hashes to answer each peer with, in the order they came.
+    pub peers: BTreeMap<PublicKey, Vec<Hash>>,
+    /// This replica's clients' transactions (when it is a validator).
+    pub own: Vec<Hash>,
+    /// Whether a [`crate::Timer::SyncHolds`] is out.
+    pub timer_out: bool,
+}
+
+impl Unsynced {
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty() && self.own.is_empty()
+    }
+}
 
 /// How long a transaction waits for its holders before the table forgets it. The host answers
 /// its client long before (a few seconds); this only bounds the table when peers never answer.

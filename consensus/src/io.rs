@@ -84,6 +84,9 @@ pub enum Timer {
     /// synced commit: one block per step, so the requests for the next chunks and every other
     /// message go out between blocks, not after a whole chunk was applied.
     ApplySynced,
+    /// Sync the replica's hold store, then answer `Held` for what it made durable (R18b). The
+    /// replica's own timer: the core ignores it.
+    SyncHolds,
 }
 
 /// The host's verdict on a block (R5). Validity is a function of the chain alone; only the

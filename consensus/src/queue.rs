@@ -103,24 +103,29 @@ impl TransactionQueue {
 
     /// Drops every transaction whose time-to-live ended before `now_ms`: no block at or after
     /// that time can commit it, and the replay memory may already have forgotten its payload,
-    /// so gossiping or proposing it again would only fill blocks with rejections. Returns how
-    /// many went.
-    pub fn remove_expired(&mut self, now_ms: u64) -> usize {
-        let before = self.entries.len();
+    /// so gossiping or proposing it again would only fill blocks with rejections. Returns the
+    /// payload hashes that went, in no particular order.
+    pub fn remove_expired(&mut self, now_ms: u64) -> Vec<Hash> {
+        let mut expired = Vec::new();
         let by_transaction = &mut self.by_transaction;
-        self.entries.retain(|_, queued| {
+        self.entries.retain(|payload, queued| {
             let live = queued.transaction.payload.expires_at_ms() >= now_ms;
             if !live {
                 by_transaction.remove(&queued.hashes.transaction);
+                expired.push(*payload);
             }
             live
         });
-        let removed = before - self.entries.len();
-        if removed > 0 {
+        if !expired.is_empty() {
             let entries = &self.entries;
             self.order.retain(|payload| entries.contains_key(payload));
         }
-        removed
+        expired
+    }
+
+    /// The queued transaction with this payload hash.
+    pub fn get(&self, payload: &Hash) -> Option<&SignedTransaction> {
+        self.entries.get(payload).map(|queued| &queued.transaction)
     }
 
     pub fn contains(&self, payload: &Hash) -> bool {

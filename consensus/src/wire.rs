@@ -153,6 +153,7 @@ pub fn found(transactions: Vec<SignedTransaction>, prepared: PreparedHashes, mis
             .map(|transaction| PreparedTransaction {
                 hashes: transaction.hashes(),
                 signatures_verified: false,
+                encoding: None,
             })
             .collect(),
     };

@@ -54,6 +54,7 @@ fn a_digest_is_rebuilt_from_the_queue_and_what_was_fetched() {
             let prepared = PreparedTransaction {
                 hashes: transaction.hashes(),
                 signatures_verified,
+                encoding: None,
             };
             (prepared.hashes.transaction, (transaction.clone(), prepared))
         })

@@ -134,16 +134,23 @@ impl SignedTransaction {
     /// Both hashes from one encoding: postcard encodes a struct as its fields back to back, so
     /// the payload's bytes are a slice of the transaction's.
     pub fn hashes(&self) -> TransactionHashes {
+        self.hashes_and_encoding().0
+    }
+
+    /// [`Self::hashes`] and the encoding they were computed from, which is exactly
+    /// `codec::encode(self)`: for a caller that also needs the bytes (the node's hold log).
+    pub fn hashes_and_encoding(&self) -> (TransactionHashes, Vec<u8>) {
         let mut bytes = Vec::with_capacity(256);
         bytes.push(<Self as Versioned>::VERSION);
         codec::encode_body_into(&self.payload, &mut bytes);
         let payload_end = bytes.len();
         codec::encode_body_into(&self.signatures, &mut bytes);
-        TransactionHashes {
+        let hashes = TransactionHashes {
             encoded_bytes: bytes.len(),
             transaction: Hash::of(&bytes),
             payload: Hash::of_parts(&[PAYLOAD_HASH_DOMAIN, &bytes[1..payload_end]]),
-        }
+        };
+        (hashes, bytes)
     }
 
     /// Checks what needs no state: chain, counts, duplicate signers, time-to-live. Signatures
@@ -286,5 +293,8 @@ mod tests {
         let hashes = transaction.hashes();
         assert_eq!(hashes.transaction, transaction.hash());
         assert_eq!(hashes.payload, transaction.payload.hash());
+        let (same, encoding) = transaction.hashes_and_encoding();
+        assert_eq!(same, hashes);
+        assert_eq!(encoding, codec::encode(&transaction));
     }
 }

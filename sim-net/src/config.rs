@@ -153,6 +153,19 @@ pub enum Acknowledge {
     Local,
 }
 
+/// Where a replica keeps the transactions it holds (R18b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Holds {
+    /// On its simulated disk: what it synced survives a crash, so a restarted holder queues
+    /// it again. What a node does.
+    #[default]
+    Disk,
+    /// In memory only: a holder that crashes forgets. The rule before R18b, kept to show what
+    /// it loses.
+    Memory,
+}
+
 /// The client's load and how hostile it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -223,6 +236,8 @@ pub struct SimConfig {
     /// Sign and verify with the cheap mock scheme (model::crypto::rule): the protocol is the
     /// same, and a run costs a fraction.
     pub mock_signatures: bool,
+    /// Where replicas keep what they hold (R18b).
+    pub holds: Holds,
     pub consensus: Config,
 }
 
@@ -246,6 +261,7 @@ impl SimConfig {
             check_liveness: true,
             views_after_heal_max: views_after_heal_max(nodes),
             mock_signatures: true,
+            holds: Holds::Disk,
             consensus: sim_consensus_config(),
         }
     }

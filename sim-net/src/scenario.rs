@@ -160,6 +160,10 @@ pub struct Scenario {
     /// queued it).
     #[serde(default)]
     pub acknowledge: crate::config::Acknowledge,
+    /// `"disk"` (the default: a restarted replica queues again what it held) or `"memory"`
+    /// (a crash forgets it; the rule before R18b).
+    #[serde(default)]
+    pub holds: crate::config::Holds,
     #[serde(default)]
     pub conflicting_pairs: usize,
     #[serde(default)]
@@ -381,6 +385,7 @@ impl Scenario {
         config.client.load_window_ms = self.load_window_ms;
         config.client.resubmit = self.resubmit;
         config.client.acknowledge = self.acknowledge;
+        config.holds = self.holds;
         config.client.conflicting_pairs = self.conflicting_pairs;
         config.client.duplicates = self.duplicates;
         config.client.edge_signatures = self.edge_signatures;

@@ -92,3 +92,27 @@ fn acknowledgement_by_f_plus_one() {
     assert_eq!(report.acknowledged_transactions, 1);
     assert_eq!(report.committed_transactions, 1);
 }
+
+/// R18b: holders that crash and restart one after the other keep what they acknowledged. The
+/// same file with the holds in memory loses the transaction.
+#[test]
+fn durable_holds_survive_holders_crashing_one_after_the_other() {
+    let kept = scenario("acknowledged-survives-sequential-crashes.toml");
+    let mut config = kept.config().expect("config");
+    let report = run(kept.seed, &config);
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(report.acknowledged_transactions, 1);
+    assert_eq!(report.committed_transactions, 1);
+
+    config.holds = kasane_sim_net::config::Holds::Memory;
+    let report = run(kept.seed, &config);
+    assert_eq!(report.acknowledged_transactions, 1);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|violation| violation.invariant == "liveness"),
+        "holders in memory forget: {:?}",
+        report.violations
+    );
+}

@@ -947,6 +947,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     );
     write_metric(
         &mut out,
+        "kasane_hold_sync_failures_total",
+        "counter",
+        "Syncs of the hold log that failed: what they carried was not answered as held.",
+        Metrics::get(&metrics.hold_sync_failures),
+    );
+    write_metric(
+        &mut out,
+        "kasane_holds_restored_total",
+        "counter",
+        "Transactions queued again from the hold log when the node started.",
+        Metrics::get(&metrics.holds_restored),
+    );
+    write_metric(
+        &mut out,
         "kasane_proposal_digests_total",
         "counter",
         "Proposals received as digests and rebuilt from the queue.",

@@ -12,6 +12,7 @@ pub mod api;
 pub mod byzantine;
 pub mod commit_wait;
 pub mod config;
+pub mod hold_log;
 pub mod lock_file;
 pub mod runtime;
 pub mod state;
@@ -33,6 +34,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use byzantine::{ByzantineMode, Saboteur};
 use config::{InitMode, NodeConfig};
+use hold_log::HoldLog;
 use lock_file::FileLockStore;
 use runtime::{status_of, Driver, Shared};
 use state::{Metrics, TxTable};
@@ -103,6 +105,9 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         "world state ready"
     );
     let lock_store = FileLockStore::open(&config.node.data_dir.join("consensus.lock"))?;
+    let hold_dir = config.node.data_dir.join("held");
+    let holds = HoldLog::open(&hold_dir).with_context(|| format!("opening the hold log {}", hold_dir.display()))?;
+    tracing::info!(held = holds.len(), segments = holds.segments(), "hold log read");
     let mut consensus = config.consensus.to_config();
     consensus.byzantine_skip_own_commit = options.byzantine.is_some_and(ByzantineMode::skips_own_commit);
     Ok(Replica::from_parts(
@@ -114,6 +119,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         config.api.queue_capacity,
     )
     .with_key_cache(cache)
+    .with_hold_store(Box::new(holds))
     // A node that is Byzantine on purpose sends whole proposals, so its rewrites work on blocks.
     .with_proposal_digests(options.byzantine.is_none()))
 }

@@ -430,6 +430,14 @@ impl Driver {
                     rejections,
                 } => self.on_commit(height, hash, transactions, tx_hashes, rejections),
                 ReplicaEvent::Held { payloads } => self.holding.held(&payloads),
+                ReplicaEvent::HoldStoreFailed { error } => {
+                    Metrics::add(&self.shared.metrics.hold_sync_failures, 1);
+                    tracing::warn!(%error, "hold log sync failed: its transactions are not answered as held");
+                }
+                ReplicaEvent::Restored { queued, dropped } => {
+                    Metrics::add(&self.shared.metrics.holds_restored, queued as u64);
+                    tracing::info!(queued, dropped, "queued again what the hold log kept");
+                }
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");

@@ -245,6 +245,10 @@ pub struct Metrics {
     pub not_held: AtomicU64,
     /// Transaction gossip dropped unchecked while the node was catching up.
     pub gossip_dropped_catching_up: AtomicU64,
+    /// Syncs of the hold log that failed (R18b): what they carried was not answered as held.
+    pub hold_sync_failures: AtomicU64,
+    /// Transactions queued again from the hold log at start.
+    pub holds_restored: AtomicU64,
     /// Proposals received as digests and rebuilt from the queue, and those of them that needed
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,

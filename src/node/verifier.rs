@@ -42,6 +42,12 @@ fn hash_all(transactions: &[SignedTransaction]) -> Vec<TransactionHashes> {
     transactions.iter().map(SignedTransaction::hashes).collect()
 }
 
+/// [`hash_all`], keeping the encodings the hashing made: the hold log writes queued
+/// transactions as they are (docs/NODE.md, "Durability").
+fn hash_and_encode_all(transactions: &[SignedTransaction]) -> (Vec<TransactionHashes>, Vec<Vec<u8>>) {
+    transactions.iter().map(SignedTransaction::hashes_and_encoding).unzip()
+}
+
 /// Checks the signatures of `transactions` (with their hashes) into `cache`, skipping what it
 /// already verified: one batch for all; when it fails, one batch per transaction, so the good
 /// ones still count. Returns, per transaction, whether all its signatures verified; bad ones are
@@ -107,9 +113,21 @@ fn preverify_plasma<'a>(cache: &mut KeyCache, transactions: impl Iterator<Item =
 /// of a sync response is not checked here (R19: the replica checks its signatures itself only
 /// when the certified-block rule is off).
 pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHashes> {
+    // Gossip goes into the queue and the hold log: its encodings are kept.
+    let mut encodings: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(messages.len());
     let hashes: Vec<Vec<Vec<TransactionHashes>>> = messages
         .iter()
-        .map(|message| checked_lists(message).iter().map(|(list, _)| hash_all(list)).collect())
+        .map(|message| match message {
+            Message::Transactions(list) => {
+                let (hashes, encoded) = hash_and_encode_all(list);
+                encodings.push(Some(encoded));
+                vec![hashes]
+            }
+            _ => {
+                encodings.push(None);
+                checked_lists(message).iter().map(|(list, _)| hash_all(list)).collect()
+            }
+        })
         .collect();
     let pairs = messages.iter().zip(&hashes).flat_map(|(message, lists)| {
         checked_lists(message)
@@ -122,7 +140,8 @@ pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHash
     messages
         .iter()
         .zip(hashes)
-        .map(|(message, lists)| {
+        .zip(encodings)
+        .map(|((message, lists), encodings)| {
             let mut lists = checked_lists(message)
                 .into_iter()
                 .zip(lists)
@@ -137,7 +156,7 @@ pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHash
             match message {
                 Message::Transactions(_) | Message::TransactionsFound { .. } => {
                     lists.next().map_or(PreparedHashes::None, |(hashes, flags)| {
-                        PreparedHashes::Transactions(prepared_transactions(hashes, flags))
+                        PreparedHashes::Transactions(prepared_transactions(hashes, flags, encodings))
                     })
                 }
                 Message::Proposal(proposal) => {
@@ -152,13 +171,19 @@ pub fn preverify(cache: &mut KeyCache, messages: &[Message]) -> Vec<PreparedHash
         .collect()
 }
 
-fn prepared_transactions(hashes: Vec<TransactionHashes>, verified: Vec<bool>) -> Vec<PreparedTransaction> {
+fn prepared_transactions(
+    hashes: Vec<TransactionHashes>,
+    verified: Vec<bool>,
+    encodings: Option<Vec<Vec<u8>>>,
+) -> Vec<PreparedTransaction> {
+    let mut encodings = encodings.map(Vec::into_iter);
     hashes
         .into_iter()
         .zip(verified)
         .map(|(hashes, signatures_verified)| PreparedTransaction {
             hashes,
             signatures_verified,
+            encoding: encodings.as_mut().and_then(Iterator::next),
         })
         .collect()
 }
@@ -179,9 +204,9 @@ fn block_hashes<'a>(
 
 /// Hashes client transactions and checks their signatures (see [`verify_signatures`]).
 pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<PreparedTransaction> {
-    let hashes = hash_all(transactions);
+    let (hashes, encodings) = hash_and_encode_all(transactions);
     let verified = verify_signatures(cache, transactions.iter().zip(&hashes));
-    prepared_transactions(hashes, verified)
+    prepared_transactions(hashes, verified, Some(encodings))
 }
 
 fn carries_signatures(message: &Message) -> bool {

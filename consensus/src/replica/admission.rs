@@ -63,12 +63,14 @@ impl<B: Backend + Sync> Replica<B> {
             let PreparedTransaction {
                 hashes,
                 signatures_verified,
+                encoding,
             } = known
                 .as_mut()
                 .and_then(Iterator::next)
                 .unwrap_or_else(|| PreparedTransaction {
                     hashes: transaction.hashes(),
                     signatures_verified: false,
+                    encoding: None,
                 });
             let payload = hashes.payload;
             let result = self
@@ -83,6 +85,11 @@ impl<B: Backend + Sync> Replica<B> {
                             other => other.to_string(),
                         })
                 });
+            if result.is_ok() {
+                if let Some(queued) = self.queue.get(&payload) {
+                    self.holds.append(&payload, queued, encoding.as_deref());
+                }
+            }
             // A peer's copy already queued here (or committed) is held all the same.
             if result.is_ok() || (source != Source::Client && self.holds(now_ms, &payload)) {
                 held.push(payload);
@@ -97,14 +104,15 @@ impl<B: Backend + Sync> Replica<B> {
                 message: Message::Transactions(to_gossip),
             });
         }
+        // What is held is answered for once the hold store has synced it (R18b).
         match source {
             Source::Client => self.count_holders(now_ms, held),
-            Source::Peer(from) if !held.is_empty() && from != self.key.public_key() => out.push(Outbound::Send {
-                to: from,
-                message: Message::Held(held),
-            }),
+            Source::Peer(from) if !held.is_empty() && from != self.key.public_key() => {
+                self.unsynced.peers.entry(from).or_default().extend(held)
+            }
             Source::Peer(_) => {}
         }
+        out.extend(self.sync_holds_later());
         if accepted > 0 {
             let effects = self.core.step(Input::QueueLength(self.queue.len()));
             out.extend(self.run(now_ms, effects));
@@ -144,22 +152,86 @@ impl<B: Backend + Sync> Replica<B> {
         self.queue.contains(payload) || self.wsv.is_committed_payload(payload, now_ms)
     }
 
-    /// Starts counting holders for a client's admitted transactions (this replica is one when
-    /// it is a validator); in a cluster of one they are acknowledged at once.
+    /// Starts counting holders for a client's admitted transactions. This replica counts as
+    /// one, when it is a validator, once its hold store has synced them.
     fn count_holders(&mut self, now_ms: u64, payloads: Vec<Hash>) {
-        let me = self.key.public_key();
         let needed = self.holders_needed();
-        let validator = self.core.topology().contains(&me);
-        let acknowledged: Vec<Hash> = payloads
-            .into_iter()
-            .filter(|payload| {
-                self.holding
-                    .wait(now_ms, *payload, validator.then_some(me).into_iter().collect(), needed)
-            })
-            .collect();
-        if !acknowledged.is_empty() {
-            self.events.push(ReplicaEvent::Held { payloads: acknowledged });
+        for payload in &payloads {
+            self.holding.wait(now_ms, *payload, Vec::new(), needed);
         }
+        if self.core.topology().contains(&self.key.public_key()) {
+            self.unsynced.own.extend(payloads);
+        }
+    }
+
+    /// Asks for a [`Timer::SyncHolds`] when something waits for one and none is out.
+    fn sync_holds_later(&mut self) -> Option<Outbound> {
+        if self.unsynced.is_empty() || self.unsynced.timer_out {
+            return None;
+        }
+        self.unsynced.timer_out = true;
+        Some(Outbound::Timer {
+            timer: Timer::SyncHolds,
+            after_ms: HOLD_SYNC_MS,
+        })
+    }
+
+    /// R18b: makes what this replica newly holds durable, then answers each peer `Held` and
+    /// counts itself a holder of its own clients' transactions. A failed sync answers nothing:
+    /// those transactions stay queued here, but no one counts this replica as their holder.
+    pub(super) fn sync_holds(&mut self) -> Vec<Outbound> {
+        let unsynced = std::mem::take(&mut self.unsynced);
+        if let Err(error) = self.holds.sync() {
+            self.events.push(ReplicaEvent::HoldStoreFailed { error });
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (peer, payloads) in unsynced.peers {
+            for chunk in payloads.chunks(GOSSIP_TRANSACTIONS_MAX) {
+                out.push(Outbound::Send {
+                    to: peer,
+                    message: Message::Held(chunk.to_vec()),
+                });
+            }
+        }
+        if !unsynced.own.is_empty() {
+            let me = self.key.public_key();
+            let needed = self.holders_needed();
+            let acknowledged = self.holding.held_by(me, &unsynced.own, needed);
+            if !acknowledged.is_empty() {
+                self.events.push(ReplicaEvent::Held { payloads: acknowledged });
+            }
+        }
+        out
+    }
+
+    /// R18b at start: queues again what the hold store kept from a previous run. The store is
+    /// this replica's own disk, checked like Kura's records (docs/NODE.md), so signatures are
+    /// not verified again; what has committed or expired since is dropped and released.
+    /// Returns whether anything was queued.
+    pub(super) fn restore_held(&mut self, now_ms: u64) -> bool {
+        let stored = self.holds.load();
+        if stored.is_empty() {
+            return false;
+        }
+        let (mut queued, mut dropped) = (0usize, Vec::new());
+        for transaction in stored {
+            let hashes = transaction.hashes();
+            let payload = hashes.payload;
+            let kept = self.check_transaction(now_ms, &transaction, &hashes, true).is_ok()
+                && self.queue.push(transaction, hashes).is_ok();
+            if kept {
+                queued += 1;
+            } else if !self.queue.contains(&payload) {
+                dropped.push(payload);
+            }
+        }
+        self.holds.release(&dropped);
+        self.events.push(ReplicaEvent::Restored {
+            queued,
+            dropped: dropped.len(),
+        });
+        queued > 0
     }
 
     /// A peer holds some of this replica's clients' transactions; only validators count.

@@ -13,7 +13,7 @@ use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransa
 use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
-use crate::holding::Holding;
+use crate::holding::{HoldStore, Holding, Unsynced, VolatileHolds, HOLD_SYNC_MS};
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
 use crate::message::{Message, Proposal, ProposalDigest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
@@ -98,6 +98,16 @@ pub enum ReplicaEvent {
     Held {
         payloads: Vec<Hash>,
     },
+    /// The hold store failed to sync: what it was given since its last sync is not counted as
+    /// held, here or by any peer (R18b). The host reports it.
+    HoldStoreFailed {
+        error: String,
+    },
+    /// Transactions held before a restart were queued again from the hold store (R18b).
+    Restored {
+        queued: usize,
+        dropped: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +140,14 @@ pub enum PreparedHashes {
     Blocks(Vec<PreparedBlock>),
 }
 
-/// One transaction's hashes, and whether every signature on it verified.
+/// One transaction's hashes, whether every signature on it verified, and, when the host kept
+/// it from hashing, its encoding (`codec::encode` of it, which the hold store then writes as it
+/// is instead of encoding the transaction again).
 #[derive(Debug, Clone)]
 pub struct PreparedTransaction {
     pub hashes: TransactionHashes,
     pub signatures_verified: bool,
+    pub encoding: Option<Vec<u8>>,
 }
 
 /// A block's hash, its transactions' hashes in order, and whether every transaction signature
@@ -166,6 +179,10 @@ pub struct Replica<B: Backend + Sync> {
     digest_proposals: bool,
     /// Who holds each of this replica's clients' transactions, until f + 1 validators do.
     holding: Holding,
+    /// Every queued transaction, durable across restarts (R18b).
+    holds: Box<dyn HoldStore>,
+    /// What this replica newly holds and will answer for once `holds` has synced it.
+    unsynced: Unsynced,
 }
 
 mod admission;
@@ -233,7 +250,16 @@ impl<B: Backend + Sync> Replica<B> {
             wire: Wire::default(),
             digest_proposals: true,
             holding: Holding::default(),
+            holds: Box::new(VolatileHolds),
+            unsynced: Unsynced::default(),
         }
+    }
+
+    /// Makes the replica keep its queue in `holds` (R18b), and queue again at [`Replica::start`]
+    /// what `holds` kept from a previous run. Without it the queue is memory only.
+    pub fn with_hold_store(mut self, holds: Box<dyn HoldStore>) -> Self {
+        self.holds = holds;
+        self
     }
 
     /// Whether this replica broadcasts its proposals as digests (the default) or whole. A
@@ -311,7 +337,11 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     pub fn start(&mut self, now_ms: u64) -> Vec<Outbound> {
-        let effects = self.core.start();
+        let restored = self.restore_held(now_ms);
+        let mut effects = self.core.start();
+        if restored {
+            effects.extend(self.core.step(Input::QueueLength(self.queue.len())));
+        }
         self.run(now_ms, effects)
     }
 
@@ -409,12 +439,19 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
+        if timer == Timer::SyncHolds {
+            return self.sync_holds();
+        }
         let mut out = Vec::new();
         // R18: transactions still queued when a view times out are gossiped again, so one that
         // reached only a partitioned or crashed replica still gets to a leader.
-        if matches!(timer, Timer::View { .. }) && self.queue.remove_expired(now_ms) > 0 {
-            let effects = self.core.step(Input::QueueLength(self.queue.len()));
-            out.extend(self.run(now_ms, effects));
+        if matches!(timer, Timer::View { .. }) {
+            let expired = self.queue.remove_expired(now_ms);
+            if !expired.is_empty() {
+                self.holds.release(&expired);
+                let effects = self.core.step(Input::QueueLength(self.queue.len()));
+                out.extend(self.run(now_ms, effects));
+            }
         }
         if matches!(timer, Timer::View { .. }) && !self.queue.is_empty() {
             let transactions = self

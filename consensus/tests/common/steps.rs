@@ -160,6 +160,7 @@ pub enum TimerKind {
     Sync,
     Revalidate,
     ApplySynced,
+    SyncHolds,
 }
 
 /// One expected effect, described by what matters for the rule.
@@ -208,6 +209,7 @@ fn timer_kind(timer: &Timer) -> TimerKind {
         Timer::Sync { .. } => TimerKind::Sync,
         Timer::Revalidate { .. } => TimerKind::Revalidate,
         Timer::ApplySynced => TimerKind::ApplySynced,
+        Timer::SyncHolds => TimerKind::SyncHolds,
     }
 }
 

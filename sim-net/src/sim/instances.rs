@@ -42,6 +42,70 @@ impl LockStore for SharedLocks {
     }
 }
 
+/// The hold store on a simulated disk (R18b): what was synced survives a crash, what was only
+/// appended does not.
+#[derive(Debug, Clone, Default)]
+pub(super) struct SharedHolds(Arc<Mutex<StoredHolds>>);
+
+#[derive(Debug, Default)]
+struct StoredHolds {
+    /// Synced transactions by the order they were appended.
+    synced: BTreeMap<u64, (Hash, SignedTransaction)>,
+    /// Where each synced payload is in `synced`.
+    by_payload: BTreeMap<Hash, u64>,
+    /// Appended since the last sync.
+    pending: Vec<(Hash, SignedTransaction)>,
+    next: u64,
+}
+
+impl SharedHolds {
+    fn holds(&self) -> std::sync::MutexGuard<'_, StoredHolds> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The power goes: what was not synced is gone.
+    pub(super) fn crash(&self) {
+        self.holds().pending.clear();
+    }
+}
+
+impl HoldStore for SharedHolds {
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<&[u8]>) {
+        self.holds().pending.push((*payload, transaction.clone()));
+    }
+
+    fn release(&mut self, payloads: &[Hash]) {
+        let mut holds = self.holds();
+        for payload in payloads {
+            if let Some(at) = holds.by_payload.remove(payload) {
+                holds.synced.remove(&at);
+            }
+        }
+        holds.pending.retain(|(payload, _)| !payloads.contains(payload));
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let mut holds = self.holds();
+        for (payload, transaction) in std::mem::take(&mut holds.pending) {
+            let at = holds.next;
+            holds.next += 1;
+            if let Some(old) = holds.by_payload.insert(payload, at) {
+                holds.synced.remove(&old);
+            }
+            holds.synced.insert(at, (payload, transaction));
+        }
+        Ok(())
+    }
+
+    fn load(&mut self) -> Vec<SignedTransaction> {
+        self.holds()
+            .synced
+            .values()
+            .map(|(_, transaction)| transaction.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Node {
     pub(super) key: KeyPair,
@@ -50,6 +114,7 @@ pub(super) struct Node {
     pub(super) clock_offset_ms: i64,
     pub(super) disk: MemoryBackend,
     pub(super) locks: SharedLocks,
+    pub(super) holds: SharedHolds,
     pub(super) replica: Option<Replica<MemoryBackend>>,
     /// Bumped on every crash, so timers of a previous life are ignored.
     pub(super) generation: u64,
@@ -88,6 +153,7 @@ impl<'c> Simulation<'c> {
                 clock_offset_ms,
                 disk,
                 locks: SharedLocks::default(),
+                holds: SharedHolds::default(),
                 replica: None,
                 generation: 0,
                 mischief: Mischief::default(),
@@ -125,6 +191,9 @@ impl<'c> Simulation<'c> {
         // the one that withholds bodies, which needs digests to withhold them from.
         let digests = matches!(behaviour, Behaviour::Honest | Behaviour::WithholdBodies);
         let mut replica = replica.with_proposal_digests(digests);
+        if self.config.holds == Holds::Disk {
+            replica = replica.with_hold_store(Box::new(entry.holds.clone()));
+        }
         if self.is_honest(node) {
             self.checker.on_restart(self.now, node, replica.kura().height());
             let amnesiac = self.amnesiac.contains(&node);
@@ -171,6 +240,7 @@ impl<'c> Simulation<'c> {
         drop(replica);
         self.nodes[node].generation += 1;
         self.nodes[node].disk.crash();
+        self.nodes[node].holds.crash();
     }
 
     pub(super) fn fault(&mut self, kind: FaultKind) {

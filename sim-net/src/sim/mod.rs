@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use kasane_consensus::holding::HoldStore;
 use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
@@ -19,7 +20,7 @@ use kasane_wsv::PluginRegistry;
 use crate::byzantine::{Coalition, Mischief};
 use crate::checker::{Checker, Violation};
 use crate::client::{self, Submission, CLIENT_ACCOUNTS};
-use crate::config::{Acknowledge, Behaviour, FaultKind, SimConfig};
+use crate::config::{Acknowledge, Behaviour, FaultKind, Holds, SimConfig};
 use crate::oracle::{CoreView, Oracle};
 use crate::rng::Rng;
 use crate::twins::{round_of, TWIN_CLOCK_OFFSET_MS};
