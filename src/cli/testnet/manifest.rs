@@ -76,10 +76,20 @@ pub struct LoadSpec {
     /// Time-to-live of the load's transactions in seconds (default the chain's limit, 600).
     /// Nodes keep each committed payload hash until it expires, so this bounds that memory.
     pub ttl_s: Option<u64>,
+    /// The share of the generated load, in percent, that must have been sent for the run to
+    /// count (default 95). A manifest that overloads the cluster on purpose sets it lower and
+    /// says why: there, requests wait out `api.hold_wait_ms` for acknowledgements that cannot
+    /// come in time and hold the generator's request slots.
+    #[serde(default = "default_sent_percent_min")]
+    pub sent_percent_min: f64,
 }
 
 fn default_wait_s() -> u64 {
     120
+}
+
+fn default_sent_percent_min() -> f64 {
+    95.0
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -271,6 +281,10 @@ impl TestnetManifest {
             "the load needs a rate and a duration"
         );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
+        ensure!(
+            (0.0..=100.0).contains(&self.load.sent_percent_min),
+            "load.sent_percent_min must be between 0 and 100"
+        );
         if let Some(ttl_s) = self.load.ttl_s {
             ensure!(
                 (1..=kasane_model::transaction::TTL_MS_MAX / 1000).contains(&ttl_s),
@@ -474,6 +488,10 @@ duration_s = 5
             ("[[perturbation]]\nat_s = 1\nkind = \"kill\"\nnode = \"node-1\"\nevery_s = 5\n", "go together"),
             ("[[perturbation]]\nat_s = 1\nkind = \"melt\"\nnode = \"node-1\"\n", "unknown variant"),
         ];
+        // The sent floor is a percentage.
+        let error = parse("name = \"t\"\nvalidators = 4\n[load]\nrate = 10\nduration_s = 5\nsent_percent_min = 101\n")
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("sent_percent_min"), "{error:#}");
         for (body, expected) in cases {
             let error = parse(&format!("{LOAD}{body}")).unwrap_err();
             let message = format!("{error:#}");
