@@ -137,11 +137,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 fn new_segment(dir: &Path, id: u64) -> anyhow::Result<File> {
     let path = segment_path(dir, id);
+    // Appends only, so a write after a cut (`HoldLog::write_out`) lands at the new end. A file of
+    // this id can only be the leftover of a failed attempt to start the segment: emptied.
     let mut file = OpenOptions::new()
-        .create_new(true)
+        .create(true)
         .append(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
+    file.set_len(0)?;
     file.write_all(MAGIC)?;
     file.write_all(&[VERSION])?;
     file.sync_data()?;
@@ -248,15 +251,26 @@ impl HoldLog {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        self.current.write_all(&self.buffer)?;
-        self.current.sync_data()?;
+        let written = self
+            .current
+            .write_all(&self.buffer)
+            .and_then(|()| self.current.sync_data());
+        if let Err(error) = written {
+            // Part of the buffer may be in the file, and after a failed fdatasync its pages may
+            // be dropped unwritten: cut the file back to what the last sync made durable, so the
+            // retry writes every record whole, once, and syncs it again.
+            let _ = self.current.set_len(self.current_bytes);
+            return Err(error.into());
+        }
         self.current_bytes += self.buffer.len() as u64;
         self.buffer.clear();
         if self.current_bytes >= self.segment_bytes {
-            self.current_id += 1;
-            self.current = new_segment(&self.dir, self.current_id)?;
+            // On failure the log stays on the full segment and tries again at the next sync.
+            let next = self.current_id + 1;
+            self.current = new_segment(&self.dir, next)?;
+            self.current_id = next;
             self.current_bytes = HEADER_BYTES as u64;
-            self.segments.insert(self.current_id, 0);
+            self.segments.insert(next, 0);
         }
         Ok(())
     }
@@ -424,6 +438,27 @@ mod tests {
         drop(log);
         let mut log = HoldLog::open(&path).expect("reopen");
         assert_eq!(nonces(&log.load()), [2, 3]);
+    }
+
+    #[test]
+    fn a_failed_write_is_written_whole_by_the_next_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("held");
+        let transactions: Vec<SignedTransaction> = (0..2).map(transaction).collect();
+        let mut log = HoldLog::open(&path).expect("open");
+        log.append(&payload(&transactions[0]), &transactions[0], None);
+        // The segment's handle refuses writes, as a failing disk would.
+        let writable = std::mem::replace(
+            &mut log.current,
+            File::open(segment_path(&path, log.current_id)).expect("read-only handle"),
+        );
+        assert!(log.sync().is_err());
+        log.current = writable;
+        log.append(&payload(&transactions[1]), &transactions[1], None);
+        log.sync().expect("the retry syncs");
+        drop(log);
+        let mut log = HoldLog::open(&path).expect("reopen");
+        assert_eq!(nonces(&log.load()), [0, 1]);
     }
 
     #[test]
