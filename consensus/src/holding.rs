@@ -12,6 +12,7 @@
 //! into a block.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ahash::AHashMap as HashMap;
 
@@ -58,6 +59,85 @@ impl HoldStore for VolatileHolds {
 
     fn load(&mut self) -> Vec<SignedTransaction> {
         Vec::new()
+    }
+}
+
+/// A hold store in memory that outlives its replica, as a disk does: what was synced survives
+/// [`MemoryHolds::crash`], what was only appended does not. Clones share the store, so a host
+/// keeps one and hands a clone to each incarnation of the replica (the simulator's disks, the
+/// replica tests). [`MemoryHolds::set_failing`] makes every sync fail, as a broken disk would.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryHolds(Arc<Mutex<StoredHolds>>);
+
+#[derive(Debug, Default)]
+struct StoredHolds {
+    /// Synced transactions by the order they were appended.
+    synced: BTreeMap<u64, (Hash, SignedTransaction)>,
+    /// Where each synced payload is in `synced`.
+    by_payload: BTreeMap<Hash, u64>,
+    /// Appended since the last sync.
+    pending: Vec<(Hash, SignedTransaction)>,
+    next: u64,
+    failing: bool,
+}
+
+impl MemoryHolds {
+    fn stored(&self) -> MutexGuard<'_, StoredHolds> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The power goes: what was not synced is gone.
+    pub fn crash(&self) {
+        self.stored().pending.clear();
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.stored().failing = failing;
+    }
+
+    /// The synced payloads, oldest first.
+    pub fn payloads(&self) -> Vec<Hash> {
+        self.stored().synced.values().map(|(payload, _)| *payload).collect()
+    }
+}
+
+impl HoldStore for MemoryHolds {
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<&[u8]>) {
+        self.stored().pending.push((*payload, transaction.clone()));
+    }
+
+    fn release(&mut self, payloads: &[Hash]) {
+        let mut stored = self.stored();
+        for payload in payloads {
+            if let Some(at) = stored.by_payload.remove(payload) {
+                stored.synced.remove(&at);
+            }
+        }
+        stored.pending.retain(|(payload, _)| !payloads.contains(payload));
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let mut stored = self.stored();
+        if stored.failing {
+            return Err("the store is failing".to_string());
+        }
+        for (payload, transaction) in std::mem::take(&mut stored.pending) {
+            let at = stored.next;
+            stored.next += 1;
+            if let Some(old) = stored.by_payload.insert(payload, at) {
+                stored.synced.remove(&old);
+            }
+            stored.synced.insert(at, (payload, transaction));
+        }
+        Ok(())
+    }
+
+    fn load(&mut self) -> Vec<SignedTransaction> {
+        self.stored()
+            .synced
+            .values()
+            .map(|(_, transaction)| transaction.clone())
+            .collect()
     }
 }
 

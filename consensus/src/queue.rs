@@ -86,19 +86,21 @@ impl TransactionQueue {
         Some((&queued.transaction, &queued.hashes))
     }
 
-    /// Drops the transactions whose payloads a committed block carried.
-    pub fn remove_payloads(&mut self, payloads: &BTreeSet<Hash>) {
-        let mut removed = 0usize;
+    /// Drops the transactions whose payloads a committed block carried. Returns those that were
+    /// queued.
+    pub fn remove_payloads(&mut self, payloads: &BTreeSet<Hash>) -> Vec<Hash> {
+        let mut removed = Vec::new();
         for payload in payloads {
             if let Some(queued) = self.entries.remove(payload) {
                 self.by_transaction.remove(&queued.hashes.transaction);
-                removed += 1;
+                removed.push(*payload);
             }
         }
-        if removed > 0 {
+        if !removed.is_empty() {
             let entries = &self.entries;
             self.order.retain(|payload| entries.contains_key(payload));
         }
+        removed
     }
 
     /// Drops every transaction whose time-to-live ended before `now_ms`: no block at or after

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use kasane_consensus::holding::HoldStore;
+use kasane_consensus::holding::MemoryHolds;
 use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{Config, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
@@ -201,70 +199,6 @@ fn an_expired_transaction_is_refused_and_leaves_the_queue() {
     );
 }
 
-/// A hold store that outlives its replica, as a disk does: synced appends survive
-/// [`TestHolds::crash`], the rest does not; `fail` makes every sync fail.
-#[derive(Debug, Clone, Default)]
-struct TestHolds(Arc<Mutex<Stored>>);
-
-#[derive(Debug, Default)]
-struct Stored {
-    synced: Vec<(Hash, SignedTransaction)>,
-    pending: Vec<(Hash, SignedTransaction)>,
-    fail: bool,
-}
-
-impl TestHolds {
-    fn crash(&self) {
-        self.0.lock().expect("the test store").pending.clear();
-    }
-
-    fn payloads(&self) -> Vec<Hash> {
-        self.0
-            .lock()
-            .expect("the test store")
-            .synced
-            .iter()
-            .map(|(payload, _)| *payload)
-            .collect()
-    }
-}
-
-impl HoldStore for TestHolds {
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<&[u8]>) {
-        self.0
-            .lock()
-            .expect("the test store")
-            .pending
-            .push((*payload, transaction.clone()));
-    }
-
-    fn release(&mut self, payloads: &[Hash]) {
-        let mut stored = self.0.lock().expect("the test store");
-        stored.synced.retain(|(payload, _)| !payloads.contains(payload));
-        stored.pending.retain(|(payload, _)| !payloads.contains(payload));
-    }
-
-    fn sync(&mut self) -> Result<(), String> {
-        let mut stored = self.0.lock().expect("the test store");
-        if stored.fail {
-            return Err("disk full".to_string());
-        }
-        let pending = std::mem::take(&mut stored.pending);
-        stored.synced.extend(pending);
-        Ok(())
-    }
-
-    fn load(&mut self) -> Vec<SignedTransaction> {
-        self.0
-            .lock()
-            .expect("the test store")
-            .synced
-            .iter()
-            .map(|(_, transaction)| transaction.clone())
-            .collect()
-    }
-}
-
 /// R18b. Holding in memory promised only that some holder stays up until the block commits: the
 /// kill-acknowledger testnet (kill -9 the acknowledging node every 15 s) lost 1,424 acknowledged
 /// transactions when queues were full, because the acknowledger and then its one other holder
@@ -279,8 +213,8 @@ fn a_restarted_holder_queues_again_what_it_synced_and_answers_only_after_a_sync(
         now_ms,
     } = fixture(4, 21);
     let disk = genesis_disk(&chain);
-    let holds = TestHolds::default();
-    let boot = |holds: &TestHolds| {
+    let holds = MemoryHolds::default();
+    let boot = |holds: &MemoryHolds| {
         let mut replica = validator_on(&chain, 1, disk.clone()).with_hold_store(Box::new(holds.clone()));
         replica.start(now_ms);
         replica
@@ -318,7 +252,7 @@ fn a_restarted_holder_queues_again_what_it_synced_and_answers_only_after_a_sync(
         .contains(&ReplicaEvent::Restored { queued: 2, dropped: 0 }));
 
     // A sync that fails answers nothing: the peer must find its f + 1 elsewhere.
-    holds.0.lock().expect("the test store").fail = true;
+    holds.set_failing(true);
     holder.on_message(
         now_ms,
         gossiper.key(),
@@ -328,8 +262,8 @@ fn a_restarted_holder_queues_again_what_it_synced_and_answers_only_after_a_sync(
     assert!(holder
         .take_events()
         .iter()
-        .any(|event| matches!(event, ReplicaEvent::HoldStoreFailed { error } if error == "disk full")));
-    holds.0.lock().expect("the test store").fail = false;
+        .any(|event| matches!(event, ReplicaEvent::HoldStoreFailed { error } if error == "the store is failing")));
+    holds.set_failing(false);
 
     // What expires leaves the queue and the store.
     let expires_at = transactions[0].payload.expires_at_ms();

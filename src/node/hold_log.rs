@@ -63,13 +63,17 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016}.hold"))
 }
 
-fn push_record(buffer: &mut Vec<u8>, kind: u8, body: &[u8]) {
-    let mut crc = crc32c::crc32c(&[kind]);
-    crc = crc32c::crc32c_append(crc, body);
-    buffer.push(kind);
-    buffer.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buffer.extend_from_slice(&crc.to_le_bytes());
-    buffer.extend_from_slice(body);
+/// Appends a record whose body `body` writes in place behind the header, then fills in the
+/// header: no copy and no allocation per record.
+fn push_record(buffer: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[kind; RECORD_HEADER_BYTES]);
+    body(buffer);
+    let written = &buffer[start + RECORD_HEADER_BYTES..];
+    let length = (written.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), written).to_le_bytes();
+    buffer[start + 1..start + 5].copy_from_slice(&length);
+    buffer[start + 5..start + 9].copy_from_slice(&crc);
 }
 
 /// One record read back.
@@ -318,29 +322,19 @@ impl HoldLog {
     }
 
     fn append_record(&mut self, payload: Hash, transaction: &SignedTransaction, encoding: Option<&[u8]>) {
-        match encoding {
-            Some(encoding) => push_record(&mut self.buffer, KIND_TRANSACTION, encoding),
-            None => self.encode_record(transaction),
-        }
+        push_record(&mut self.buffer, KIND_TRANSACTION, |buffer| match encoding {
+            Some(encoding) => buffer.extend_from_slice(encoding),
+            None => {
+                buffer.push(<SignedTransaction as codec::Versioned>::VERSION);
+                codec::encode_body_into(transaction, buffer);
+            }
+        });
         if let Some(old) = self.held.insert(payload, self.current_id) {
             if let Some(live) = self.segments.get_mut(&old) {
                 *live = live.saturating_sub(1);
             }
         }
         *self.segments.entry(self.current_id).or_default() += 1;
-    }
-
-    fn encode_record(&mut self, transaction: &SignedTransaction) {
-        // Encoded in place behind a header filled in after: no copy, no allocation per record.
-        let start = self.buffer.len();
-        self.buffer.extend_from_slice(&[KIND_TRANSACTION; RECORD_HEADER_BYTES]);
-        self.buffer.push(<SignedTransaction as codec::Versioned>::VERSION);
-        codec::encode_body_into(transaction, &mut self.buffer);
-        let body = &self.buffer[start + RECORD_HEADER_BYTES..];
-        let length = (body.len() as u32).to_le_bytes();
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&[KIND_TRANSACTION]), body).to_le_bytes();
-        self.buffer[start + 1..start + 5].copy_from_slice(&length);
-        self.buffer[start + 5..start + 9].copy_from_slice(&crc);
     }
 }
 
@@ -350,17 +344,24 @@ impl HoldStore for HoldLog {
     }
 
     fn release(&mut self, payloads: &[Hash]) {
-        let mut body = Vec::new();
-        for payload in payloads {
-            if let Some(id) = self.held.remove(payload) {
-                if let Some(live) = self.segments.get_mut(&id) {
-                    *live = live.saturating_sub(1);
+        let released: Vec<&Hash> = payloads
+            .iter()
+            .filter(|payload| match self.held.remove(*payload) {
+                Some(id) => {
+                    if let Some(live) = self.segments.get_mut(&id) {
+                        *live = live.saturating_sub(1);
+                    }
+                    true
                 }
-                body.extend_from_slice(&payload.0);
-            }
-        }
-        if !body.is_empty() {
-            push_record(&mut self.buffer, KIND_RELEASED, &body);
+                None => false,
+            })
+            .collect();
+        if !released.is_empty() {
+            push_record(&mut self.buffer, KIND_RELEASED, |buffer| {
+                for payload in released {
+                    buffer.extend_from_slice(&payload.0);
+                }
+            });
         }
     }
 

@@ -80,10 +80,7 @@ impl<B: Backend + Sync> Replica<B> {
         }
         let timestamp_ms = now_ms.max(self.wsv.last_timestamp_ms());
         // What expired would only be rejected in the block.
-        let expired = self.queue.remove_expired(timestamp_ms);
-        if !expired.is_empty() {
-            self.holds.release(&expired);
-        }
+        self.drop_expired(timestamp_ms);
         if self.queue.is_empty() {
             return None;
         }
@@ -153,9 +150,8 @@ impl<B: Backend + Sync> Replica<B> {
             },
         };
         let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
-        self.queue.remove_payloads(&payloads);
-        self.holds
-            .release(&hashes.iter().map(|hash| hash.payload).collect::<Vec<Hash>>());
+        let unqueued = self.queue.remove_payloads(&payloads);
+        self.holds.release(&unqueued);
         // The chain holds what it committed: a client's transaction still counting holders is
         // acknowledged now.
         let settled: Vec<Hash> = payloads

@@ -445,13 +445,9 @@ impl<B: Backend + Sync> Replica<B> {
         let mut out = Vec::new();
         // R18: transactions still queued when a view times out are gossiped again, so one that
         // reached only a partitioned or crashed replica still gets to a leader.
-        if matches!(timer, Timer::View { .. }) {
-            let expired = self.queue.remove_expired(now_ms);
-            if !expired.is_empty() {
-                self.holds.release(&expired);
-                let effects = self.core.step(Input::QueueLength(self.queue.len()));
-                out.extend(self.run(now_ms, effects));
-            }
+        if matches!(timer, Timer::View { .. }) && self.drop_expired(now_ms) {
+            let effects = self.core.step(Input::QueueLength(self.queue.len()));
+            out.extend(self.run(now_ms, effects));
         }
         if matches!(timer, Timer::View { .. }) && !self.queue.is_empty() {
             let transactions = self
@@ -467,6 +463,14 @@ impl<B: Backend + Sync> Replica<B> {
         let effects = self.core.step(Input::TimerFired(timer));
         out.extend(self.run(now_ms, effects));
         out
+    }
+
+    /// Drops what expired before `now_ms` from the queue and releases it from the hold store
+    /// (everything that leaves the queue is released). Returns whether anything went.
+    fn drop_expired(&mut self, now_ms: u64) -> bool {
+        let expired = self.queue.remove_expired(now_ms);
+        self.holds.release(&expired);
+        !expired.is_empty()
     }
 
     /// The transaction hashes, in order, of a block this replica built or validated at the

@@ -42,70 +42,6 @@ impl LockStore for SharedLocks {
     }
 }
 
-/// The hold store on a simulated disk (R18b): what was synced survives a crash, what was only
-/// appended does not.
-#[derive(Debug, Clone, Default)]
-pub(super) struct SharedHolds(Arc<Mutex<StoredHolds>>);
-
-#[derive(Debug, Default)]
-struct StoredHolds {
-    /// Synced transactions by the order they were appended.
-    synced: BTreeMap<u64, (Hash, SignedTransaction)>,
-    /// Where each synced payload is in `synced`.
-    by_payload: BTreeMap<Hash, u64>,
-    /// Appended since the last sync.
-    pending: Vec<(Hash, SignedTransaction)>,
-    next: u64,
-}
-
-impl SharedHolds {
-    fn holds(&self) -> std::sync::MutexGuard<'_, StoredHolds> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The power goes: what was not synced is gone.
-    pub(super) fn crash(&self) {
-        self.holds().pending.clear();
-    }
-}
-
-impl HoldStore for SharedHolds {
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<&[u8]>) {
-        self.holds().pending.push((*payload, transaction.clone()));
-    }
-
-    fn release(&mut self, payloads: &[Hash]) {
-        let mut holds = self.holds();
-        for payload in payloads {
-            if let Some(at) = holds.by_payload.remove(payload) {
-                holds.synced.remove(&at);
-            }
-        }
-        holds.pending.retain(|(payload, _)| !payloads.contains(payload));
-    }
-
-    fn sync(&mut self) -> Result<(), String> {
-        let mut holds = self.holds();
-        for (payload, transaction) in std::mem::take(&mut holds.pending) {
-            let at = holds.next;
-            holds.next += 1;
-            if let Some(old) = holds.by_payload.insert(payload, at) {
-                holds.synced.remove(&old);
-            }
-            holds.synced.insert(at, (payload, transaction));
-        }
-        Ok(())
-    }
-
-    fn load(&mut self) -> Vec<SignedTransaction> {
-        self.holds()
-            .synced
-            .values()
-            .map(|(_, transaction)| transaction.clone())
-            .collect()
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct Node {
     pub(super) key: KeyPair,
@@ -114,7 +50,8 @@ pub(super) struct Node {
     pub(super) clock_offset_ms: i64,
     pub(super) disk: MemoryBackend,
     pub(super) locks: SharedLocks,
-    pub(super) holds: SharedHolds,
+    /// The hold store on the simulated disk (R18b): a crash loses what was not synced.
+    pub(super) holds: MemoryHolds,
     pub(super) replica: Option<Replica<MemoryBackend>>,
     /// Bumped on every crash, so timers of a previous life are ignored.
     pub(super) generation: u64,
@@ -153,7 +90,7 @@ impl<'c> Simulation<'c> {
                 clock_offset_ms,
                 disk,
                 locks: SharedLocks::default(),
-                holds: SharedHolds::default(),
+                holds: MemoryHolds::default(),
                 replica: None,
                 generation: 0,
                 mischief: Mischief::default(),

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use kasane_consensus::holding::HoldStore;
+use kasane_consensus::holding::MemoryHolds;
 use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
