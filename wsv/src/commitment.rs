@@ -17,13 +17,13 @@ use crate::layer::BlockChanges;
 const COMMITMENT_DOMAIN: &[u8] = b"kasane:state:v1";
 const GENESIS_DOMAIN: &[u8] = b"kasane:state-genesis:v1";
 
-const TAG_DOMAIN: u8 = 1;
-const TAG_ACCOUNT: u8 = 2;
-const TAG_ASSET_DEFINITION: u8 = 3;
-const TAG_ASSET: u8 = 4;
-const TAG_PEER: u8 = 5;
-const TAG_RETIRED: u8 = 6;
-const TAG_STORE: u8 = 7;
+pub(crate) const TAG_DOMAIN: u8 = 1;
+pub(crate) const TAG_ACCOUNT: u8 = 2;
+pub(crate) const TAG_ASSET_DEFINITION: u8 = 3;
+pub(crate) const TAG_ASSET: u8 = 4;
+pub(crate) const TAG_PEER: u8 = 5;
+pub(crate) const TAG_RETIRED: u8 = 6;
+pub(crate) const TAG_STORE: u8 = 7;
 
 /// The commitment before the genesis block: it binds the chain id and the genesis key, which
 /// determine the initial world (the genesis domain and authority).
@@ -31,22 +31,23 @@ pub fn initial_commitment(chain: &ChainId, genesis_key: &PublicKey) -> Hash {
     Hash::of_parts(&[GENESIS_DOMAIN, chain.as_str().as_bytes(), &genesis_key.0])
 }
 
-/// All writes of a block, encoded into two flat buffers to avoid an allocation per write.
-struct Encoded {
+/// State entries (the writes of a block, or a whole world for a snapshot), encoded into two
+/// flat buffers to avoid an allocation per entry.
+pub(crate) struct Encoded {
     bytes: Vec<u8>,
     /// (key start, key end, value end); the value follows its key in `bytes`.
     entries: Vec<(usize, usize, usize)>,
 }
 
 impl Encoded {
-    fn with_capacity(entries: usize) -> Encoded {
+    pub(crate) fn with_capacity(entries: usize) -> Encoded {
         Encoded {
             bytes: Vec::with_capacity(entries * 96),
             entries: Vec::with_capacity(entries),
         }
     }
 
-    fn push<K: serde::Serialize, V: serde::Serialize>(&mut self, tag: u8, key: &K, value: Option<&V>) {
+    pub(crate) fn push<K: serde::Serialize, V: serde::Serialize>(&mut self, tag: u8, key: &K, value: Option<&V>) {
         let start = self.bytes.len();
         self.bytes.push(tag);
         codec::encode_body_into(key, &mut self.bytes);
@@ -59,6 +60,24 @@ impl Encoded {
             }
         }
         self.entries.push((start, key_end, self.bytes.len()));
+    }
+
+    /// Orders the entries by key bytes: the one order every peer agrees on.
+    pub(crate) fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.entries
+            .sort_unstable_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// (key, value) byte strings in the current order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries
+            .iter()
+            .map(|&(start, key_end, end)| (&self.bytes[start..key_end], &self.bytes[key_end..end]))
     }
 }
 
@@ -87,19 +106,16 @@ pub fn next_commitment(previous: &Hash, changes: &BlockChanges) -> Hash {
     for (key, value) in &changes.store {
         encoded.push(TAG_STORE, key, value.as_ref());
     }
-    let bytes = &encoded.bytes;
-    encoded
-        .entries
-        .sort_unstable_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+    encoded.sort();
     let mut hasher = Blake2b256::new();
     hasher.update(COMMITMENT_DOMAIN);
     hasher.update(previous.as_bytes());
-    hasher.update((encoded.entries.len() as u64).to_le_bytes());
-    for &(start, key_end, end) in &encoded.entries {
-        hasher.update(((key_end - start) as u32).to_le_bytes());
-        hasher.update(&bytes[start..key_end]);
-        hasher.update(((end - key_end) as u32).to_le_bytes());
-        hasher.update(&bytes[key_end..end]);
+    hasher.update((encoded.len() as u64).to_le_bytes());
+    for (key, value) in encoded.iter() {
+        hasher.update((key.len() as u32).to_le_bytes());
+        hasher.update(key);
+        hasher.update((value.len() as u32).to_le_bytes());
+        hasher.update(value);
     }
     Hash(hasher.finalize().into())
 }

@@ -27,6 +27,7 @@ pub mod layer;
 pub mod plugin;
 pub mod query;
 pub mod replay;
+pub mod snapshot;
 pub mod state;
 pub mod world;
 
@@ -34,5 +35,6 @@ pub use contract::{Contract, ContractContext, ContractResult};
 pub use execute::InstructionError;
 pub use plugin::{PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
 pub use query::Page;
+pub use snapshot::{Snapshot, SnapshotError};
 pub use state::{AppliedBlock, ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv};
 pub use world::{Account, AssetDefinition, Domain, StoreKey, World};

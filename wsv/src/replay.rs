@@ -158,6 +158,32 @@ impl ReplayGuard {
         }
     }
 
+    /// Every remembered (payload, expiry), by expiry second, then in the order recorded: an
+    /// order that follows from the blocks alone, so every peer walks the same sequence
+    /// (snapshots, wsv/src/snapshot.rs).
+    pub fn entries(&self) -> impl Iterator<Item = &(Hash, u64)> {
+        self.buckets.values().flatten()
+    }
+
+    /// The guard that remembers `entries`, given in the order of [`ReplayGuard::entries`].
+    pub fn from_entries(entries: Vec<(Hash, u64)>) -> ReplayGuard {
+        let mut current = StateMap::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut buckets: BTreeMap<u64, Vec<(Hash, u64)>> = BTreeMap::new();
+        for (hash, expiry) in entries {
+            // A payload is filed once at a time (it is re-added only after its entry expired and
+            // was dropped); should a list repeat one, the latest expiry is the one that counts.
+            let kept = current.entry(hash).or_insert(expiry);
+            *kept = (*kept).max(expiry);
+            buckets.entry(expiry / BUCKET_MS).or_default().push((hash, expiry));
+        }
+        ReplayGuard {
+            current,
+            draining: StateMap::default(),
+            buckets,
+            cursor: (0, 0),
+        }
+    }
+
     /// Payload hashes remembered now.
     pub fn len(&self) -> usize {
         self.current.len() + self.draining.len()

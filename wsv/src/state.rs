@@ -2,6 +2,7 @@
 //! recent transactions; block execution and atomic commit.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX};
 use kasane_model::ids::{AccountId, DomainId, Name};
@@ -15,6 +16,7 @@ use crate::execute::{Executor, InstructionError};
 use crate::layer::{BlockChanges, Layered};
 use crate::plugin::{PluginContext, PluginRegistry, Verdict, DEFAULT_PLUGIN};
 use crate::replay::ReplayGuard;
+use crate::snapshot::{self, Snapshot, SnapshotError, CHECKPOINT_INTERVAL};
 use crate::world::{Account, Domain, Metadata, StateMap, World};
 
 /// How many heights per validator a validator that led a failed view stays demoted (R1, leader
@@ -164,6 +166,11 @@ pub struct Wsv {
     /// leader reputation; [`Wsv::demoted`]).
     leader_failures: VecDeque<(u64, Vec<PublicKey>)>,
     plugins: PluginRegistry,
+    /// Heights between checkpoints (wsv/src/snapshot.rs); the same on every node of a chain.
+    checkpoint_interval: u64,
+    /// The state at the latest checkpoint height, encoded: bound by the next block's commitment
+    /// and served to nodes that restore from it.
+    checkpoint: Option<Arc<Snapshot>>,
 }
 
 impl Wsv {
@@ -208,7 +215,94 @@ impl Wsv {
             recent: StateMap::default(),
             leader_failures: VecDeque::new(),
             plugins,
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+            checkpoint: None,
         }
+    }
+
+    /// Sets the heights between checkpoints (at least 1), before the first block is applied.
+    /// Every node of a chain must use the same interval: one that differs computes another
+    /// commitment for the block after the first checkpoint and cannot follow the chain.
+    pub fn with_checkpoint_interval(mut self, interval: u64) -> Wsv {
+        self.checkpoint_interval = interval.max(1);
+        self
+    }
+
+    pub fn checkpoint_interval(&self) -> u64 {
+        self.checkpoint_interval
+    }
+
+    /// The encoded state at the latest checkpoint height this view passed, if any.
+    pub fn checkpoint(&self) -> Option<&Arc<Snapshot>> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The state a snapshot holds, headed by `header` (the checkpoint block, whose hash the
+    /// caller knows from the certified block after it). Checks the structure and that the chunks
+    /// are the canonical encoding of the restored state; whether that state is the chain's is
+    /// proven by executing the next block on it, whose commitment binds the snapshot's root
+    /// ([`Wsv::apply_block`] does). On error nothing is built.
+    pub fn from_snapshot<C: AsRef<[u8]>>(
+        chain: ChainId,
+        genesis_key: PublicKey,
+        plugins: PluginRegistry,
+        checkpoint_interval: u64,
+        header: &BlockHeader,
+        chunks: &[C],
+    ) -> Result<Wsv, SnapshotError> {
+        let checkpoint_interval = checkpoint_interval.max(1);
+        snapshot::check_checkpoint_height(header, checkpoint_interval)?;
+        let restored = snapshot::restore(header.height, chunks)?;
+        let mut wsv = Wsv::new(chain, genesis_key, plugins).with_checkpoint_interval(checkpoint_interval);
+        wsv.world = restored.world;
+        wsv.replay = restored.replay;
+        wsv.last_timestamp_ms = restored.last_timestamp_ms;
+        wsv.transactions = restored.transactions;
+        wsv.leader_failures = restored.leader_failures;
+        wsv.height = header.height;
+        wsv.head_hash = header.hash();
+        wsv.commitment = header.state_commitment;
+        let encoded = wsv.encode_snapshot();
+        let manifest: Vec<Hash> = chunks
+            .iter()
+            .map(|chunk| snapshot::chunk_hash(chunk.as_ref()))
+            .collect();
+        let received = snapshot::root_of(header.height, &manifest);
+        if encoded.root() != received {
+            return Err(SnapshotError::NotCanonical {
+                received,
+                computed: encoded.root(),
+            });
+        }
+        wsv.checkpoint = Some(Arc::new(encoded));
+        Ok(wsv)
+    }
+
+    fn encode_snapshot(&self) -> Snapshot {
+        Snapshot::encode(
+            self.height,
+            &self.world,
+            &self.replay,
+            self.last_timestamp_ms,
+            self.transactions,
+            &self.leader_failures,
+        )
+    }
+
+    /// The commitment of block `height` whose ordinary commitment is `link`: bound to the
+    /// checkpoint root when the block before it is a checkpoint.
+    fn sealed_commitment(&self, height: u64, link: Hash) -> Hash {
+        let previous = height - 1;
+        if previous == 0 || previous % self.checkpoint_interval != 0 {
+            return link;
+        }
+        let root = match &self.checkpoint {
+            Some(checkpoint) if checkpoint.height() == previous => checkpoint.root(),
+            // Every commit at a checkpoint height encodes the state, so this is not reached;
+            // if it were, the root is computed here rather than trusted from elsewhere.
+            _ => self.encode_snapshot().root(),
+        };
+        snapshot::checkpoint_commitment(&link, &root)
     }
 
     pub fn chain(&self) -> &ChainId {
@@ -387,7 +481,8 @@ impl Wsv {
             outcomes.push(outcome);
         }
         let changes = state.into_changes();
-        let state_commitment = commitment::next_commitment(&self.commitment, &changes);
+        let link = commitment::next_commitment(&self.commitment, &changes);
+        let state_commitment = self.sealed_commitment(height, link);
         Ok(ExecutedBlock {
             height,
             timestamp_ms,
@@ -543,6 +638,9 @@ impl Wsv {
         self.commitment = state_commitment;
         self.last_timestamp_ms = timestamp_ms;
         self.transactions += outcomes.len() as u64;
+        if height % self.checkpoint_interval == 0 {
+            self.checkpoint = Some(Arc::new(self.encode_snapshot()));
+        }
         AppliedBlock {
             height,
             timestamp_ms,
