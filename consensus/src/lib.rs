@@ -16,6 +16,6 @@ pub mod votes;
 pub mod wire;
 
 pub use io::{Config, Counters, DropReason, Effect, Input, LockRecord, Timer, Verdict};
-pub use message::{Message, Proposal, SignedVote, ViewChangeVote};
+pub use message::{Message, Proposal, SignedVote, SnapshotManifest, ViewChangeVote};
 pub use sumeragi::{Sumeragi, Validity};
 pub use topology::{Role, Topology};

@@ -186,6 +186,38 @@ pub enum Message {
     /// answer to gossip, counted by the replica that admitted them until f + 1 validators hold
     /// each (acknowledgement, docs/PROTOCOL.md section 7.1).
     Held(Vec<Hash>),
+    /// "Send me the manifest of your checkpoint at `height`" (state sync, docs/PROTOCOL.md
+    /// section 8.1).
+    SnapshotWanted {
+        height: u64,
+    },
+    /// The answer to [`Message::SnapshotWanted`]: `None` when the sender does not hold that
+    /// checkpoint (a validator keeps only its latest).
+    SnapshotManifest {
+        height: u64,
+        manifest: Option<SnapshotManifest>,
+    },
+    /// "Send me chunk `index` of your checkpoint at `height`."
+    SnapshotChunkWanted {
+        height: u64,
+        index: u32,
+    },
+    /// The answer to [`Message::SnapshotChunkWanted`]: `None` when the sender does not hold it.
+    SnapshotChunk {
+        height: u64,
+        index: u32,
+        bytes: Option<Vec<u8>>,
+    },
+}
+
+/// What a snapshot holds, as a peer states it: the header of the checkpoint block (whose hash
+/// the certified block after it names) and the hash of each chunk
+/// (`kasane_wsv::snapshot::chunk_hash`). Trusted only once the state it describes proves itself
+/// against the next block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    pub header: BlockHeader,
+    pub chunks: Vec<Hash>,
 }
 
 impl Versioned for Message {
@@ -193,7 +225,9 @@ impl Versioned for Message {
     /// 2: view-change proofs, blocks fetched by hash, and the rules of docs/PROTOCOL.md as of
     /// that version (round-robin leaders per height); a node of version 1 cannot take part.
     /// 3: [`Message::Held`]; a node of version 2 would never acknowledge its peers' clients.
-    const VERSION: u8 = 3;
+    /// 4: the snapshot messages, and checkpoint commitments every 100 heights
+    /// (docs/PROTOCOL.md section 8.1); a node of version 3 computes other commitments there.
+    const VERSION: u8 = 4;
     const ENCODED_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
 }
 
@@ -217,6 +251,10 @@ impl Message {
             Message::BlockWanted { .. } => "block-wanted",
             Message::BlockFound(_) => "block-found",
             Message::Held(_) => "held",
+            Message::SnapshotWanted { .. } => "snapshot-wanted",
+            Message::SnapshotManifest { .. } => "snapshot-manifest",
+            Message::SnapshotChunkWanted { .. } => "snapshot-chunk-wanted",
+            Message::SnapshotChunk { .. } => "snapshot-chunk",
         }
     }
 }

@@ -10,7 +10,6 @@ use kasane_consensus::{Config, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
 use kasane_model::{Hash, KeyPair, SignedTransaction};
-use kasane_wsv::PluginRegistry;
 
 fn validator(chain: &FixtureChain, index: usize) -> Replica<MemoryBackend> {
     validator_on(chain, index, genesis_disk(chain))
@@ -24,16 +23,7 @@ fn genesis_disk(chain: &FixtureChain) -> MemoryBackend {
 }
 
 fn validator_on(chain: &FixtureChain, index: usize, disk: MemoryBackend) -> Replica<MemoryBackend> {
-    Replica::open(
-        chain.validators[index].clone(),
-        Config::default(),
-        disk,
-        KuraConfig::default(),
-        PluginRegistry::builtin(),
-        Box::new(common::NoLocks),
-        1_000,
-    )
-    .unwrap()
+    common::replica_on(chain.validators[index].clone(), Config::default(), disk)
 }
 
 fn held(replica: &mut Replica<MemoryBackend>) -> Vec<Hash> {

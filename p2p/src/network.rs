@@ -57,7 +57,12 @@ impl Class {
 
     pub fn of(message: &Message) -> Class {
         match message {
-            Message::BlockSyncRequest { .. } | Message::BlockSyncResponse { .. } => Class::Sync,
+            Message::BlockSyncRequest { .. }
+            | Message::BlockSyncResponse { .. }
+            | Message::SnapshotWanted { .. }
+            | Message::SnapshotManifest { .. }
+            | Message::SnapshotChunkWanted { .. }
+            | Message::SnapshotChunk { .. } => Class::Sync,
             Message::Transactions(_) => Class::Gossip,
             _ => Class::Consensus,
         }

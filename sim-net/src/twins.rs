@@ -99,9 +99,13 @@ pub fn round_of(message: &Message, height: u64, view: u64) -> Option<Round> {
         | Message::BlockFound(_)
         | Message::TransactionsWanted { .. }
         | Message::TransactionsFound { .. } => (height, view, Phase::Vote),
-        Message::Status { .. } | Message::BlockSyncRequest { .. } | Message::BlockSyncResponse { .. } => {
-            (height, view, Phase::Decide)
-        }
+        Message::Status { .. }
+        | Message::BlockSyncRequest { .. }
+        | Message::BlockSyncResponse { .. }
+        | Message::SnapshotWanted { .. }
+        | Message::SnapshotManifest { .. }
+        | Message::SnapshotChunkWanted { .. }
+        | Message::SnapshotChunk { .. } => (height, view, Phase::Decide),
         Message::Transactions(_) | Message::Held(_) => return None,
     })
 }

@@ -15,7 +15,7 @@ use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
 use crate::holding::{HoldStore, Holding, Unsynced, VolatileHolds, HOLD_SYNC_MS};
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
-use crate::message::{Message, Proposal, ProposalDigest, GOSSIP_TRANSACTIONS_MAX};
+use crate::message::{Message, Proposal, ProposalDigest, SnapshotManifest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
 use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
 use crate::wire::{self, Found, Wire, WireCounts};
@@ -389,6 +389,30 @@ impl<B: Backend + Sync> Replica<B> {
                 let found = wire::found(transactions, hashes, &pending.missing);
                 return self.on_digest(now_ms, from, pending.digest, Some(found));
             }
+            Message::SnapshotWanted { height } => {
+                return vec![Outbound::Send {
+                    to: from,
+                    message: Message::SnapshotManifest {
+                        height,
+                        manifest: self.snapshot_manifest(height),
+                    },
+                }]
+            }
+            Message::SnapshotChunkWanted { height, index } => {
+                let bytes = self
+                    .wsv
+                    .checkpoint()
+                    .filter(|checkpoint| checkpoint.height() == height)
+                    .and_then(|checkpoint| checkpoint.chunk(index as usize))
+                    .map(<[u8]>::to_vec);
+                return vec![Outbound::Send {
+                    to: from,
+                    message: Message::SnapshotChunk { height, index, bytes },
+                }];
+            }
+            // Fetching a snapshot is not built yet (docs/PROTOCOL.md section 8.1): answers are
+            // dropped.
+            Message::SnapshotManifest { .. } | Message::SnapshotChunk { .. } => return Vec::new(),
             message => message,
         };
         if let PreparedHashes::Blocks(blocks) = hashes {
@@ -598,6 +622,20 @@ impl<B: Backend + Sync> Replica<B> {
             }
         }
         out
+    }
+
+    /// The manifest of this replica's checkpoint at `height`, if it holds that one (only the
+    /// latest is kept) and can read the checkpoint block's header from Kura.
+    fn snapshot_manifest(&self, height: u64) -> Option<SnapshotManifest> {
+        let checkpoint = self
+            .wsv
+            .checkpoint()
+            .filter(|checkpoint| checkpoint.height() == height)?;
+        let header = self.kura.read(height).ok()?.block.header;
+        Some(SnapshotManifest {
+            header,
+            chunks: checkpoint.manifest().to_vec(),
+        })
     }
 
     /// Up to `count` blocks from `from_height` as Kura stores them, stopping before the response

@@ -27,8 +27,14 @@ pub fn replica_at_genesis(chain: &FixtureChain, label: &[u8], config: Config) ->
     let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
     kura.append(&chain.genesis).unwrap();
     drop(kura);
+    replica_on(KeyPair::derive(label, 0), config, disk)
+}
+
+/// A replica with `key` that opens the store on `disk` (default Kura settings, built-in plugins,
+/// no lock store).
+pub fn replica_on(key: KeyPair, config: Config, disk: MemoryBackend) -> Replica<MemoryBackend> {
     Replica::open(
-        KeyPair::derive(label, 0),
+        key,
         config,
         disk,
         KuraConfig::default(),

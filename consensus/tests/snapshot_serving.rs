@@ -1,0 +1,134 @@
+//! Serving snapshots (docs/PROTOCOL.md section 8.1): a replica past a checkpoint answers for its
+//! latest checkpoint with the checkpoint block's header and the chunk hashes, and with each
+//! chunk; what it serves restores a state that the certified block after the checkpoint proves.
+//! Anything else is answered "not held", never with a panic.
+
+mod common;
+
+use kasane_consensus::replica::{Outbound, Replica};
+use kasane_consensus::{Config, Message, SnapshotManifest};
+use kasane_kura::fixture::{FixtureChain, FixtureConfig};
+use kasane_kura::{Kura, KuraConfig, MemoryBackend};
+use kasane_model::{KeyPair, SignedTransaction};
+use kasane_wsv::snapshot::{chunk_hash, CHECKPOINT_INTERVAL};
+use kasane_wsv::{PluginRegistry, Wsv};
+
+/// A chain one block past its first checkpoint, and a replica that opened a store holding it.
+fn replica_past_a_checkpoint() -> (FixtureChain, Replica<MemoryBackend>) {
+    let mut chain = FixtureChain::new(FixtureConfig {
+        blocks: CHECKPOINT_INTERVAL,
+        transactions_per_block: 2,
+        accounts: 16,
+        validators: 4,
+        seed: 11,
+    })
+    .unwrap();
+    let disk = MemoryBackend::new();
+    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
+    chain.write_all(&mut kura, |_, _| {}).unwrap();
+    drop(kura);
+    let replica = common::replica_on(KeyPair::derive(b"snapshot-serving", 0), Config::default(), disk);
+    assert_eq!(replica.wsv().height(), CHECKPOINT_INTERVAL + 1);
+    (chain, replica)
+}
+
+/// The one message `replica` answers `asked` with.
+fn answer(replica: &mut Replica<MemoryBackend>, asked: Message) -> Message {
+    let peer = KeyPair::derive(b"snapshot-client", 0).public_key();
+    let mut out = replica.on_message(0, peer, asked);
+    assert_eq!(out.len(), 1, "{out:?}");
+    match out.remove(0) {
+        Outbound::Send { to, message } if to == peer => message,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_served_snapshot_restores_and_the_next_block_proves_it() {
+    let (chain, mut replica) = replica_past_a_checkpoint();
+    let height = CHECKPOINT_INTERVAL;
+    let Message::SnapshotManifest {
+        height: answered,
+        manifest: Some(SnapshotManifest { header, chunks }),
+    } = answer(&mut replica, Message::SnapshotWanted { height })
+    else {
+        panic!("no manifest for the latest checkpoint");
+    };
+    assert_eq!(answered, height);
+    assert_eq!(header.height, height);
+    let mut bytes = Vec::new();
+    for (index, hash) in chunks.iter().enumerate() {
+        let Message::SnapshotChunk { bytes: Some(chunk), .. } = answer(
+            &mut replica,
+            Message::SnapshotChunkWanted {
+                height,
+                index: index as u32,
+            },
+        ) else {
+            panic!("chunk {index} not served");
+        };
+        assert_eq!(chunk_hash(&chunk), *hash, "chunk {index} does not match the manifest");
+        bytes.push(chunk);
+    }
+
+    // The client's side: the certified block after the checkpoint names the header's hash, and
+    // executing it on the restored state gives the commitment it claims.
+    let next = replica.kura().read(height + 1).unwrap();
+    assert_eq!(next.block.header.previous_hash, header.hash());
+    let mut restored = Wsv::from_snapshot(
+        chain.wsv.chain().clone(),
+        chain.genesis_key.public_key(),
+        PluginRegistry::builtin(),
+        CHECKPOINT_INTERVAL,
+        &header,
+        &bytes,
+    )
+    .unwrap();
+    let hashes: Vec<_> = next.block.transactions.iter().map(SignedTransaction::hashes).collect();
+    restored.apply_block(&next.block, &hashes).unwrap();
+    assert_eq!(restored.state_commitment(), replica.wsv().state_commitment());
+    assert_eq!(restored.head_hash(), replica.wsv().head_hash());
+}
+
+#[test]
+fn what_is_not_held_is_answered_as_such() {
+    let (_, mut replica) = replica_past_a_checkpoint();
+    for height in [0, 1, 99, 101, 200, u64::MAX] {
+        assert_eq!(
+            answer(&mut replica, Message::SnapshotWanted { height }),
+            Message::SnapshotManifest { height, manifest: None }
+        );
+        assert_eq!(
+            answer(&mut replica, Message::SnapshotChunkWanted { height, index: 0 }),
+            Message::SnapshotChunk {
+                height,
+                index: 0,
+                bytes: None
+            }
+        );
+    }
+    let height = CHECKPOINT_INTERVAL;
+    assert_eq!(
+        answer(
+            &mut replica,
+            Message::SnapshotChunkWanted {
+                height,
+                index: u32::MAX
+            }
+        ),
+        Message::SnapshotChunk {
+            height,
+            index: u32::MAX,
+            bytes: None
+        }
+    );
+    // Answers to requests nobody made are dropped (fetching is not built yet).
+    let peer = KeyPair::derive(b"snapshot-client", 0).public_key();
+    let unasked = Message::SnapshotChunk {
+        height,
+        index: 0,
+        bytes: Some(vec![1, 2, 3]),
+    };
+    assert!(replica.on_message(0, peer, unasked).is_empty());
+    assert_eq!(replica.wsv().height(), CHECKPOINT_INTERVAL + 1);
+}
