@@ -35,6 +35,10 @@ pub struct Config {
     /// certificate's signers include f + 1 honest validators that verified them (R19,
     /// docs/PROTOCOL.md section 8). False: such blocks re-verify every signature.
     pub certified_blocks_skip_signatures: bool,
+    /// A replica more than two checkpoints behind the cluster restores the state of a recent
+    /// checkpoint from its peers and appends the blocks below it without executing them
+    /// (docs/PROTOCOL.md section 8.1). False: it executes every block it syncs.
+    pub state_sync: bool,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             locking: true,
             byzantine_skip_own_commit: false,
             certified_blocks_skip_signatures: true,
+            state_sync: true,
         }
     }
 }
@@ -87,6 +92,9 @@ pub enum Timer {
     /// Sync the replica's hold store, then answer `Held` for what it made durable (R18b). The
     /// replica's own timer: the core ignores it.
     SyncHolds,
+    /// Look after a restore from a snapshot: requests that timed out, a stalled restore
+    /// (docs/PROTOCOL.md section 8.1). The replica's own timer: the core ignores it.
+    Restore,
 }
 
 /// The host's verdict on a block (R5). Validity is a function of the chain alone; only the

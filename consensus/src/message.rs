@@ -192,7 +192,7 @@ pub enum Message {
         height: u64,
     },
     /// The answer to [`Message::SnapshotWanted`]: `None` when the sender does not hold that
-    /// checkpoint (a validator keeps only its latest).
+    /// checkpoint (a validator keeps only its latest) or has not committed the block after it.
     SnapshotManifest {
         height: u64,
         manifest: Option<SnapshotManifest>,
@@ -210,14 +210,15 @@ pub enum Message {
     },
 }
 
-/// What a snapshot holds, as a peer states it: the header of the checkpoint block (whose hash
-/// the certified block after it names) and the hash of each chunk
-/// (`kasane_wsv::snapshot::chunk_hash`). Trusted only once the state it describes proves itself
-/// against the next block.
+/// What a snapshot holds, as a peer states it: the header of the checkpoint block, the hash of
+/// each chunk (`kasane_wsv::snapshot::chunk_hash`), and the certified block after the
+/// checkpoint, whose commitment binds the snapshot's root and whose previous hash names the
+/// header. Trusted only once the state it describes proves itself against that block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
     pub header: BlockHeader,
     pub chunks: Vec<Hash>,
+    pub next: CommittedBlock,
 }
 
 impl Versioned for Message {

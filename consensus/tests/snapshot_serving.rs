@@ -49,7 +49,7 @@ fn a_served_snapshot_restores_and_the_next_block_proves_it() {
     let height = CHECKPOINT_INTERVAL;
     let Message::SnapshotManifest {
         height: answered,
-        manifest: Some(SnapshotManifest { header, chunks }),
+        manifest: Some(SnapshotManifest { header, chunks, next }),
     } = answer(&mut replica, Message::SnapshotWanted { height })
     else {
         panic!("no manifest for the latest checkpoint");
@@ -73,7 +73,7 @@ fn a_served_snapshot_restores_and_the_next_block_proves_it() {
 
     // The client's side: the certified block after the checkpoint names the header's hash, and
     // executing it on the restored state gives the commitment it claims.
-    let next = replica.kura().read(height + 1).unwrap();
+    assert_eq!(next, replica.kura().read(height + 1).unwrap());
     assert_eq!(next.block.header.previous_hash, header.hash());
     let mut restored = Wsv::from_snapshot(
         chain.wsv.chain().clone(),

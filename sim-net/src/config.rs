@@ -317,5 +317,6 @@ pub fn sim_consensus_config() -> Config {
         locking: true,
         byzantine_skip_own_commit: false,
         certified_blocks_skip_signatures: true,
+        state_sync: true,
     }
 }

@@ -93,6 +93,9 @@ pub struct ConsensusSection {
     /// Blocks committed on their certificate without local validation (block sync) skip the
     /// signature re-check (docs/PROTOCOL.md, R19). False re-verifies every signature.
     pub certified_blocks_skip_signatures: bool,
+    /// A node far behind restores a recent checkpoint's state from its peers instead of
+    /// executing every block up to it (docs/PROTOCOL.md section 8.1).
+    pub state_sync: bool,
 }
 
 impl Default for ConsensusSection {
@@ -106,6 +109,7 @@ impl Default for ConsensusSection {
             status_interval_ms: defaults.status_interval_ms,
             sync_timeout_ms: defaults.sync_timeout_ms,
             certified_blocks_skip_signatures: defaults.certified_blocks_skip_signatures,
+            state_sync: defaults.state_sync,
         }
     }
 }
@@ -120,6 +124,7 @@ impl ConsensusSection {
             status_interval_ms: self.status_interval_ms,
             sync_timeout_ms: self.sync_timeout_ms,
             certified_blocks_skip_signatures: self.certified_blocks_skip_signatures,
+            state_sync: self.state_sync,
             ..ConsensusConfig::default()
         }
     }

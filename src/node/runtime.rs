@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kasane_consensus::replica::{Outbound, PreparedHashes, PreparedTransaction, Replica, ReplicaEvent};
+use kasane_consensus::replica::{Outbound, PreparedHashes, PreparedTransaction, Replica, ReplicaEvent, RestoreEvent};
 use kasane_consensus::{Message, Role, Timer};
 use kasane_kura::FileBackend;
 use kasane_model::crypto::KeyCache;
@@ -125,6 +125,32 @@ fn role_name(role: Role) -> &'static str {
 }
 
 /// Takes the replica's status for the snapshot.
+/// State sync's steps in the node's log (docs/PROTOCOL.md section 8.1).
+fn log_restore(event: &RestoreEvent) {
+    match event {
+        RestoreEvent::Started { checkpoint, height } => {
+            tracing::info!(checkpoint, height, "state sync: asking the validators for a snapshot")
+        }
+        RestoreEvent::Proven {
+            checkpoint,
+            chunks,
+            bytes,
+        } => tracing::info!(
+            checkpoint,
+            chunks,
+            bytes,
+            "state sync: the snapshot proved itself with the next block"
+        ),
+        RestoreEvent::Installed {
+            checkpoint,
+            transactions,
+        } => tracing::info!(checkpoint, transactions, "state sync: restored state installed"),
+        RestoreEvent::Abandoned { checkpoint, reason } => {
+            tracing::warn!(checkpoint, %reason, "state sync: restore abandoned, block sync executes")
+        }
+    }
+}
+
 pub fn status_of(replica: &NodeReplica) -> Status {
     let core = replica.core();
     let wsv = replica.wsv();
@@ -438,6 +464,14 @@ impl Driver {
                     Metrics::add(&self.shared.metrics.holds_restored, queued as u64);
                     tracing::info!(queued, dropped, "queued again what the hold log kept");
                 }
+                ReplicaEvent::Backfilled {
+                    height,
+                    hash,
+                    transactions,
+                } => {
+                    tracing::debug!(height, %hash, transactions, "appended below the restored checkpoint");
+                }
+                ReplicaEvent::Restore(event) => log_restore(&event),
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");

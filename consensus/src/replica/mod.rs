@@ -108,6 +108,15 @@ pub enum ReplicaEvent {
         queued: usize,
         dropped: usize,
     },
+    /// A block below a restored checkpoint was appended to Kura without execution (state sync,
+    /// docs/PROTOCOL.md section 8.1): committed by the chain, its outcomes are not known here.
+    Backfilled {
+        height: u64,
+        hash: Hash,
+        transactions: usize,
+    },
+    /// What a restore from a snapshot did.
+    Restore(RestoreEvent),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,11 +192,17 @@ pub struct Replica<B: Backend + Sync> {
     holds: Box<dyn HoldStore>,
     /// What this replica newly holds and will answer for once `holds` has synced it.
     unsynced: Unsynced,
+    /// A restore from a snapshot under way (state sync, `restore.rs`).
+    restore: Option<restore::Restore>,
+    /// Peers whose snapshot or chunk did not check out: not asked again.
+    snapshot_refused: BTreeSet<PublicKey>,
 }
 
 mod admission;
 use admission::Source;
 mod blocks;
+mod restore;
+pub use restore::{RestoreEvent, RESTORE_CHECKPOINTS_BEHIND};
 
 impl<B: Backend + Sync> std::fmt::Debug for Replica<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -252,6 +267,8 @@ impl<B: Backend + Sync> Replica<B> {
             holding: Holding::default(),
             holds: Box::new(VolatileHolds),
             unsynced: Unsynced::default(),
+            restore: None,
+            snapshot_refused: BTreeSet::new(),
         }
     }
 
@@ -410,18 +427,26 @@ impl<B: Backend + Sync> Replica<B> {
                     message: Message::SnapshotChunk { height, index, bytes },
                 }];
             }
-            // Fetching a snapshot is not built yet (docs/PROTOCOL.md section 8.1): answers are
-            // dropped.
-            Message::SnapshotManifest { .. } | Message::SnapshotChunk { .. } => return Vec::new(),
+            Message::SnapshotManifest { height, manifest } => {
+                return self.on_snapshot_manifest(now_ms, from, height, manifest)
+            }
+            Message::SnapshotChunk { height, index, bytes } => {
+                return self.on_snapshot_chunk(now_ms, from, height, index, bytes)
+            }
             message => message,
         };
         if let PreparedHashes::Blocks(blocks) = hashes {
             self.known_hashes
                 .extend(blocks.into_iter().map(|block| (block.hash, block)));
         }
+        let status = matches!(message, Message::Status { .. });
         let effects = self.core.step(Input::Message { from, message });
-        let out = self.run(now_ms, effects);
+        let mut out = self.run(now_ms, effects);
         self.known_hashes.clear();
+        if status {
+            // A status may raise the cluster height far above this replica's.
+            self.maybe_restore(now_ms, &mut out);
+        }
         out
     }
 
@@ -465,6 +490,9 @@ impl<B: Backend + Sync> Replica<B> {
     pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
         if timer == Timer::SyncHolds {
             return self.sync_holds();
+        }
+        if timer == Timer::Restore {
+            return self.on_restore_tick(now_ms);
         }
         let mut out = Vec::new();
         // R18: transactions still queued when a view times out are gossiped again, so one that
@@ -625,16 +653,18 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// The manifest of this replica's checkpoint at `height`, if it holds that one (only the
-    /// latest is kept) and can read the checkpoint block's header from Kura.
+    /// latest is kept) and has committed the block after it.
     fn snapshot_manifest(&self, height: u64) -> Option<SnapshotManifest> {
         let checkpoint = self
             .wsv
             .checkpoint()
             .filter(|checkpoint| checkpoint.height() == height)?;
         let header = self.kura.read(height).ok()?.block.header;
+        let next = self.kura.read(height.checked_add(1)?).ok()?;
         Some(SnapshotManifest {
             header,
             chunks: checkpoint.manifest().to_vec(),
+            next,
         })
     }
 

@@ -161,6 +161,7 @@ pub enum TimerKind {
     Revalidate,
     ApplySynced,
     SyncHolds,
+    Restore,
 }
 
 /// One expected effect, described by what matters for the rule.
@@ -210,6 +211,7 @@ fn timer_kind(timer: &Timer) -> TimerKind {
         Timer::Revalidate { .. } => TimerKind::Revalidate,
         Timer::ApplySynced => TimerKind::ApplySynced,
         Timer::SyncHolds => TimerKind::SyncHolds,
+        Timer::Restore => TimerKind::Restore,
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use kasane_consensus::holding::MemoryHolds;
-use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent};
+use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent, RestoreEvent};
 use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
@@ -58,6 +58,10 @@ pub struct SimReport {
     /// Of those, how many the client was told are acknowledged.
     pub acknowledged_transactions: usize,
     pub view_changes: u64,
+    /// Snapshot restores installed by honest replicas (state sync, docs/PROTOCOL.md 8.1), and
+    /// the blocks they appended below the checkpoint without executing them.
+    pub restores: u64,
+    pub backfilled_blocks: u64,
     pub messages: u64,
     /// Messages sent, by kind (`Message::kind`).
     pub messages_by_kind: BTreeMap<&'static str, u64>,
@@ -109,6 +113,8 @@ struct Simulation<'c> {
     membership_changes: u32,
     latencies: Vec<u64>,
     view_changes: u64,
+    restores: u64,
+    backfilled_blocks: u64,
     messages: u64,
     messages_by_kind: BTreeMap<&'static str, u64>,
     processed: u64,
@@ -187,6 +193,8 @@ impl<'c> Simulation<'c> {
             membership_changes: 0,
             latencies: Vec::new(),
             view_changes: 0,
+            restores: 0,
+            backfilled_blocks: 0,
             messages: 0,
             messages_by_kind: BTreeMap::new(),
             processed: 0,
@@ -384,6 +392,8 @@ impl<'c> Simulation<'c> {
             submitted_transactions: self.submitted.len(),
             acknowledged_transactions: self.acknowledged.len(),
             view_changes: self.view_changes,
+            restores: self.restores,
+            backfilled_blocks: self.backfilled_blocks,
             messages: self.messages,
             messages_by_kind: self.messages_by_kind.clone(),
             events: self.processed,

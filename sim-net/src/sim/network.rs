@@ -58,6 +58,13 @@ impl<'c> Simulation<'c> {
                     }
                     self.checker.on_commit(self.now, node, height, hash, &transactions);
                 }
+                // Appended below a restored checkpoint without execution (state sync): agreement is
+                // checked; the outcomes were recorded by the nodes that executed it.
+                ReplicaEvent::Backfilled { height, hash, .. } if honest => {
+                    self.backfilled_blocks += 1;
+                    self.checker.on_commit(self.now, node, height, hash, &[]);
+                }
+                ReplicaEvent::Restore(RestoreEvent::Installed { .. }) if honest => self.restores += 1,
                 ReplicaEvent::Held { payloads } if honest && self.config.client.acknowledge == Acknowledge::Held => {
                     self.acknowledged.extend(payloads);
                 }

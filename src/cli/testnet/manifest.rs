@@ -62,6 +62,9 @@ pub struct ConsensusOverrides {
     pub block_time_ms: Option<u64>,
     pub commit_timeout_ms: Option<u64>,
     pub block_txs_max: Option<usize>,
+    /// `consensus.state_sync` of every node (default on): off, a wiped node executes every
+    /// block it syncs, for comparison.
+    pub state_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

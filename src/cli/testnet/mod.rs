@@ -273,6 +273,9 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
         if let Some(init) = spec.init {
             config.kura.init = init;
         }
+        if let Some(state_sync) = manifest.consensus.state_sync {
+            config.consensus.state_sync = state_sync;
+        }
         let text = toml::to_string_pretty(&config).context("writing a node config")?;
         std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
         let byzantine = byzantine.get(&index).copied();

@@ -1,0 +1,516 @@
+//! State sync (docs/PROTOCOL.md section 8.1): a replica far behind the cluster restores the
+//! state of a recent checkpoint from its peers, proves it with the certified block after the
+//! checkpoint, and appends the blocks below the checkpoint to Kura without executing them. Kura
+//! keeps every block: strict init and `kura verify --strict` replay the result from genesis.
+//!
+//! 1. *Start*: the cluster height (claimed by `f + 1` validators) is more than
+//!    [`RESTORE_CHECKPOINTS_BEHIND`] checkpoints above this replica's; the checkpoint `c` is the
+//!    newest one whose next block the cluster has committed. Every validator is asked for its
+//!    manifest of `c`.
+//! 2. *Manifest*: the first whose certified block `c + 1` checks out (its commit certificate by
+//!    this replica's validators, its previous hash the manifest header's) is chosen; a validator
+//!    that sends the same manifest becomes a source of chunks too.
+//! 3. *Chunks*: at most [`CHUNKS_IN_FLIGHT_PER_PEER`] requests per source, each chunk checked
+//!    against the manifest on arrival. A wrong chunk, or an answer "not held", drops its sender
+//!    as a source; a request unanswered for [`CHUNK_TIMEOUT_MS`] goes to another source.
+//! 4. *Proof*: the chunks restore a state at `c`, on which block `c + 1` must execute to the
+//!    commitment in its certified header, which binds the snapshot's root. A snapshot that fails
+//!    makes every source of its manifest refused, and the restore starts again.
+//! 5. *Backfill*: the blocks up to `c` that block sync brings are checked as always (the core
+//!    checks the certificate and the previous hash, this replica the Merkle root) and appended
+//!    to Kura without execution; when block `c` is appended (its hash the manifest header's),
+//!    the restored state becomes this replica's, and block sync goes on from `c + 1` with
+//!    execution.
+//!
+//! While the snapshot is fetched, block sync goes on executing; if it reaches `c` first, the
+//! restore is dropped. The validator set must be the same at this replica's height and at `c`
+//! (checked: certificates below `c` are checked with it); with live membership the backfill
+//! would need each height's validators.
+
+use kasane_model::block::VoteKind;
+use kasane_wsv::snapshot::chunk_hash;
+
+use super::*;
+
+/// How many checkpoints behind the cluster height a replica must be to restore rather than
+/// execute every block.
+pub const RESTORE_CHECKPOINTS_BEHIND: u64 = 2;
+/// Chunk requests out to one source at once (chunks are about 1 MiB): enough that the answers
+/// of three sources cover a snapshot of tens of chunks in a few round trips, which under load
+/// take hundreds of milliseconds each (a chunk waits behind block-sync responses).
+const CHUNKS_IN_FLIGHT_PER_PEER: usize = 8;
+/// A chunk request unanswered this long goes to another source.
+const CHUNK_TIMEOUT_MS: u64 = 5_000;
+/// How often a restoring replica looks after its requests.
+const RESTORE_TICK_MS: u64 = 500;
+/// A restore that received nothing useful for this long starts again.
+const RESTORE_STALL_MS: u64 = 20_000;
+/// Most peers remembered as having sent a snapshot or chunk that did not check out.
+const REFUSED_PEERS_MAX: usize = 1024;
+
+/// A manifest whose next block checked out.
+struct Chosen {
+    header: BlockHeader,
+    header_hash: Hash,
+    chunks: Vec<Hash>,
+    next: CommittedBlock,
+}
+
+/// A restore under way.
+pub(super) struct Restore {
+    checkpoint: u64,
+    last_progress_ms: u64,
+    chosen: Option<Chosen>,
+    chunks: Vec<Option<Vec<u8>>>,
+    /// Chunk index -> (source asked, when).
+    in_flight: BTreeMap<u32, (PublicKey, u64)>,
+    sources: BTreeSet<PublicKey>,
+    /// Once proven: the state at the checkpoint, installed when Kura reaches it.
+    proven: Option<Box<Wsv>>,
+}
+
+impl Restore {
+    fn new(checkpoint: u64, now_ms: u64) -> Restore {
+        Restore {
+            checkpoint,
+            last_progress_ms: now_ms,
+            chosen: None,
+            chunks: Vec::new(),
+            in_flight: BTreeMap::new(),
+            sources: BTreeSet::new(),
+            proven: None,
+        }
+    }
+}
+
+/// What a restore did, for the host's logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreEvent {
+    /// Every validator was asked for its manifest of `checkpoint`.
+    Started { checkpoint: u64, height: u64 },
+    /// The snapshot of `checkpoint` restored and proved itself with the next block.
+    Proven {
+        checkpoint: u64,
+        chunks: usize,
+        bytes: usize,
+    },
+    /// The restored state is this replica's; the blocks up to it were appended unexecuted.
+    Installed { checkpoint: u64, transactions: u64 },
+    /// The restore stopped: why, and whether block sync goes on executing.
+    Abandoned { checkpoint: u64, reason: String },
+}
+
+impl<B: Backend + Sync> Replica<B> {
+    /// Step 1: starts a restore if state sync is on, none is under way, and this replica is far
+    /// enough behind the cluster.
+    pub(super) fn maybe_restore(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
+        if self.restore.is_some() || !self.core.config().state_sync {
+            return;
+        }
+        let interval = self.wsv.checkpoint_interval();
+        let height = self.kura.height();
+        let cluster = self.core.cluster_height();
+        // The newest checkpoint whose next block the cluster committed.
+        let checkpoint = cluster.saturating_sub(1) / interval * interval;
+        if cluster <= height + RESTORE_CHECKPOINTS_BEHIND * interval || checkpoint <= height {
+            return;
+        }
+        self.restore = Some(Restore::new(checkpoint, now_ms));
+        self.events
+            .push(ReplicaEvent::Restore(RestoreEvent::Started { checkpoint, height }));
+        self.ask_manifests(checkpoint, out);
+        out.push(Outbound::Timer {
+            timer: Timer::Restore,
+            after_ms: RESTORE_TICK_MS,
+        });
+    }
+
+    fn ask_manifests(&self, checkpoint: u64, out: &mut Vec<Outbound>) {
+        let me = self.key.public_key();
+        for peer in self.core.topology().validators() {
+            if peer != me && !self.snapshot_refused.contains(&peer) {
+                out.push(Outbound::Send {
+                    to: peer,
+                    message: Message::SnapshotWanted { height: checkpoint },
+                });
+            }
+        }
+    }
+
+    /// Step 2: a manifest from `from`.
+    pub(super) fn on_snapshot_manifest(
+        &mut self,
+        now_ms: u64,
+        from: PublicKey,
+        height: u64,
+        manifest: Option<SnapshotManifest>,
+    ) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        let Some(manifest) = manifest else {
+            return out;
+        };
+        let wanted = self.restore.as_ref().is_some_and(|restore| {
+            restore.checkpoint == height && restore.proven.is_none() && !self.snapshot_refused.contains(&from)
+        });
+        if !wanted || !self.core.topology().contains(&from) {
+            return out;
+        }
+        let header_hash = manifest.header.hash();
+        let chosen_matches = self
+            .restore
+            .as_ref()
+            .and_then(|restore| restore.chosen.as_ref())
+            .map(|chosen| {
+                chosen.header_hash == header_hash
+                    && chosen.chunks == manifest.chunks
+                    && chosen.next.block.hash() == manifest.next.block.hash()
+            });
+        match chosen_matches {
+            Some(true) => {}
+            // Another manifest than the chosen one: one of the two senders lies; the proof
+            // decides, and a failed proof starts again without the chosen one's sources.
+            Some(false) => return out,
+            None => {
+                if !self.manifest_checks_out(height, &manifest) {
+                    self.refuse_snapshot_peer(from);
+                    return out;
+                }
+                let Some(restore) = self.restore.as_mut() else {
+                    return out;
+                };
+                restore.chunks = vec![None; manifest.chunks.len()];
+                restore.chosen = Some(Chosen {
+                    header: manifest.header,
+                    header_hash,
+                    chunks: manifest.chunks,
+                    next: manifest.next,
+                });
+                restore.last_progress_ms = now_ms;
+            }
+        }
+        if let Some(restore) = self.restore.as_mut() {
+            restore.sources.insert(from);
+        }
+        self.request_chunks(now_ms, &mut out);
+        out
+    }
+
+    /// The manifest's next block is certified by this replica's validators and follows its
+    /// header, which is of the checkpoint height.
+    fn manifest_checks_out(&mut self, height: u64, manifest: &SnapshotManifest) -> bool {
+        let next = &manifest.next;
+        let vote = next.expected_vote();
+        manifest.header.height == height
+            && !manifest.chunks.is_empty()
+            && next.block.header.height == height + 1
+            && next.block.header.previous_hash == manifest.header.hash()
+            && next.certificate.vote == vote
+            && vote.kind == VoteKind::Commit
+            && next
+                .certificate
+                .verify(&vote, &self.core.topology().validators(), &mut self.cache)
+                .is_ok()
+    }
+
+    /// Step 3: asks each source for missing chunks, up to its share of requests.
+    fn request_chunks(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
+        let Some(restore) = self.restore.as_mut() else {
+            return;
+        };
+        if restore.proven.is_some() {
+            return;
+        }
+        let mut missing = (0..restore.chunks.len() as u32)
+            .filter(|index| restore.chunks[*index as usize].is_none() && !restore.in_flight.contains_key(index))
+            .collect::<Vec<u32>>()
+            .into_iter();
+        for source in restore.sources.clone() {
+            let asked = restore.in_flight.values().filter(|(peer, _)| *peer == source).count();
+            for _ in asked..CHUNKS_IN_FLIGHT_PER_PEER {
+                let Some(index) = missing.next() else {
+                    return;
+                };
+                restore.in_flight.insert(index, (source, now_ms));
+                out.push(Outbound::Send {
+                    to: source,
+                    message: Message::SnapshotChunkWanted {
+                        height: restore.checkpoint,
+                        index,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Step 3: a chunk from `from`; step 4 once every chunk is in.
+    pub(super) fn on_snapshot_chunk(
+        &mut self,
+        now_ms: u64,
+        from: PublicKey,
+        height: u64,
+        index: u32,
+        bytes: Option<Vec<u8>>,
+    ) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        let Some(restore) = self.restore.as_mut() else {
+            return out;
+        };
+        let asked =
+            restore.checkpoint == height && restore.in_flight.get(&index).is_some_and(|(peer, _)| *peer == from);
+        if !asked {
+            return out;
+        }
+        restore.in_flight.remove(&index);
+        let expected = restore
+            .chosen
+            .as_ref()
+            .and_then(|chosen| chosen.chunks.get(index as usize))
+            .copied();
+        let mut bad = false;
+        match bytes {
+            Some(bytes) if expected == Some(chunk_hash(&bytes)) => {
+                restore.chunks[index as usize] = Some(bytes);
+                restore.last_progress_ms = now_ms;
+            }
+            Some(_) => {
+                restore.sources.remove(&from);
+                bad = true;
+            }
+            // It moved on to a newer checkpoint.
+            None => {
+                restore.sources.remove(&from);
+            }
+        }
+        let complete = restore.chosen.is_some() && restore.chunks.iter().all(Option::is_some);
+        if bad {
+            self.refuse_snapshot_peer(from);
+        }
+        if complete {
+            self.prove(now_ms, &mut out);
+        } else {
+            self.request_chunks(now_ms, &mut out);
+        }
+        out
+    }
+
+    /// Step 4: restores the snapshot and executes the next block on it.
+    fn prove(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
+        let Some(mut restore) = self.restore.take() else {
+            return;
+        };
+        let Some(chosen) = restore.chosen.as_ref() else {
+            self.restore = Some(restore);
+            return;
+        };
+        let checkpoint = restore.checkpoint;
+        let chunks: Vec<Vec<u8>> = restore.chunks.iter_mut().filter_map(Option::take).collect();
+        let (chunk_count, bytes) = (chunks.len(), chunks.iter().map(Vec::len).sum());
+        let restored = Wsv::from_snapshot(
+            self.wsv.chain().clone(),
+            *self.wsv.genesis_key(),
+            self.wsv.plugins().clone(),
+            self.wsv.checkpoint_interval(),
+            &chosen.header,
+            &chunks,
+        );
+        drop(chunks);
+        let proof = restored.map_err(|error| error.to_string()).and_then(|restored| {
+            let mut probe = restored.clone();
+            let hashes: Vec<TransactionHashes> = chosen
+                .next
+                .block
+                .transactions
+                .iter()
+                .map(SignedTransaction::hashes)
+                .collect();
+            probe
+                .apply_block(&chosen.next.block, &hashes)
+                .map(|_| restored)
+                .map_err(|error| error.to_string())
+        });
+        let validators = self.core.topology().validators();
+        match proof {
+            Ok(restored) if restored.validators() == validators => {
+                restore.proven = Some(Box::new(restored));
+                restore.in_flight.clear();
+                restore.chunks = Vec::new();
+                self.restore = Some(restore);
+                self.events.push(ReplicaEvent::Restore(RestoreEvent::Proven {
+                    checkpoint,
+                    chunks: chunk_count,
+                    bytes,
+                }));
+                // Block sync may already be past the checkpoint.
+                if self.kura.height() >= checkpoint {
+                    self.abandon_restore("block sync reached the checkpoint first");
+                }
+            }
+            Ok(_) => {
+                self.restore = Some(restore);
+                self.abandon_restore("the validator set changed between this height and the checkpoint");
+            }
+            Err(error) => {
+                for source in &restore.sources {
+                    if self.snapshot_refused.len() < REFUSED_PEERS_MAX {
+                        self.snapshot_refused.insert(*source);
+                    }
+                }
+                self.restore = Some(restore);
+                self.abandon_restore(&format!("the snapshot did not prove itself: {error}"));
+                // Start again at once, from the validators not refused.
+                self.maybe_restore(now_ms, out);
+            }
+        }
+    }
+
+    /// The tick: requests that timed out go to other sources, a stalled restore starts again,
+    /// and one overtaken by block sync stops.
+    pub(super) fn on_restore_tick(&mut self, now_ms: u64) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        let height = self.kura.height();
+        let Some(restore) = self.restore.as_mut() else {
+            return out;
+        };
+        if restore.proven.is_some() {
+            // Backfill is block sync's work now; nothing to look after.
+            return out;
+        }
+        if height >= restore.checkpoint {
+            self.abandon_restore("block sync reached the checkpoint first");
+            return out;
+        }
+        // Validators keep only their latest checkpoint: once every source has moved on (answered
+        // "not held") the restore starts again from the newest one.
+        let moved_on = restore.chosen.is_some() && restore.sources.is_empty() && restore.in_flight.is_empty();
+        let newer = self.core.cluster_height().saturating_sub(1) / self.wsv.checkpoint_interval()
+            * self.wsv.checkpoint_interval()
+            > restore.checkpoint;
+        let stalled = now_ms.saturating_sub(restore.last_progress_ms) > RESTORE_STALL_MS;
+        if stalled || (moved_on && newer) {
+            self.abandon_restore(if stalled {
+                "no progress"
+            } else {
+                "the validators moved on to a newer checkpoint"
+            });
+            self.maybe_restore(now_ms, &mut out);
+            return out;
+        }
+        let timed_out: Vec<(u32, PublicKey)> = restore
+            .in_flight
+            .iter()
+            .filter(|(_, (_, sent))| now_ms.saturating_sub(*sent) > CHUNK_TIMEOUT_MS)
+            .map(|(index, (peer, _))| (*index, *peer))
+            .collect();
+        for (index, peer) in timed_out {
+            restore.in_flight.remove(&index);
+            restore.sources.remove(&peer);
+        }
+        let ask_again = restore.sources.is_empty().then_some(restore.checkpoint);
+        if let Some(checkpoint) = ask_again {
+            // Whoever answers with the chosen manifest is a source again.
+            self.ask_manifests(checkpoint, &mut out);
+        }
+        self.request_chunks(now_ms, &mut out);
+        out.push(Outbound::Timer {
+            timer: Timer::Restore,
+            after_ms: RESTORE_TICK_MS,
+        });
+        out
+    }
+
+    fn refuse_snapshot_peer(&mut self, peer: PublicKey) {
+        if self.snapshot_refused.len() < REFUSED_PEERS_MAX {
+            self.snapshot_refused.insert(peer);
+        }
+    }
+
+    fn abandon_restore(&mut self, reason: &str) {
+        if let Some(restore) = self.restore.take() {
+            self.events.push(ReplicaEvent::Restore(RestoreEvent::Abandoned {
+                checkpoint: restore.checkpoint,
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    /// Whether a block of `height` is appended without execution: a proven restore waits for
+    /// Kura to reach its checkpoint.
+    pub(super) fn backfilling(&self, height: u64) -> bool {
+        self.restore
+            .as_ref()
+            .is_some_and(|restore| restore.proven.is_some() && height <= restore.checkpoint)
+    }
+
+    /// Step 5: appends a certified block below the checkpoint without executing it; at the
+    /// checkpoint, installs the restored state. The core checked the certificate and the
+    /// previous hash; the Merkle root is checked here, Kura checks the chain again.
+    pub(super) fn backfill(&mut self, committed: CommittedBlock) -> Input {
+        let height = committed.block.header.height;
+        let hash = committed.block.hash();
+        let failed = Input::CommitFailed { height, hash };
+        let hashes: Vec<TransactionHashes> = match self.known_hashes.remove(&hash) {
+            Some(known) if known.transactions.len() == committed.block.transactions.len() => known.transactions,
+            _ => committed
+                .block
+                .transactions
+                .iter()
+                .map(SignedTransaction::hashes)
+                .collect(),
+        };
+        let leaves: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
+        if tx_merkle_root(&leaves) != committed.block.header.tx_merkle_root {
+            return failed;
+        }
+        let checkpoint = self.restore.as_ref().map_or(0, |restore| restore.checkpoint);
+        let expected = self
+            .restore
+            .as_ref()
+            .and_then(|restore| restore.chosen.as_ref())
+            .map(|chosen| chosen.header_hash);
+        if height == checkpoint && expected != Some(hash) {
+            // Two certified blocks at one height: beyond the fault model. Execute from here on,
+            // from a state rebuilt from Kura.
+            self.abandon_restore("the certified checkpoint block is not the manifest's");
+            return self.rebuild_state_then(failed);
+        }
+        if self.kura.append(&committed).is_err() {
+            return failed;
+        }
+        let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
+        let unqueued = self.queue.remove_payloads(&payloads);
+        self.holds.release(&unqueued);
+        self.validated.clear();
+        self.events.push(ReplicaEvent::Backfilled {
+            height,
+            hash,
+            transactions: hashes.len(),
+        });
+        if height == checkpoint {
+            if let Some(proven) = self.restore.take().and_then(|restore| restore.proven) {
+                self.wsv = *proven;
+                self.events.push(ReplicaEvent::Restore(RestoreEvent::Installed {
+                    checkpoint,
+                    transactions: self.wsv.transaction_count(),
+                }));
+            }
+        }
+        self.wire.retain(&self.core.topology().validators(), height + 1);
+        Input::BlockCommitted {
+            height,
+            hash,
+            validators: self.core.topology().validators(),
+            demoted: self.wsv.demoted(),
+        }
+    }
+
+    /// Replays Kura into a fresh state (after a backfill that cannot finish), then answers
+    /// `then`.
+    fn rebuild_state_then(&mut self, then: Input) -> Input {
+        if self.wsv.height() != self.kura.height() {
+            if let Ok((wsv, _)) = init::fast_init(&self.kura, self.wsv.plugins().clone(), None) {
+                self.wsv = wsv;
+            }
+        }
+        then
+    }
+}

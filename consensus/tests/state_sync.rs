@@ -1,0 +1,251 @@
+//! State sync between replicas (docs/PROTOCOL.md section 8.1): a wiped validator far behind
+//! three others restores the state of their latest checkpoint, proves it with the block after
+//! it, appends the blocks below it without executing them, and executes the rest; its store
+//! then holds every block and replays from genesis to the same state. A peer that sends bad
+//! chunks is routed around. Without state sync the same replica executes every block.
+
+mod common;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent, RestoreEvent};
+use kasane_consensus::{Config, Message, Timer};
+use kasane_kura::fixture::{FixtureChain, FixtureConfig};
+use kasane_kura::{init, Kura, KuraConfig, MemoryBackend};
+use kasane_wsv::PluginRegistry;
+
+const BLOCKS: u64 = 250;
+
+/// Four validators of a fixture chain of 251 blocks: validator 0 wiped to genesis, the others
+/// holding the whole chain.
+fn cluster(config: Config) -> (FixtureChain, Vec<Replica<MemoryBackend>>) {
+    let mut chain = FixtureChain::new(FixtureConfig {
+        blocks: BLOCKS,
+        transactions_per_block: 4,
+        accounts: 32,
+        validators: 4,
+        seed: 21,
+    })
+    .unwrap();
+    let full = MemoryBackend::new();
+    let (mut kura, _) = Kura::open(full.clone(), KuraConfig::default()).unwrap();
+    chain.write_all(&mut kura, |_, _| {}).unwrap();
+    drop(kura);
+    let wiped = MemoryBackend::new();
+    let (mut kura, _) = Kura::open(wiped.clone(), KuraConfig::default()).unwrap();
+    kura.append(&chain.genesis).unwrap();
+    drop(kura);
+    let mut replicas = vec![common::replica_on(chain.validators[0].clone(), config.clone(), wiped)];
+    for index in 1..4 {
+        replicas.push(common::replica_on(
+            chain.validators[index].clone(),
+            config.clone(),
+            full.snapshot(),
+        ));
+    }
+    (chain, replicas)
+}
+
+/// Runs the four replicas over a lossless network in virtual time until replica 0 holds the
+/// whole chain (or a bound passes); `tamper` may rewrite any message on its way. Returns
+/// replica 0's events.
+fn run(
+    replicas: &mut [Replica<MemoryBackend>],
+    start_ms: u64,
+    mut tamper: impl FnMut(usize, usize, &mut Message),
+) -> Vec<ReplicaEvent> {
+    let keys: Vec<_> = replicas.iter().map(Replica::key).collect();
+    let mut now = start_ms;
+    let mut messages: VecDeque<(usize, usize, Message)> = VecDeque::new();
+    let mut timers: BinaryHeap<Reverse<(u64, usize, Timer)>> = BinaryHeap::new();
+    let mut events = Vec::new();
+    let route = |from: usize, out: Vec<Outbound>, now: u64, messages: &mut VecDeque<_>, timers: &mut BinaryHeap<_>| {
+        for item in out.into_iter().filter_map(Outbound::decoded) {
+            match item {
+                Outbound::Send { to, message } => {
+                    if let Some(to) = keys.iter().position(|key| *key == to) {
+                        messages.push_back((from, to, message));
+                    }
+                }
+                Outbound::Broadcast { message } => {
+                    for to in (0..keys.len()).filter(|to| *to != from) {
+                        messages.push_back((from, to, message.clone()));
+                    }
+                }
+                Outbound::Timer { timer, after_ms } => timers.push(Reverse((now + after_ms, from, timer))),
+                Outbound::SendFrame { .. } => unreachable!("decoded above"),
+            }
+        }
+    };
+    for (index, replica) in replicas.iter_mut().enumerate() {
+        let out = replica.start(now);
+        route(index, out, now, &mut messages, &mut timers);
+    }
+    let deadline = start_ms + 300_000;
+    for _ in 0..2_000_000 {
+        if replicas[0].wsv().height() == BLOCKS + 1 {
+            break;
+        }
+        let (from, out) = if let Some((from, to, mut message)) = messages.pop_front() {
+            tamper(from, to, &mut message);
+            (to, replicas[to].on_message(now, keys[from], message))
+        } else if let Some(Reverse((at, node, timer))) = timers.pop() {
+            now = now.max(at);
+            if now > deadline {
+                break;
+            }
+            (node, replicas[node].on_timer(now, timer))
+        } else {
+            break;
+        };
+        route(from, out, now, &mut messages, &mut timers);
+        events.extend(replicas[0].take_events());
+    }
+    events
+}
+
+fn restore_events(events: &[ReplicaEvent]) -> Vec<&RestoreEvent> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ReplicaEvent::Restore(restore) => Some(restore),
+            _ => None,
+        })
+        .collect()
+}
+
+fn count(events: &[ReplicaEvent], backfilled: bool) -> usize {
+    events
+        .iter()
+        .filter(|event| match event {
+            ReplicaEvent::Backfilled { .. } => backfilled,
+            ReplicaEvent::Committed { .. } => !backfilled,
+            _ => false,
+        })
+        .count()
+}
+
+#[track_caller]
+fn assert_installed(restores: &[&RestoreEvent]) {
+    assert!(
+        restores
+            .iter()
+            .any(|event| matches!(event, RestoreEvent::Installed { checkpoint: 200, .. })),
+        "{restores:?}"
+    );
+}
+
+/// The wiped replica holds every block and the others' state, and its store replays from
+/// genesis to that state (what strict init and `kura verify --strict` do).
+fn assert_caught_up(replicas: &[Replica<MemoryBackend>]) {
+    let (wiped, other) = (&replicas[0], &replicas[1]);
+    assert_eq!(wiped.kura().height(), BLOCKS + 1);
+    assert_eq!(wiped.wsv().height(), BLOCKS + 1);
+    assert_eq!(wiped.wsv().head_hash(), other.wsv().head_hash());
+    assert_eq!(wiped.wsv().state_commitment(), other.wsv().state_commitment());
+    assert_eq!(wiped.wsv().transaction_count(), other.wsv().transaction_count());
+    let (replayed, _) = init::strict_init(wiped.kura(), PluginRegistry::builtin(), None).unwrap();
+    assert_eq!(replayed.state_commitment(), other.wsv().state_commitment());
+}
+
+#[test]
+fn a_wiped_validator_restores_the_latest_checkpoint_and_backfills_below_it() {
+    let (chain, mut replicas) = cluster(Config::default());
+    let events = run(&mut replicas, chain.timestamp_of(BLOCKS + 1) + 1_000, |_, _, _| {});
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert!(
+        matches!(
+            restores[0],
+            RestoreEvent::Started {
+                checkpoint: 200,
+                height: 1
+            }
+        ),
+        "{restores:?}"
+    );
+    assert!(
+        matches!(restores[1], RestoreEvent::Proven { checkpoint: 200, .. }),
+        "{restores:?}"
+    );
+    assert!(
+        matches!(restores[2], RestoreEvent::Installed { checkpoint: 200, .. }),
+        "{restores:?}"
+    );
+    assert_eq!(restores.len(), 3, "{restores:?}");
+    // Block sync executes the first few blocks while the snapshot is fetched and proven; the
+    // rest of 2..=200 is appended unexecuted, and 201..=251 executed.
+    let (backfilled, executed) = (count(&events, true), count(&events, false));
+    assert_eq!(backfilled + executed, 250);
+    assert!(backfilled >= 150, "{backfilled} backfilled, {executed} executed");
+}
+
+#[test]
+fn bad_chunks_from_one_peer_are_routed_around() {
+    let (chain, mut replicas) = cluster(Config::default());
+    // The first validator to send a chunk flips a bit in every chunk it sends.
+    let mut liar = None;
+    let events = run(
+        &mut replicas,
+        chain.timestamp_of(BLOCKS + 1) + 1_000,
+        |from, _, message| {
+            if let Message::SnapshotChunk { bytes: Some(bytes), .. } = message {
+                if *liar.get_or_insert(from) == from {
+                    bytes[0] ^= 1;
+                }
+            }
+        },
+    );
+    assert!(liar.is_some(), "no chunk was sent");
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert_installed(&restores);
+}
+
+#[test]
+fn a_forged_manifest_fails_its_proof_and_the_restore_starts_again_without_its_sender() {
+    let (chain, mut replicas) = cluster(Config::default());
+    // The first validator to answer lists the chunk of another state (consistently: it serves
+    // that chunk) beside the genuine next block.
+    let forged = b"not the state".to_vec();
+    let mut liar = None;
+    let events = run(
+        &mut replicas,
+        chain.timestamp_of(BLOCKS + 1) + 1_000,
+        |from, _, message| match message {
+            Message::SnapshotManifest {
+                manifest: Some(manifest),
+                ..
+            } if *liar.get_or_insert(from) == from => {
+                manifest.chunks = vec![kasane_wsv::snapshot::chunk_hash(&forged)];
+            }
+            Message::SnapshotChunk { bytes, .. } if liar == Some(from) => *bytes = Some(forged.clone()),
+            _ => {}
+        },
+    );
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert!(
+        restores.iter().any(|event| matches!(
+            event,
+            RestoreEvent::Abandoned { checkpoint: 200, reason } if reason.contains("did not prove itself")
+        )),
+        "{restores:?}"
+    );
+    assert_installed(&restores);
+}
+
+#[test]
+fn without_state_sync_every_block_is_executed() {
+    let config = Config {
+        state_sync: false,
+        ..Config::default()
+    };
+    let (chain, mut replicas) = cluster(config);
+    let events = run(&mut replicas, chain.timestamp_of(BLOCKS + 1) + 1_000, |_, _, _| {});
+    assert_caught_up(&replicas);
+    assert!(restore_events(&events).is_empty());
+    assert_eq!(count(&events, true), 0);
+    assert_eq!(count(&events, false), 250);
+}
