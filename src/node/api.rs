@@ -961,6 +961,27 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     );
     write_metric(
         &mut out,
+        "kasane_state_sync_restores_total",
+        "counter",
+        "Checkpoint snapshots restored, proven by the next block and installed (state sync).",
+        Metrics::get(&metrics.state_sync_restores),
+    );
+    write_metric(
+        &mut out,
+        "kasane_state_sync_abandoned_total",
+        "counter",
+        "Restores from a snapshot abandoned; block sync executes instead.",
+        Metrics::get(&metrics.state_sync_abandoned),
+    );
+    write_metric(
+        &mut out,
+        "kasane_backfilled_blocks_total",
+        "counter",
+        "Blocks appended below a restored checkpoint without execution.",
+        Metrics::get(&metrics.backfilled_blocks),
+    );
+    write_metric(
+        &mut out,
         "kasane_proposal_digests_total",
         "counter",
         "Proposals received as digests and rebuilt from the queue.",

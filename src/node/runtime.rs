@@ -469,9 +469,17 @@ impl Driver {
                     hash,
                     transactions,
                 } => {
+                    Metrics::add(&self.shared.metrics.backfilled_blocks, 1);
                     tracing::debug!(height, %hash, transactions, "appended below the restored checkpoint");
                 }
-                ReplicaEvent::Restore(event) => log_restore(&event),
+                ReplicaEvent::Restore(event) => {
+                    match event {
+                        RestoreEvent::Installed { .. } => Metrics::add(&self.shared.metrics.state_sync_restores, 1),
+                        RestoreEvent::Abandoned { .. } => Metrics::add(&self.shared.metrics.state_sync_abandoned, 1),
+                        _ => {}
+                    }
+                    log_restore(&event);
+                }
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");

@@ -249,6 +249,11 @@ pub struct Metrics {
     pub hold_sync_failures: AtomicU64,
     /// Transactions queued again from the hold log at start.
     pub holds_restored: AtomicU64,
+    /// State sync: checkpoints restored and installed, restores abandoned (block sync then
+    /// executes), and blocks appended below a restored checkpoint without execution.
+    pub state_sync_restores: AtomicU64,
+    pub state_sync_abandoned: AtomicU64,
+    pub backfilled_blocks: AtomicU64,
     /// Proposals received as digests and rebuilt from the queue, and those of them that needed
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,
