@@ -8,18 +8,11 @@ use kasane_consensus::holding::MemoryHolds;
 use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent};
 use kasane_consensus::{Config, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_kura::{Kura, KuraConfig, MemoryBackend};
+use kasane_kura::MemoryBackend;
 use kasane_model::{Hash, KeyPair, SignedTransaction};
 
 fn validator(chain: &FixtureChain, index: usize) -> Replica<MemoryBackend> {
-    validator_on(chain, index, genesis_disk(chain))
-}
-
-fn genesis_disk(chain: &FixtureChain) -> MemoryBackend {
-    let disk = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
-    kura.append(&chain.genesis).unwrap();
-    disk
+    validator_on(chain, index, common::genesis_store(chain))
 }
 
 fn validator_on(chain: &FixtureChain, index: usize, disk: MemoryBackend) -> Replica<MemoryBackend> {
@@ -202,7 +195,7 @@ fn a_restarted_holder_queues_again_what_it_synced_and_answers_only_after_a_sync(
         payloads,
         now_ms,
     } = fixture(4, 21);
-    let disk = genesis_disk(&chain);
+    let disk = common::genesis_store(&chain);
     let holds = MemoryHolds::default();
     let boot = |holds: &MemoryHolds| {
         let mut replica = validator_on(&chain, 1, disk.clone()).with_hold_store(Box::new(holds.clone()));

@@ -8,25 +8,20 @@ mod common;
 use kasane_consensus::replica::{Outbound, Replica};
 use kasane_consensus::{Config, Message, SnapshotManifest};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_kura::{Kura, KuraConfig, MemoryBackend};
+use kasane_kura::MemoryBackend;
 use kasane_model::{KeyPair, SignedTransaction};
 use kasane_wsv::snapshot::{chunk_hash, CHECKPOINT_INTERVAL};
 use kasane_wsv::{PluginRegistry, Wsv};
 
 /// A chain one block past its first checkpoint, and a replica that opened a store holding it.
 fn replica_past_a_checkpoint() -> (FixtureChain, Replica<MemoryBackend>) {
-    let mut chain = FixtureChain::new(FixtureConfig {
+    let (chain, disk) = common::stored_chain(FixtureConfig {
         blocks: CHECKPOINT_INTERVAL,
         transactions_per_block: 2,
         accounts: 16,
         validators: 4,
         seed: 11,
-    })
-    .unwrap();
-    let disk = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
-    chain.write_all(&mut kura, |_, _| {}).unwrap();
-    drop(kura);
+    });
     let replica = common::replica_on(KeyPair::derive(b"snapshot-serving", 0), Config::default(), disk);
     assert_eq!(replica.wsv().height(), CHECKPOINT_INTERVAL + 1);
     (chain, replica)

@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use kasane_consensus::replica::{Outbound, Replica, ReplicaEvent, RestoreEvent};
 use kasane_consensus::{Config, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
-use kasane_kura::{init, Kura, KuraConfig, MemoryBackend};
+use kasane_kura::{init, MemoryBackend};
 use kasane_wsv::PluginRegistry;
 
 const BLOCKS: u64 = 250;
@@ -20,22 +20,14 @@ const BLOCKS: u64 = 250;
 /// Four validators of a fixture chain of 251 blocks: validator 0 wiped to genesis, the others
 /// holding the whole chain.
 fn cluster(config: Config) -> (FixtureChain, Vec<Replica<MemoryBackend>>) {
-    let mut chain = FixtureChain::new(FixtureConfig {
+    let (chain, full) = common::stored_chain(FixtureConfig {
         blocks: BLOCKS,
         transactions_per_block: 4,
         accounts: 32,
         validators: 4,
         seed: 21,
-    })
-    .unwrap();
-    let full = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(full.clone(), KuraConfig::default()).unwrap();
-    chain.write_all(&mut kura, |_, _| {}).unwrap();
-    drop(kura);
-    let wiped = MemoryBackend::new();
-    let (mut kura, _) = Kura::open(wiped.clone(), KuraConfig::default()).unwrap();
-    kura.append(&chain.genesis).unwrap();
-    drop(kura);
+    });
+    let wiped = common::genesis_store(&chain);
     let mut replicas = vec![common::replica_on(chain.validators[0].clone(), config.clone(), wiped)];
     for index in 1..4 {
         replicas.push(common::replica_on(

@@ -250,10 +250,9 @@ impl Wsv {
         header: &BlockHeader,
         chunks: &[C],
     ) -> Result<Wsv, SnapshotError> {
-        let checkpoint_interval = checkpoint_interval.max(1);
-        snapshot::check_checkpoint_height(header, checkpoint_interval)?;
-        let restored = snapshot::restore(header.height, chunks)?;
         let mut wsv = Wsv::new(chain, genesis_key, plugins).with_checkpoint_interval(checkpoint_interval);
+        snapshot::check_checkpoint_height(header, wsv.checkpoint_interval)?;
+        let restored = snapshot::restore(header.height, chunks)?;
         wsv.world = restored.world;
         wsv.replay = restored.replay;
         wsv.last_timestamp_ms = restored.last_timestamp_ms;
@@ -292,7 +291,7 @@ impl Wsv {
     /// The commitment of block `height` whose ordinary commitment is `link`: bound to the
     /// checkpoint root when the block before it is a checkpoint.
     fn sealed_commitment(&self, height: u64, link: Hash) -> Hash {
-        let previous = height - 1;
+        let previous = height.saturating_sub(1);
         if previous == 0 || previous % self.checkpoint_interval != 0 {
             return link;
         }
@@ -379,6 +378,13 @@ impl Wsv {
     /// batches, once per transaction); this checks that the signers satisfy each creator's
     /// signing condition.
     pub fn apply_block(&mut self, block: &Block, hashes: &[TransactionHashes]) -> Result<AppliedBlock, ApplyError> {
+        let executed = self.verify_block(block, hashes)?;
+        Ok(self.commit(executed, block.hash(), block.header.view))
+    }
+
+    /// Everything [`Wsv::apply_block`] checks (header, Merkle root, execution, the claimed
+    /// commitment), without changing anything: the block executed, ready for [`Wsv::commit`].
+    pub fn verify_block(&self, block: &Block, hashes: &[TransactionHashes]) -> Result<ExecutedBlock, ApplyError> {
         self.check_header(&block.header)?;
         check_hash_count(block.header.height, &block.transactions, hashes)?;
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
@@ -400,7 +406,7 @@ impl Wsv {
                 computed: executed.state_commitment,
             });
         }
-        Ok(self.commit(executed, block.hash(), block.header.view))
+        Ok(executed)
     }
 
     /// Checks the fields of a header that follow from the head: height, previous hash, time.

@@ -314,8 +314,8 @@ impl<B: Backend + Sync> Replica<B> {
             &chunks,
         );
         drop(chunks);
+        // Checked, not applied: the restored state stays at `c` until Kura reaches it.
         let proof = restored.map_err(|error| error.to_string()).and_then(|restored| {
-            let mut probe = restored.clone();
             let hashes: Vec<TransactionHashes> = chosen
                 .next
                 .block
@@ -323,8 +323,8 @@ impl<B: Backend + Sync> Replica<B> {
                 .iter()
                 .map(SignedTransaction::hashes)
                 .collect();
-            probe
-                .apply_block(&chosen.next.block, &hashes)
+            restored
+                .verify_block(&chosen.next.block, &hashes)
                 .map(|_| restored)
                 .map_err(|error| error.to_string())
         });

@@ -5,7 +5,7 @@ pub mod steps;
 
 use kasane_consensus::replica::{LockStore, Replica};
 use kasane_consensus::{Config, LockRecord};
-use kasane_kura::fixture::FixtureChain;
+use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
 use kasane_model::KeyPair;
 use kasane_wsv::PluginRegistry;
@@ -23,11 +23,25 @@ impl LockStore for NoLocks {
 
 /// A replica (key derived from `label`) over an in-memory store holding only `chain`'s genesis.
 pub fn replica_at_genesis(chain: &FixtureChain, label: &[u8], config: Config) -> Replica<MemoryBackend> {
+    replica_on(KeyPair::derive(label, 0), config, genesis_store(chain))
+}
+
+/// An in-memory store holding only `chain`'s genesis block.
+pub fn genesis_store(chain: &FixtureChain) -> MemoryBackend {
     let disk = MemoryBackend::new();
     let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
     kura.append(&chain.genesis).unwrap();
-    drop(kura);
-    replica_on(KeyPair::derive(label, 0), config, disk)
+    disk
+}
+
+/// A fixture chain of 4 validators and its genesis and `config.blocks` blocks, written to an
+/// in-memory store.
+pub fn stored_chain(config: FixtureConfig) -> (FixtureChain, MemoryBackend) {
+    let mut chain = FixtureChain::new(config).unwrap();
+    let disk = MemoryBackend::new();
+    let (mut kura, _) = Kura::open(disk.clone(), KuraConfig::default()).unwrap();
+    chain.write_all(&mut kura, |_, _| {}).unwrap();
+    (chain, disk)
 }
 
 /// A replica with `key` that opens the store on `disk` (default Kura settings, built-in plugins,
