@@ -151,6 +151,15 @@ pub enum Input {
         height: u64,
         hash: Hash,
     },
+    /// State sync installed a state restored at `height`, the block with `hash` (docs/PROTOCOL.md
+    /// section 8.1): the replica moves on to `height + 1` as if it had committed every block up
+    /// to it. Ignored unless it is above the committed height.
+    Restored {
+        height: u64,
+        hash: Hash,
+        validators: BTreeSet<PublicKey>,
+        demoted: BTreeSet<PublicKey>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

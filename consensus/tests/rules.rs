@@ -1378,3 +1378,70 @@ fn r19_block_sync_asks_several_peers_and_drops_liars() {
         }]
     );
 }
+
+#[test]
+fn r19_state_sync_pauses_block_sync_moves_past_a_restored_height_and_answers_peers_behind() {
+    let cluster = Cluster::new();
+    let peer = cluster.node(Role::ValidatingPeer, 0);
+    let others = cluster.others(peer);
+    let block = cluster.block(0, cluster.leader(0), 0);
+    let status = |from: usize, height: u64| {
+        cluster.from(
+            from,
+            Message::Status {
+                height,
+                head_hash: block.hash(),
+            },
+        )
+    };
+    let sends = |effects: &[kasane_consensus::Effect], wanted: fn(&Message) -> bool| {
+        effects
+            .iter()
+            .filter(|effect| matches!(effect, kasane_consensus::Effect::Send { message, .. } if wanted(message)))
+            .count()
+    };
+    let is_request = |message: &Message| matches!(message, Message::BlockSyncRequest { .. });
+    let mut replica = cluster.replica(peer);
+    // While a snapshot is restored, statuses from peers far ahead ask for nothing.
+    replica.pause_sync();
+    assert_eq!(sends(&replica.step(status(others[0], 500)), is_request), 0);
+    assert_eq!(
+        sends(&replica.resume_sync(), is_request),
+        1,
+        "resuming asks the peer ahead"
+    );
+    // The restored height: the replica moves past it, and asks from the height after it.
+    let mut replica = cluster.replica(peer);
+    replica.pause_sync();
+    replica.step(status(others[0], 500));
+    let validators = cluster.keys.iter().map(|key| key.public_key()).collect();
+    let effects = replica.step(Input::Restored {
+        height: 400,
+        hash: block.hash(),
+        validators,
+        demoted: Default::default(),
+    });
+    assert_eq!(replica.height(), 401);
+    assert!(
+        effects.iter().any(|effect| matches!(
+            effect,
+            kasane_consensus::Effect::Send {
+                message: Message::BlockSyncRequest { from_height: 401, .. },
+                ..
+            }
+        )),
+        "block sync goes on from the restored height: {effects:?}"
+    );
+    // A height below the replica's own is not a restore.
+    replica.step(Input::Restored {
+        height: 100,
+        hash: block.hash(),
+        validators: Default::default(),
+        demoted: Default::default(),
+    });
+    assert_eq!(replica.height(), 401);
+    // A peer more than a block behind hears this height at once; one just behind does not.
+    let is_status = |message: &Message| matches!(message, Message::Status { height: 400, .. });
+    assert_eq!(sends(&replica.step(status(others[1], 1)), is_status), 1);
+    assert_eq!(sends(&replica.step(status(others[1], 399)), is_status), 0);
+}

@@ -1,8 +1,10 @@
 //! State sync between replicas (docs/PROTOCOL.md section 8.1): a wiped validator far behind
 //! three others restores the state of their latest checkpoint, proves it with the block after
-//! it, appends the blocks below it without executing them, and executes the rest; its store
-//! then holds every block and replays from genesis to the same state. A peer that sends bad
-//! chunks is routed around. Without state sync the same replica executes every block.
+//! it, starts its store from it and executes the rest, while it fetches the blocks below the
+//! checkpoint in the background without executing them; its store then holds every block and
+//! replays from genesis to the same state. A restart during the fill starts from the kept
+//! snapshot and finishes the fill. A peer that sends bad chunks or bad blocks below the base is
+//! routed around. Without state sync the same replica executes every block.
 
 mod common;
 
@@ -39,12 +41,27 @@ fn cluster(config: Config) -> (FixtureChain, Vec<Replica<MemoryBackend>>) {
     (chain, replicas)
 }
 
+/// Whether replica 0 is at the tip with every block in its store.
+fn whole(replica: &Replica<MemoryBackend>) -> bool {
+    replica.wsv().height() == BLOCKS + 1 && replica.kura().is_complete()
+}
+
 /// Runs the four replicas over a lossless network in virtual time until replica 0 holds the
 /// whole chain (or a bound passes); `tamper` may rewrite any message on its way. Returns
 /// replica 0's events.
 fn run(
     replicas: &mut [Replica<MemoryBackend>],
     start_ms: u64,
+    tamper: impl FnMut(usize, usize, &mut Message),
+) -> Vec<ReplicaEvent> {
+    run_until(replicas, start_ms, whole, tamper)
+}
+
+/// [`run`] until `done` holds for replica 0.
+fn run_until(
+    replicas: &mut [Replica<MemoryBackend>],
+    start_ms: u64,
+    done: impl Fn(&Replica<MemoryBackend>) -> bool,
     mut tamper: impl FnMut(usize, usize, &mut Message),
 ) -> Vec<ReplicaEvent> {
     let keys: Vec<_> = replicas.iter().map(Replica::key).collect();
@@ -76,7 +93,7 @@ fn run(
     }
     let deadline = start_ms + 300_000;
     for _ in 0..2_000_000 {
-        if replicas[0].wsv().height() == BLOCKS + 1 {
+        if done(&replicas[0]) {
             break;
         }
         let (from, out) = if let Some((from, to, mut message)) = messages.pop_front() {
@@ -128,6 +145,16 @@ fn assert_installed(restores: &[&RestoreEvent]) {
     );
 }
 
+#[track_caller]
+fn assert_filled(restores: &[&RestoreEvent]) {
+    assert!(
+        restores
+            .iter()
+            .any(|event| matches!(event, RestoreEvent::Filled { base: 200 })),
+        "{restores:?}"
+    );
+}
+
 /// The wiped replica holds every block and the others' state, and its store replays from
 /// genesis to that state (what strict init and `kura verify --strict` do).
 fn assert_caught_up(replicas: &[Replica<MemoryBackend>]) {
@@ -142,7 +169,7 @@ fn assert_caught_up(replicas: &[Replica<MemoryBackend>]) {
 }
 
 #[test]
-fn a_wiped_validator_restores_the_latest_checkpoint_and_backfills_below_it() {
+fn a_wiped_validator_restores_the_latest_checkpoint_and_fills_in_below_it() {
     let (chain, mut replicas) = cluster(Config::default());
     let events = run(&mut replicas, chain.timestamp_of(BLOCKS + 1) + 1_000, |_, _, _| {});
     assert_caught_up(&replicas);
@@ -165,9 +192,13 @@ fn a_wiped_validator_restores_the_latest_checkpoint_and_backfills_below_it() {
         matches!(restores[2], RestoreEvent::Installed { checkpoint: 200, .. }),
         "{restores:?}"
     );
-    assert_eq!(restores.len(), 3, "{restores:?}");
+    assert!(
+        matches!(restores[3], RestoreEvent::Filled { base: 200 }),
+        "{restores:?}"
+    );
+    assert_eq!(restores.len(), 4, "{restores:?}");
     // Block sync executes the first few blocks while the snapshot is fetched and proven; the
-    // rest of 2..=200 is appended unexecuted, and 201..=251 executed.
+    // rest of 2..=200 is filled in unexecuted, and 201..=251 executed.
     let (backfilled, executed) = (count(&events, true), count(&events, false));
     assert_eq!(backfilled + executed, 250);
     assert!(backfilled >= 150, "{backfilled} backfilled, {executed} executed");
@@ -240,4 +271,61 @@ fn without_state_sync_every_block_is_executed() {
     assert!(restore_events(&events).is_empty());
     assert_eq!(count(&events, true), 0);
     assert_eq!(count(&events, false), 250);
+}
+
+#[test]
+fn a_replica_restarted_during_the_fill_starts_from_the_kept_snapshot_and_finishes_it() {
+    let (chain, mut replicas) = cluster(Config::default());
+    let start = chain.timestamp_of(BLOCKS + 1) + 1_000;
+    // Until the restored state is installed and the fill has brought some blocks, not all.
+    let events = run_until(
+        &mut replicas,
+        start,
+        |replica| replica.kura().base().is_some() && replica.kura().lower_height() > 1,
+        |_, _, _| {},
+    );
+    assert_installed(&restore_events(&events));
+    let disk = replicas[0].kura().backend().clone();
+    let filled = replicas[0].kura().lower_height();
+    assert!(!replicas[0].kura().is_complete());
+    replicas[0] = common::replica_on(chain.validators[0].clone(), Config::default(), disk);
+    assert_eq!(replicas[0].kura().base(), Some(200), "the base survives the restart");
+    assert_eq!(replicas[0].kura().lower_height(), filled, "the filled blocks survive");
+    assert!(replicas[0].wsv().height() > 200, "fast init from the kept snapshot");
+    let events = run(&mut replicas, start + 60_000, |_, _, _| {});
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert_filled(&restores);
+    assert!(
+        !restores
+            .iter()
+            .any(|event| matches!(event, RestoreEvent::Started { .. })),
+        "no second restore: {restores:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_sends_bad_blocks_below_the_base_is_not_asked_again() {
+    let (chain, mut replicas) = cluster(Config::default());
+    // Validator 1 damages the Merkle root of every block below height 200 it serves replica 0
+    // (its certificate then no longer matches either), to block sync and to the fill alike.
+    let mut lied = 0;
+    let events = run(
+        &mut replicas,
+        chain.timestamp_of(BLOCKS + 1) + 1_000,
+        |from, to, message| {
+            if let Message::BlockSyncResponse { blocks } = message {
+                if from == 1 && to == 0 {
+                    for block in blocks.iter_mut().filter(|block| block.block.header.height <= 200) {
+                        block.block.header.tx_merkle_root = kasane_model::Hash::of(b"not the root");
+                        lied += 1;
+                    }
+                }
+            }
+        },
+    );
+    assert!(lied > 0, "validator 1 served no block below the base");
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert_filled(&restores);
 }

@@ -46,6 +46,13 @@ pub trait Backend: Send {
     fn truncate(&mut self, chunk: u32, len: u64) -> io::Result<()>;
     /// Removes a chunk, durably.
     fn remove(&mut self, chunk: u32) -> io::Result<()>;
+    /// A named file beside the chunks (the base record and base snapshot of a store restored
+    /// from a snapshot); `None` when there is none.
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Writes a named file whole and durably: after a crash it holds the old bytes or the new.
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Removes a named file durably; nothing to do when there is none.
+    fn remove_file(&mut self, name: &str) -> io::Result<()>;
 }
 
 /// Chunk files in a directory.
@@ -146,6 +153,32 @@ impl Backend for FileBackend {
         fs::remove_file(self.path(chunk))?;
         self.sync_dir()
     }
+
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.dir.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let temporary = self.dir.join(format!("{name}.tmp"));
+        let mut file = File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temporary, self.dir.join(name))?;
+        self.sync_dir()
+    }
+
+    fn remove_file(&mut self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => self.sync_dir(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -159,6 +192,8 @@ struct MemoryChunk {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBackend {
     disk: Arc<Mutex<BTreeMap<u32, MemoryChunk>>>,
+    /// Named files: written whole and durably, so a crash leaves them as they are.
+    files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
 }
 
 impl MemoryBackend {
@@ -170,6 +205,10 @@ impl MemoryBackend {
         // A panic while holding this lock can only come from a bug in this file; the data is
         // plain bytes and stays usable, so take it back.
         self.disk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn files(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Simulates power loss: unsynced bytes vanish.
@@ -206,6 +245,7 @@ impl MemoryBackend {
     pub fn snapshot(&self) -> MemoryBackend {
         MemoryBackend {
             disk: Arc::new(Mutex::new(self.disk().clone())),
+            files: Arc::new(Mutex::new(self.files().clone())),
         }
     }
 }
@@ -275,5 +315,19 @@ impl Backend for MemoryBackend {
 
     fn remove(&mut self, chunk: u32) -> io::Result<()> {
         self.disk().remove(&chunk).map(|_| ()).ok_or_else(|| missing(chunk))
+    }
+
+    fn read_file(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.files().get(name).cloned())
+    }
+
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.files().insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn remove_file(&mut self, name: &str) -> io::Result<()> {
+        self.files().remove(name);
+        Ok(())
     }
 }

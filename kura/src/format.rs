@@ -176,6 +176,129 @@ pub fn contains_valid_record(bytes: &[u8]) -> bool {
     false
 }
 
+/// The base record of a store restored from a snapshot (docs/KURA-FORMAT.md, "A store from a
+/// base"): the store holds heights `1..=L` and `base+1..`, the blocks between are fetched later.
+pub const BASE_FILE: &str = "base.kura";
+/// The snapshot of the world state at the base height, beside the base record.
+pub const BASE_SNAPSHOT_FILE: &str = "base-snapshot.kura";
+
+pub const BASE_MAGIC: [u8; 8] = *b"KASANEKB";
+pub const BASE_SNAPSHOT_MAGIC: [u8; 8] = *b"KASANEKS";
+const BASE_RECORD_BYTES: usize = 8 + 2 + 2 + 4 + 8 + 32 + 4;
+
+/// Where the upper part of a store from a base starts: the height below it and that block's
+/// hash, and the chunk size (so an upper part with no chunk yet knows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseRecord {
+    pub blocks_per_chunk: u32,
+    pub base: u64,
+    pub base_hash: Hash,
+}
+
+pub fn encode_base_record(record: &BaseRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BASE_RECORD_BYTES);
+    out.extend_from_slice(&BASE_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&record.blocks_per_chunk.to_le_bytes());
+    out.extend_from_slice(&record.base.to_le_bytes());
+    out.extend_from_slice(record.base_hash.as_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Parses a base record; the reason when it is not one.
+pub fn parse_base_record(bytes: &[u8]) -> Result<BaseRecord, String> {
+    if bytes.len() != BASE_RECORD_BYTES {
+        return Err(format!("{} bytes, a base record has {BASE_RECORD_BYTES}", bytes.len()));
+    }
+    if bytes[..8] != BASE_MAGIC {
+        return Err("wrong magic".into());
+    }
+    let crc_at = BASE_RECORD_BYTES - 4;
+    if crc32c::crc32c(&bytes[..crc_at]) != read_u32(bytes, crc_at) {
+        return Err("checksum mismatch".into());
+    }
+    let version = read_u16(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!("format version {version} (this build reads {FORMAT_VERSION})"));
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&bytes[24..56]);
+    Ok(BaseRecord {
+        blocks_per_chunk: read_u32(bytes, 12),
+        base: read_u64(bytes, 16),
+        base_hash: Hash(hash),
+    })
+}
+
+/// Encodes the base snapshot: magic, version, the encoded header of the base block, then each
+/// snapshot chunk with its length and checksum.
+pub fn encode_base_snapshot<C: AsRef<[u8]>>(header: &[u8], chunks: &[C]) -> Vec<u8> {
+    let total: usize = chunks.iter().map(|chunk| chunk.as_ref().len() + 8).sum();
+    let mut out = Vec::with_capacity(24 + header.len() + total);
+    out.extend_from_slice(&BASE_SNAPSHOT_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let section = |out: &mut Vec<u8>, bytes: &[u8]| {
+        // Snapshot chunks are at most a few MiB and a header far less.
+        let len = u32::try_from(bytes.len()).expect("snapshot sections are far below 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    section(&mut out, header);
+    let count = u32::try_from(chunks.len()).expect("snapshot chunk count fits u32");
+    out.extend_from_slice(&count.to_le_bytes());
+    for chunk in chunks {
+        section(&mut out, chunk.as_ref());
+    }
+    out
+}
+
+/// One length-and-checksum section of a base snapshot at `*at`, which moves past it.
+fn read_section(bytes: &[u8], at: &mut usize, what: &str) -> Result<Vec<u8>, String> {
+    let start = *at;
+    let head = bytes
+        .get(start..start + 8)
+        .ok_or_else(|| format!("{what}: cut short at byte {start}"))?;
+    let len = read_u32(head, 0) as usize;
+    let crc = read_u32(head, 4);
+    let body = bytes
+        .get(start + 8..(start + 8).saturating_add(len))
+        .ok_or_else(|| format!("{what}: cut short at byte {start}"))?;
+    if crc32c::crc32c(body) != crc {
+        return Err(format!("{what}: checksum mismatch at byte {start}"));
+    }
+    *at = start + 8 + len;
+    Ok(body.to_vec())
+}
+
+/// Parses a base snapshot into the header bytes and the chunks; the reason when it fails.
+pub fn parse_base_snapshot(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+    if bytes.len() < 12 || bytes[..8] != BASE_SNAPSHOT_MAGIC {
+        return Err("wrong magic".into());
+    }
+    let version = read_u16(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(format!("format version {version} (this build reads {FORMAT_VERSION})"));
+    }
+    let mut at = 12usize;
+    let header = read_section(bytes, &mut at, "header")?;
+    let count_bytes = bytes.get(at..at + 4).ok_or("chunk count: cut short")?;
+    let count = read_u32(count_bytes, 0) as usize;
+    at += 4;
+    let mut chunks = Vec::with_capacity(count.min(1 << 16));
+    for index in 0..count {
+        chunks.push(read_section(bytes, &mut at, &format!("chunk {index}"))?);
+    }
+    if at != bytes.len() {
+        return Err(format!("{} bytes after the last chunk", bytes.len() - at));
+    }
+    Ok((header, chunks))
+}
+
 /// The file name of chunk number `chunk`.
 pub fn chunk_file_name(chunk: u32) -> String {
     format!("chunk-{chunk:08}.kura")

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use kasane_model::block::tx_merkle_root;
+use kasane_model::block::{tx_merkle_root, BlockHeader};
 use kasane_model::codec;
 use kasane_model::crypto::KeyCache;
 use kasane_model::transaction::{verify_transaction_signatures, TransactionHashes};
@@ -36,6 +36,10 @@ pub enum InitError {
     Empty,
     #[error("storage: {0}")]
     Storage(KuraError),
+    #[error("the store was restored from a snapshot at height {base} and holds the blocks below it only up to {lower}: strict verification needs every block from genesis (they are fetched in the background; fast init starts from the snapshot)")]
+    Incomplete { base: u64, lower: u64 },
+    #[error("the store's base snapshot at height {base}: {reason}")]
+    BadSnapshot { base: u64, reason: String },
     #[error("audit: the live world state is at height {live}, the store only at {stored}")]
     StoreBehind { live: u64, stored: u64 },
     #[error("audit: at height {height} the store gives {what} {stored}, the live world state {live}")]
@@ -123,6 +127,7 @@ pub fn strict_init<B: Backend + Sync>(
 /// Re-runs strict verification of the store up to the live world state's height and compares
 /// the result with it.
 pub fn audit<B: Backend + Sync>(kura: &Kura<B>, live: &Wsv, plugins: PluginRegistry) -> Result<InitReport, InitError> {
+    incomplete(kura)?;
     if kura.height() < live.height() {
         return Err(InitError::StoreBehind {
             live: live.height(),
@@ -183,20 +188,11 @@ fn run<B: Backend + Sync>(
         signatures_verified: 0,
         elapsed: Duration::ZERO,
     };
-    let mut current = prepare_window(kura, mode, 1, window.min(target), &mut caches);
-    let genesis = match current.first() {
-        Some(Ok(prepared)) => prepared,
-        Some(Err(_)) | None => {
-            return Err(current
-                .into_iter()
-                .next()
-                .and_then(Result::err)
-                .unwrap_or(InitError::Empty));
-        }
-    };
-    let mut wsv = genesis_state(&genesis.block, plugins)?;
+    let mut wsv = start_state(kura, plugins, mode)?;
+    let first = wsv.height() + 1;
+    let mut current = prepare_window(kura, mode, first, (first + window - 1).min(target), &mut caches);
     let mut verifier_cache = KeyCache::new();
-    let mut next_height = 1u64;
+    let mut next_height = first;
     while next_height <= target {
         let next_from = next_height + current.len() as u64;
         let next_to = (next_from + window - 1).min(target);
@@ -222,6 +218,54 @@ fn run<B: Backend + Sync>(
     report.height = wsv.height();
     report.elapsed = started.elapsed();
     Ok((wsv, report))
+}
+
+/// A strict run needs every block from genesis.
+fn incomplete<B: Backend>(kura: &Kura<B>) -> Result<(), InitError> {
+    match kura.base() {
+        Some(base) => Err(InitError::Incomplete {
+            base,
+            lower: kura.lower_height(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The state the replay starts from: before genesis for a whole store; for a store from a base
+/// (fast mode only), the snapshot it keeps at the base, whose blocks after it then prove it as
+/// they apply (their state commitments bind it).
+fn start_state<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, mode: InitMode) -> Result<Wsv, InitError> {
+    let genesis = kura.read(1)?;
+    let before_genesis = genesis_state(&genesis, plugins)?;
+    let Some(base) = kura.base() else {
+        return Ok(before_genesis);
+    };
+    if mode == InitMode::Strict {
+        incomplete(kura)?;
+    }
+    let bad_snapshot = |reason: String| InitError::BadSnapshot { base, reason };
+    let (header, chunks) = kura
+        .base_snapshot()
+        .map_err(|error| bad_snapshot(error.to_string()))?
+        .ok_or_else(|| bad_snapshot("missing".into()))?;
+    let header: BlockHeader =
+        codec::decode_body("block header", &header).map_err(|error| bad_snapshot(format!("header: {error}")))?;
+    if header.height != base || Some(header.hash()) != kura.base_hash() {
+        return Err(bad_snapshot(format!(
+            "its header is of height {}, hash {}, not the base's",
+            header.height,
+            header.hash()
+        )));
+    }
+    Wsv::from_snapshot(
+        before_genesis.chain().clone(),
+        *before_genesis.genesis_key(),
+        before_genesis.plugins().clone(),
+        before_genesis.checkpoint_interval(),
+        &header,
+        &chunks,
+    )
+    .map_err(|error| bad_snapshot(error.to_string()))
 }
 
 /// The state before genesis: the chain id from the genesis transactions, the genesis key from

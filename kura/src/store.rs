@@ -85,6 +85,14 @@ pub enum KuraError {
     NoSuchHeight { height: u64, store_height: u64 },
     #[error("blocks_per_chunk must be at least 1")]
     BadConfig,
+    #[error("block {height} is not stored yet: the store was restored from a snapshot at height {base} and holds the blocks below it up to {lower}")]
+    NotFilled { height: u64, lower: u64, base: u64 },
+    #[error("base record: {reason}")]
+    BadBase { reason: String },
+    #[error("cannot start the store from height {base}: {reason}")]
+    BadRebase { base: u64, reason: String },
+    #[error("block {height} has hash {found}, the store's base names {expected}")]
+    NotTheBase { height: u64, expected: Hash, found: Hash },
 }
 
 /// Where one record lives.
@@ -114,20 +122,68 @@ pub struct OpenReport {
     pub chunks: usize,
     pub bytes: u64,
     pub blocks_per_chunk: u32,
+    /// The torn tail cut from the part that consensus appends to.
     pub cut: Option<TailCut>,
+    /// For a store from a base: the base height, and the height the part below it reaches.
+    pub base: Option<u64>,
+    pub lower_height: u64,
+    /// For a store from a base: the torn tail cut from the part below the base.
+    pub lower_cut: Option<TailCut>,
+}
+
+/// A run of consecutive heights in consecutive chunk files.
+#[derive(Debug, Default)]
+struct Segment {
+    /// The height before the first block (0 for the part from genesis), and that block's hash.
+    base: u64,
+    base_hash: Hash,
+    index: Vec<Location>,
+    /// Length of the last chunk of this segment.
+    tail_len: u64,
+    appends_since_sync: u32,
+}
+
+impl Segment {
+    fn height(&self) -> u64 {
+        self.base + self.index.len() as u64
+    }
+
+    fn head_hash(&self) -> Hash {
+        self.index.last().map_or(self.base_hash, |location| location.hash)
+    }
+
+    fn get(&self, height: u64) -> Option<Location> {
+        height
+            .checked_sub(self.base + 1)
+            .and_then(|index| self.index.get(usize::try_from(index).ok()?))
+            .copied()
+    }
+}
+
+/// The two parts of a store from a base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// From genesis on: the whole store, or the blocks below the base.
+    Lower,
+    /// Above the base of a store restored from a snapshot.
+    Upper,
 }
 
 /// The block store.
+///
+/// A store is usually one run of heights from genesis. A store restored from a snapshot (state
+/// sync, docs/PROTOCOL.md section 8.1) has two: the blocks from genesis it had (at least the
+/// genesis block), and the blocks above the snapshot's height (the *base*), which consensus
+/// appends to. The blocks between are fetched later and appended below the base
+/// ([`Kura::append_below`]); when they reach it the two parts are one store again.
 #[derive(Debug)]
 pub struct Kura<B: Backend> {
     backend: B,
     blocks_per_chunk: u32,
     fsync: FsyncPolicy,
-    index: Vec<Location>,
+    lower: Segment,
+    upper: Option<Segment>,
     by_hash: HashMap<Hash, u64>,
-    /// Length of the last chunk.
-    tail_len: u64,
-    appends_since_sync: u32,
     bytes: u64,
     /// Set while an append is in flight; still set if it failed half-way.
     failed: bool,
@@ -151,31 +207,86 @@ impl<B: Backend> Kura<B> {
             return Err(KuraError::BadConfig);
         }
         let chunks = backend.list()?;
+        let base = match backend.read_file(format::BASE_FILE)? {
+            None => None,
+            Some(bytes) => {
+                let record = format::parse_base_record(&bytes).map_err(|reason| KuraError::BadBase { reason })?;
+                if record.blocks_per_chunk == 0
+                    || record.base == 0
+                    || record.base % u64::from(record.blocks_per_chunk) != 0
+                {
+                    return Err(KuraError::BadBase {
+                        reason: format!(
+                            "base {} is not a positive multiple of {} blocks per chunk",
+                            record.base, record.blocks_per_chunk
+                        ),
+                    });
+                }
+                Some(record)
+            }
+        };
         let mut kura = Kura {
             backend,
-            blocks_per_chunk: config.blocks_per_chunk,
+            blocks_per_chunk: base.map_or(config.blocks_per_chunk, |record| record.blocks_per_chunk),
             fsync: config.fsync,
-            index: Vec::new(),
+            lower: Segment::default(),
+            upper: None,
             by_hash: HashMap::new(),
-            tail_len: 0,
-            appends_since_sync: 0,
             bytes: 0,
             failed: false,
             read_only: config.read_only,
         };
-        let cut = match kura.scan(&chunks)? {
+        let split = base.map_or(u32::MAX, |record| {
+            u32::try_from(record.base / u64::from(record.blocks_per_chunk)).unwrap_or(u32::MAX)
+        });
+        let (lower_chunks, upper_chunks): (Vec<u32>, Vec<u32>) = chunks.iter().partition(|chunk| **chunk < split);
+        let mut lower = Segment::default();
+        let lower_cut = match kura.scan(&mut lower, &lower_chunks, 0, base.is_none())? {
             None => None,
-            Some(damage) => Some(kura.cut_tail(&chunks, damage)?),
+            Some(damage) => Some(kura.cut_tail(&mut lower, &lower_chunks, damage)?),
         };
-        if let Some(cut) = cut.as_ref().filter(|_| !config.read_only) {
-            tracing::warn!(
-                chunk = cut.chunk,
-                offset = cut.offset,
-                bytes_cut = cut.bytes_cut,
-                reason = %cut.reason,
-                height = kura.height(),
-                "kura: cut a torn tail back to the last whole block"
-            );
+        kura.lower = lower;
+        let mut cut = None;
+        if let Some(record) = base {
+            let mut upper = Segment {
+                base: record.base,
+                base_hash: record.base_hash,
+                ..Segment::default()
+            };
+            if let Some(damage) = kura.scan(&mut upper, &upper_chunks, split, false)? {
+                cut = Some(kura.cut_tail(&mut upper, &upper_chunks, damage)?);
+            }
+            kura.upper = Some(upper);
+        } else {
+            cut = lower_cut.clone();
+            // A merge that removed the base record and stopped before the snapshot went.
+            if !config.read_only && kura.backend.read_file(format::BASE_SNAPSHOT_FILE)?.is_some() {
+                kura.backend.remove_file(format::BASE_SNAPSHOT_FILE)?;
+            }
+        }
+        if let Some(upper) = &kura.upper {
+            if kura.lower.height() > upper.base {
+                return Err(KuraError::Corrupt {
+                    height: upper.base + 1,
+                    reason: format!("the part below the base {} reaches past it", upper.base),
+                });
+            }
+            // The last block below the base was appended, the merge did not finish.
+            if kura.lower.height() == upper.base && !config.read_only {
+                kura.merge()?;
+            }
+        }
+        for cut in cut.iter().chain(if base.is_some() { lower_cut.as_ref() } else { None }) {
+            if !config.read_only {
+                tracing::warn!(
+                    chunk = cut.chunk,
+                    offset = cut.offset,
+                    bytes_cut = cut.bytes_cut,
+                    reason = %cut.reason,
+                    height = kura.height(),
+                    "kura: cut a torn tail back to the last whole block"
+                );
+            }
         }
         let report = OpenReport {
             height: kura.height(),
@@ -183,13 +294,23 @@ impl<B: Backend> Kura<B> {
             bytes: kura.bytes,
             blocks_per_chunk: kura.blocks_per_chunk,
             cut,
+            base: kura.base(),
+            lower_height: kura.lower.height(),
+            lower_cut: if base.is_some() { lower_cut } else { None },
         };
         Ok((kura, report))
     }
 
-    /// Walks every chunk, building the index, up to the first damage.
-    fn scan(&mut self, chunks: &[u32]) -> Result<Option<Damage>, KuraError> {
-        let mut expected_height = 1u64;
+    /// Walks the chunks of one part, building its index, up to the first damage. The first
+    /// chunk of a store from genesis sets the chunk size (`sets_size`); every other must agree.
+    fn scan(
+        &mut self,
+        segment: &mut Segment,
+        chunks: &[u32],
+        first_chunk: u32,
+        sets_size: bool,
+    ) -> Result<Option<Damage>, KuraError> {
+        let mut expected_height = segment.base + 1;
         for (position, &chunk) in chunks.iter().enumerate() {
             let is_last = position + 1 == chunks.len();
             let damage = |offset: usize, height: u64, header: bool, reason: String| {
@@ -201,8 +322,13 @@ impl<B: Backend> Kura<B> {
                     header,
                 }))
             };
-            if u64::from(chunk) != position as u64 {
-                return damage(0, expected_height, true, format!("chunk {position} is missing"));
+            if u64::from(chunk) != u64::from(first_chunk) + position as u64 {
+                return damage(
+                    0,
+                    expected_height,
+                    true,
+                    format!("chunk {} is missing", u64::from(first_chunk) + position as u64),
+                );
             }
             let bytes = self.backend.read_chunk(chunk, !is_last)?;
             let Some(header) = format::parse_chunk_header(&bytes) else {
@@ -218,7 +344,7 @@ impl<B: Backend> Kura<B> {
                     ),
                 });
             }
-            if position == 0 {
+            if position == 0 && sets_size {
                 if header.blocks_per_chunk == 0 {
                     return Err(KuraError::BadChunk {
                         chunk,
@@ -230,7 +356,7 @@ impl<B: Backend> Kura<B> {
                 return Err(KuraError::BadChunk {
                     chunk,
                     reason: format!(
-                        "blocks_per_chunk {} differs from chunk 0's {}",
+                        "blocks_per_chunk {} differs from the store's {}",
                         header.blocks_per_chunk, self.blocks_per_chunk
                     ),
                 });
@@ -283,7 +409,7 @@ impl<B: Backend> Kura<B> {
                     }
                     Some(_) => {}
                 }
-                self.index.push(Location {
+                segment.index.push(Location {
                     chunk,
                     offset: offset as u64,
                     payload_len: record.payload_len,
@@ -309,13 +435,14 @@ impl<B: Backend> Kura<B> {
                 return damage(offset, expected_height, true, "chunk holds no record".into());
             }
             self.bytes += bytes.len() as u64;
-            self.tail_len = bytes.len() as u64;
+            segment.tail_len = bytes.len() as u64;
         }
         Ok(None)
     }
 
-    /// Decides whether damage is a torn tail (cut it) or corruption before the tail (error).
-    fn cut_tail(&mut self, chunks: &[u32], damage: Damage) -> Result<TailCut, KuraError> {
+    /// Decides whether damage is a torn tail of its part (cut it) or corruption before the
+    /// tail (error).
+    fn cut_tail(&mut self, segment: &mut Segment, chunks: &[u32], damage: Damage) -> Result<TailCut, KuraError> {
         let bytes = self.backend.read_chunk(damage.chunk, false)?;
         let offset = damage.offset as usize;
         let rest_start = if damage.header {
@@ -370,13 +497,14 @@ impl<B: Backend> Kura<B> {
                 self.backend.remove(damage.chunk)?;
             }
             chunks_removed.insert(0, damage.chunk);
-            self.tail_len = 0;
+            // The segment's tail is now its last whole chunk (full, or none).
+            segment.tail_len = 0;
         } else {
             if !read_only {
                 self.backend.truncate(damage.chunk, damage.offset)?;
             }
             self.bytes += damage.offset;
-            self.tail_len = damage.offset;
+            segment.tail_len = damage.offset;
         }
         Ok(TailCut {
             chunk: damage.chunk,
@@ -389,12 +517,39 @@ impl<B: Backend> Kura<B> {
 
     /// Height of the last block; 0 when empty.
     pub fn height(&self) -> u64 {
-        self.index.len() as u64
+        self.upper.as_ref().unwrap_or(&self.lower).height()
     }
 
     /// Hash of the last block; [`Hash::ZERO`] when empty.
     pub fn head_hash(&self) -> Hash {
-        self.index.last().map(|location| location.hash).unwrap_or(Hash::ZERO)
+        self.upper.as_ref().unwrap_or(&self.lower).head_hash()
+    }
+
+    /// For a store restored from a snapshot whose blocks below it are not all in yet: the
+    /// snapshot's height.
+    pub fn base(&self) -> Option<u64> {
+        self.upper.as_ref().map(|upper| upper.base)
+    }
+
+    /// The hash of the block at the base, when there is a base.
+    pub fn base_hash(&self) -> Option<Hash> {
+        self.upper.as_ref().map(|upper| upper.base_hash)
+    }
+
+    /// The height the blocks from genesis reach without a gap: [`Kura::height`] for a whole
+    /// store, below the base for a store from a base.
+    pub fn lower_height(&self) -> u64 {
+        self.lower.height()
+    }
+
+    /// Whether the store holds every block from genesis to its head.
+    pub fn is_complete(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    /// Whether the block at `height` is stored.
+    pub fn holds(&self, height: u64) -> bool {
+        self.location(height).is_ok()
     }
 
     pub fn blocks_per_chunk(&self) -> u32 {
@@ -403,7 +558,12 @@ impl<B: Backend> Kura<B> {
 
     /// Number of chunk files.
     pub fn chunk_count(&self) -> usize {
-        self.index.len().div_ceil(self.blocks_per_chunk as usize)
+        let per_chunk = self.blocks_per_chunk as usize;
+        self.lower.index.len().div_ceil(per_chunk)
+            + self
+                .upper
+                .as_ref()
+                .map_or(0, |upper| upper.index.len().div_ceil(per_chunk))
     }
 
     /// Bytes in all chunk files.
@@ -430,18 +590,34 @@ impl<B: Backend> Kura<B> {
     }
 
     fn location(&self, height: u64) -> Result<Location, KuraError> {
-        height
-            .checked_sub(1)
-            .and_then(|index| self.index.get(index as usize))
-            .copied()
-            .ok_or(KuraError::NoSuchHeight {
+        let found = match &self.upper {
+            Some(upper) if height > upper.base => upper.get(height),
+            _ => self.lower.get(height),
+        };
+        found.ok_or_else(|| match &self.upper {
+            Some(upper) if height > self.lower.height() && height <= upper.base => KuraError::NotFilled {
+                height,
+                lower: self.lower.height(),
+                base: upper.base,
+            },
+            _ => KuraError::NoSuchHeight {
                 height,
                 store_height: self.height(),
-            })
+            },
+        })
     }
 
     fn chunk_of(&self, height: u64) -> u32 {
         ((height - 1) / u64::from(self.blocks_per_chunk)) as u32
+    }
+
+    /// Whether `chunk` will never be written again: a chunk below the last of its part.
+    fn is_sealed(&self, chunk: u32) -> bool {
+        let part_height = match &self.upper {
+            Some(upper) if u64::from(chunk) * u64::from(self.blocks_per_chunk) >= upper.base => upper.height(),
+            _ => self.lower.height(),
+        };
+        part_height > 0 && chunk < self.chunk_of(part_height)
     }
 
     /// Appends a committed block; under the default policy it is durable when this returns.
@@ -466,21 +642,188 @@ impl<B: Backend> Kura<B> {
         hash: &Hash,
         payload: &[u8],
     ) -> Result<(), KuraError> {
+        let part = if self.upper.is_some() { Part::Upper } else { Part::Lower };
+        let sync = self.fsync;
+        self.write(part, height, previous, hash, payload, sync)
+    }
+
+    /// Makes this a store from a base: consensus appends from `base + 1` on (after the block
+    /// with `base_hash`), and the state at `base` is kept beside the chunks (`header` is the
+    /// encoded header of block `base`, `chunks` the snapshot's chunks) for init. The blocks
+    /// between the store's height and the base come later through [`Kura::append_below`].
+    /// Durable when it returns.
+    pub fn rebase<C: AsRef<[u8]>>(
+        &mut self,
+        base: u64,
+        base_hash: Hash,
+        header: &[u8],
+        chunks: &[C],
+    ) -> Result<(), KuraError> {
+        self.check_writable()?;
+        let refuse = |reason: String| Err(KuraError::BadRebase { base, reason });
+        if self.upper.is_some() {
+            return refuse("the store already has a base".into());
+        }
+        if base % u64::from(self.blocks_per_chunk) != 0 {
+            return refuse(format!("not a multiple of {} blocks per chunk", self.blocks_per_chunk));
+        }
+        if base <= self.lower.height() {
+            return refuse(format!("the store already holds height {}", self.lower.height()));
+        }
+        if self.lower.height() == 0 {
+            // Init reads the chain's identity from it.
+            return refuse("the store has no genesis block".into());
+        }
+        if self.lower.height() > 0 {
+            self.backend.sync(self.chunk_of(self.lower.height()))?;
+            self.lower.appends_since_sync = 0;
+        }
+        self.backend.write_file(
+            format::BASE_SNAPSHOT_FILE,
+            &format::encode_base_snapshot(header, chunks),
+        )?;
+        self.backend.write_file(
+            format::BASE_FILE,
+            &format::encode_base_record(&format::BaseRecord {
+                blocks_per_chunk: self.blocks_per_chunk,
+                base,
+                base_hash,
+            }),
+        )?;
+        self.upper = Some(Segment {
+            base,
+            base_hash,
+            ..Segment::default()
+        });
+        Ok(())
+    }
+
+    /// The snapshot a store from a base keeps: the encoded header of the base block and the
+    /// snapshot's chunks. `None` for a whole store.
+    pub fn base_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>, KuraError> {
+        if self.upper.is_none() {
+            return Ok(None);
+        }
+        let bytes = self
+            .backend
+            .read_file(format::BASE_SNAPSHOT_FILE)?
+            .ok_or_else(|| KuraError::BadBase {
+                reason: "the base snapshot file is missing".into(),
+            })?;
+        format::parse_base_snapshot(&bytes)
+            .map(Some)
+            .map_err(|reason| KuraError::BadBase {
+                reason: format!("base snapshot: {reason}"),
+            })
+    }
+
+    /// Appends a block below the base of a store from a base: the next height of the lower
+    /// part, linked to its head. The block at the base must be the one the base names; with it
+    /// the two parts become one store. Not synced block by block (a crash loses only blocks
+    /// that can be fetched again): chunks are synced when sealed and at the join. Returns
+    /// whether the store is whole now.
+    pub fn append_below(&mut self, block: &CommittedBlock) -> Result<bool, KuraError> {
+        let Some(base) = self.upper.as_ref().map(|upper| (upper.base, upper.base_hash)) else {
+            return Err(KuraError::NotNext {
+                head: self.height(),
+                found: block.block.header.height,
+            });
+        };
+        let height = block.block.header.height;
+        let hash = block.block.hash();
+        if height > base.0 {
+            return Err(KuraError::NotNext {
+                head: self.lower.height(),
+                found: height,
+            });
+        }
+        if height == base.0 && hash != base.1 {
+            return Err(KuraError::NotTheBase {
+                height,
+                expected: base.1,
+                found: hash,
+            });
+        }
+        let payload = codec::encode(block);
+        self.write(
+            Part::Lower,
+            height,
+            &block.block.header.previous_hash,
+            &hash,
+            &payload,
+            FsyncPolicy::Never,
+        )?;
+        if self.lower.height() == base.0 {
+            self.merge()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Joins the lower part, which reached the base, to the upper one, and removes the base.
+    fn merge(&mut self) -> Result<(), KuraError> {
+        let Some(expected) = self.base_hash() else {
+            return Ok(());
+        };
+        if self.lower.head_hash() != expected {
+            return Err(KuraError::NotTheBase {
+                height: self.lower.height(),
+                expected,
+                found: self.lower.head_hash(),
+            });
+        }
+        if self.lower.height() > 0 {
+            self.backend.sync(self.chunk_of(self.lower.height()))?;
+        }
+        self.backend.remove_file(format::BASE_FILE)?;
+        self.backend.remove_file(format::BASE_SNAPSHOT_FILE)?;
+        let Some(upper) = self.upper.take() else {
+            return Ok(());
+        };
+        if !upper.index.is_empty() {
+            self.lower.tail_len = upper.tail_len;
+            self.lower.appends_since_sync = upper.appends_since_sync;
+        }
+        self.lower.index.extend(upper.index);
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), KuraError> {
         if self.failed || self.read_only {
             return Err(KuraError::Io(io::Error::other(
                 "the store is read-only, or an earlier append failed (reopen it so recovery cuts the partial record)",
             )));
         }
-        if height != self.height() + 1 {
+        Ok(())
+    }
+
+    /// Appends one record to a part, after the checks every append makes.
+    fn write(
+        &mut self,
+        part: Part,
+        height: u64,
+        previous: &Hash,
+        hash: &Hash,
+        payload: &[u8],
+        policy: FsyncPolicy,
+    ) -> Result<(), KuraError> {
+        self.check_writable()?;
+        let blocks_per_chunk = u64::from(self.blocks_per_chunk);
+        let chunk = self.chunk_of(height.max(1));
+        let segment = match part {
+            Part::Upper => self.upper.as_ref().unwrap_or(&self.lower),
+            Part::Lower => &self.lower,
+        };
+        if height != segment.height() + 1 {
             return Err(KuraError::NotNext {
-                head: self.height(),
+                head: segment.height(),
                 found: height,
             });
         }
-        if *previous != self.head_hash() {
+        if *previous != segment.head_hash() {
             return Err(KuraError::WrongPrevious {
                 height,
-                expected: self.head_hash(),
+                expected: segment.head_hash(),
                 found: *previous,
             });
         }
@@ -491,54 +834,79 @@ impl<B: Backend> Kura<B> {
                 limit: format::RECORD_PAYLOAD_BYTES_MAX,
             });
         }
+        let first_of_chunk = (height - 1) % blocks_per_chunk == 0;
+        // A chunk of this part before this one (the upper part's first has none).
+        let seals = first_of_chunk && height - 1 > segment.base;
+        let mut tail_len = segment.tail_len;
+        let mut appends_since_sync = segment.appends_since_sync;
         self.failed = true;
-        let chunk = self.chunk_of(height);
-        if (height - 1) % u64::from(self.blocks_per_chunk) == 0 {
-            if chunk > 0 {
+        if first_of_chunk {
+            if seals {
                 // Seal: the previous chunk is durable before the next exists, so a crash can
-                // only ever damage the last chunk.
+                // only ever damage the last chunk of a part.
                 self.backend.sync(chunk - 1)?;
-                self.appends_since_sync = 0;
+                appends_since_sync = 0;
             }
             self.backend.create(chunk)?;
             let header = format::encode_chunk_header(self.blocks_per_chunk, chunk);
             self.backend.append(chunk, &header)?;
-            self.tail_len = header.len() as u64;
+            tail_len = header.len() as u64;
             self.bytes += header.len() as u64;
         }
         let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
         record.extend_from_slice(&format::encode_record_header(height, hash, payload));
         record.extend_from_slice(payload);
         self.backend.append(chunk, &record)?;
-        self.appends_since_sync += 1;
-        let sync_now = match self.fsync {
+        appends_since_sync += 1;
+        let sync_now = match policy {
             FsyncPolicy::Always => true,
-            FsyncPolicy::Every(count) => self.appends_since_sync >= count,
+            FsyncPolicy::Every(count) => appends_since_sync >= count,
             FsyncPolicy::Never => false,
         };
         if sync_now {
             self.backend.sync(chunk)?;
-            self.appends_since_sync = 0;
+            appends_since_sync = 0;
         }
         self.failed = false;
-        self.index.push(Location {
+        let segment = match part {
+            Part::Upper => self.upper.as_mut().unwrap_or(&mut self.lower),
+            Part::Lower => &mut self.lower,
+        };
+        segment.index.push(Location {
             chunk,
-            offset: self.tail_len,
+            offset: tail_len,
             payload_len: payload.len() as u32,
             hash: *hash,
         });
+        segment.tail_len = tail_len + record.len() as u64;
+        segment.appends_since_sync = appends_since_sync;
         self.by_hash.insert(*hash, height);
-        self.tail_len += record.len() as u64;
         self.bytes += record.len() as u64;
         Ok(())
     }
 
     /// Makes every appended block durable, whatever the policy (for shutdown).
     pub fn sync(&mut self) -> Result<(), KuraError> {
-        if self.height() > 0 && self.appends_since_sync > 0 {
-            let chunk = self.chunk_of(self.height());
-            self.backend.sync(chunk)?;
-            self.appends_since_sync = 0;
+        for part in [Part::Lower, Part::Upper] {
+            let segment = match part {
+                Part::Lower => &self.lower,
+                Part::Upper => match &self.upper {
+                    Some(upper) => upper,
+                    None => continue,
+                },
+            };
+            if segment.height() > segment.base && segment.appends_since_sync > 0 {
+                let chunk = self.chunk_of(segment.height());
+                self.backend.sync(chunk)?;
+                match part {
+                    Part::Lower => self.lower.appends_since_sync = 0,
+                    Part::Upper => {
+                        if let Some(upper) = self.upper.as_mut() {
+                            upper.appends_since_sync = 0;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -583,7 +951,7 @@ impl<B: Backend> Kura<B> {
         let mut height = from;
         while height <= last {
             let chunk = self.chunk_of(height);
-            let sealed = chunk < self.chunk_of(self.height());
+            let sealed = self.is_sealed(chunk);
             if sealed {
                 let bytes = self.backend.read_chunk(chunk, true)?;
                 while height <= last && self.chunk_of(height) == chunk {

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use kasane_consensus::message::GOSSIP_TRANSACTIONS_MAX;
+use kasane_kura::KuraError;
 use kasane_model::codec::{self, Versioned};
 use kasane_model::hash::Blake2bMerkle;
 use kasane_model::ids::{AccountId, DomainId, Name};
@@ -507,13 +508,25 @@ pub fn block_json(committed: &CommittedBlock, hashes: &[(Hash, Hash)]) -> Value 
 
 pub(super) async fn read_block(shared: &Shared, height: u64) -> Result<CommittedBlock, ApiError> {
     let read = shared
-        .read(move |replica| (height >= 1 && height <= replica.kura().height()).then(|| replica.kura().read(height)))
+        .read(move |replica| {
+            let kura = replica.kura();
+            (height >= 1 && height <= kura.height()).then(|| match kura.read(height) {
+                Err(KuraError::NotFilled { .. }) => Err(None),
+                read => read.map_err(Some),
+            })
+        })
         .await
         .ok_or_else(ApiError::unavailable)?;
     match read {
         None => Err(ApiError::not_found(format!("no block at height {height}"))),
         Some(Ok(block)) => Ok(block),
-        Some(Err(error)) => Err(ApiError::new(
+        // A store restored from a snapshot fetches the blocks below it in the background.
+        Some(Err(None)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_stored_yet",
+            format!("block {height} is not stored on this node yet: it restored a snapshot and fetches the blocks below it in the background; ask another node or later"),
+        )),
+        Some(Err(Some(error))) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
             format!("reading block {height}: {error}"),

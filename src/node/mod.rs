@@ -92,6 +92,17 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         }
     };
     let cache = KeyCache::with_limits(config.memory.key_cache_entries, config.memory.verified_signatures);
+    let init = match (init, kura.base()) {
+        (InitMode::Strict, Some(base)) => {
+            tracing::warn!(
+                base,
+                below = kura.lower_height(),
+                "strict init needs every block from genesis, and this store was restored from a snapshot at {base} and still fetches the blocks below it: fast init from the snapshot this time"
+            );
+            InitMode::Fast
+        }
+        (init, _) => init,
+    };
     let (wsv, report) = match init {
         InitMode::Fast => fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
         InitMode::Strict => strict_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),

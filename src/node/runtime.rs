@@ -135,18 +135,27 @@ fn log_restore(event: &RestoreEvent) {
             checkpoint,
             chunks,
             bytes,
+            fetch_ms,
         } => tracing::info!(
             checkpoint,
             chunks,
             bytes,
+            fetch_ms,
             "state sync: the snapshot proved itself with the next block"
         ),
         RestoreEvent::Installed {
             checkpoint,
             transactions,
-        } => tracing::info!(checkpoint, transactions, "state sync: restored state installed"),
+        } => tracing::info!(
+            checkpoint,
+            transactions,
+            "state sync: restored state installed, the store starts from it; fetching the blocks below it in the background"
+        ),
+        RestoreEvent::Filled { base } => {
+            tracing::info!(base, "state sync: every block below the base is stored, the store is whole again")
+        }
         RestoreEvent::Abandoned { checkpoint, reason } => {
-            tracing::warn!(checkpoint, %reason, "state sync: restore abandoned, block sync executes")
+            tracing::warn!(checkpoint, %reason, "state sync: restore or fill abandoned")
         }
     }
 }

@@ -123,9 +123,6 @@ impl<B: Backend + Sync> Replica<B> {
         let height = committed.block.header.height;
         let hash = committed.block.hash();
         let failed = Input::CommitFailed { height, hash };
-        if self.backfilling(height) {
-            return self.backfill(committed);
-        }
         // Blocks that arrive by block sync were not validated on this replica yet. The core
         // checked their commit certificate; whether their signatures are checked again is the
         // certified-block rule (R19).

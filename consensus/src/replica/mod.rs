@@ -196,11 +196,18 @@ pub struct Replica<B: Backend + Sync> {
     restore: Option<restore::Restore>,
     /// Peers whose snapshot or chunk did not check out: not asked again.
     snapshot_refused: BTreeSet<PublicKey>,
+    /// The blocks below the base of a store restored from a snapshot, being fetched (`fill.rs`).
+    fill: Option<fill::Fill>,
+    /// Whether a `Timer::Restore` is pending (one serves the restore and the fill).
+    tick_armed: bool,
+    /// Restores abandoned since this replica started.
+    restores_abandoned: u32,
 }
 
 mod admission;
 use admission::Source;
 mod blocks;
+mod fill;
 mod restore;
 pub use restore::{RestoreEvent, RESTORE_CHECKPOINTS_BEHIND};
 
@@ -269,6 +276,9 @@ impl<B: Backend + Sync> Replica<B> {
             unsynced: Unsynced::default(),
             restore: None,
             snapshot_refused: BTreeSet::new(),
+            fill: None,
+            tick_armed: false,
+            restores_abandoned: 0,
         }
     }
 
@@ -359,7 +369,10 @@ impl<B: Backend + Sync> Replica<B> {
         if restored {
             effects.extend(self.core.step(Input::QueueLength(self.queue.len())));
         }
-        self.run(now_ms, effects)
+        let mut out = self.run(now_ms, effects);
+        // A store restored from a snapshot before a restart goes on filling in below its base.
+        self.start_fill(now_ms, &mut out);
+        out
     }
 
     /// A message from an authenticated peer.
@@ -432,6 +445,15 @@ impl<B: Backend + Sync> Replica<B> {
             }
             Message::SnapshotChunk { height, index, bytes } => {
                 return self.on_snapshot_chunk(now_ms, from, height, index, bytes)
+            }
+            Message::BlockSyncResponse { blocks } if self.is_fill_response(&from, &blocks) => {
+                if let PreparedHashes::Blocks(prepared) = hashes {
+                    self.known_hashes
+                        .extend(prepared.into_iter().map(|block| (block.hash, block)));
+                }
+                let out = self.on_fill_response(now_ms, from, blocks);
+                self.known_hashes.clear();
+                return out;
             }
             message => message,
         };
@@ -670,13 +692,18 @@ impl<B: Backend + Sync> Replica<B> {
 
     /// Up to `count` blocks from `from_height` as Kura stores them, stopping before the response
     /// would pass [`SYNC_RESPONSE_BYTES_MAX`] (one block always goes, and a block fits a message
-    /// by itself), so a response never exceeds the size a peer accepts. Nothing is decoded: the
-    /// records were checked (length and checksum) by Kura on the way out.
+    /// by itself), so a response never exceeds the size a peer accepts, and at the first block
+    /// not stored (a store from a base holds no blocks between its lower part and the base: the
+    /// asker gets what there is, maybe nothing, at once). Nothing is decoded: the records were
+    /// checked (length and checksum) by Kura on the way out.
     fn read_records(&self, from_height: u64, count: u64) -> Result<Vec<Vec<u8>>, KuraError> {
         let last = (from_height + count.max(1) - 1).min(self.kura.height());
         let mut records = Vec::new();
         let mut bytes = 0usize;
         for height in from_height..=last {
+            if !self.kura.holds(height) {
+                break;
+            }
             let record = self.kura.read_encoded(height)?;
             bytes += record.len();
             if !records.is_empty() && bytes > SYNC_RESPONSE_BYTES_MAX {

@@ -1,7 +1,6 @@
 //! State sync (docs/PROTOCOL.md section 8.1): a replica far behind the cluster restores the
 //! state of a recent checkpoint from its peers, proves it with the certified block after the
-//! checkpoint, and appends the blocks below the checkpoint to Kura without executing them. Kura
-//! keeps every block: strict init and `kura verify --strict` replay the result from genesis.
+//! checkpoint, and goes on from there; the blocks below the checkpoint come later (`fill.rs`).
 //!
 //! 1. *Start*: the cluster height (claimed by `f + 1` validators) is more than
 //!    [`RESTORE_CHECKPOINTS_BEHIND`] checkpoints above this replica's; the checkpoint `c` is the
@@ -16,16 +15,17 @@
 //! 4. *Proof*: the chunks restore a state at `c`, on which block `c + 1` must execute to the
 //!    commitment in its certified header, which binds the snapshot's root. A snapshot that fails
 //!    makes every source of its manifest refused, and the restore starts again.
-//! 5. *Backfill*: the blocks up to `c` that block sync brings are checked as always (the core
-//!    checks the certificate and the previous hash, this replica the Merkle root) and appended
-//!    to Kura without execution; when block `c` is appended (its hash the manifest header's),
-//!    the restored state becomes this replica's, and block sync goes on from `c + 1` with
-//!    execution.
+//! 5. *Install*: Kura starts from `c` (the snapshot is kept beside its chunks, so a restart
+//!    replays from it), the restored state becomes this replica's, and consensus and block sync
+//!    go on from `c + 1` with execution. The blocks up to `c` are fetched in the background and
+//!    appended below the base, checked by certificate, Merkle root and hash chain, until the
+//!    store is whole again (`fill.rs`); strict init and `kura verify --strict` then replay it
+//!    from genesis.
 //!
 //! While the snapshot is fetched, block sync goes on executing; if it reaches `c` first, the
 //! restore is dropped. The validator set must be the same at this replica's height and at `c`
-//! (checked: certificates below `c` are checked with it); with live membership the backfill
-//! would need each height's validators.
+//! (checked: certificates below `c` are checked with it); with live membership the fill would
+//! need each height's validators.
 
 use kasane_model::block::VoteKind;
 use kasane_wsv::snapshot::chunk_hash;
@@ -45,6 +45,8 @@ const CHUNK_TIMEOUT_MS: u64 = 5_000;
 const RESTORE_TICK_MS: u64 = 500;
 /// A restore that received nothing useful for this long starts again.
 const RESTORE_STALL_MS: u64 = 20_000;
+/// Restores abandoned after which block sync no longer pauses while a restore runs.
+const RESTORES_ABANDONED_BEFORE_SYNC_RUNS: u32 = 2;
 /// Most peers remembered as having sent a snapshot or chunk that did not check out.
 const REFUSED_PEERS_MAX: usize = 1024;
 
@@ -59,26 +61,25 @@ struct Chosen {
 /// A restore under way.
 pub(super) struct Restore {
     checkpoint: u64,
+    started_ms: u64,
     last_progress_ms: u64,
     chosen: Option<Chosen>,
     chunks: Vec<Option<Vec<u8>>>,
     /// Chunk index -> (source asked, when).
     in_flight: BTreeMap<u32, (PublicKey, u64)>,
     sources: BTreeSet<PublicKey>,
-    /// Once proven: the state at the checkpoint, installed when Kura reaches it.
-    proven: Option<Box<Wsv>>,
 }
 
 impl Restore {
     fn new(checkpoint: u64, now_ms: u64) -> Restore {
         Restore {
             checkpoint,
+            started_ms: now_ms,
             last_progress_ms: now_ms,
             chosen: None,
             chunks: Vec::new(),
             in_flight: BTreeMap::new(),
             sources: BTreeSet::new(),
-            proven: None,
         }
     }
 }
@@ -93,9 +94,14 @@ pub enum RestoreEvent {
         checkpoint: u64,
         chunks: usize,
         bytes: usize,
+        /// From the start of the restore to its last chunk (host time).
+        fetch_ms: u64,
     },
-    /// The restored state is this replica's; the blocks up to it were appended unexecuted.
+    /// The restored state is this replica's and Kura starts from it; the blocks up to it are
+    /// fetched in the background.
     Installed { checkpoint: u64, transactions: u64 },
+    /// Every block below the base is in: the store is whole again.
+    Filled { base: u64 },
     /// The restore stopped: why, and whether block sync goes on executing.
     Abandoned { checkpoint: u64, reason: String },
 }
@@ -104,7 +110,8 @@ impl<B: Backend + Sync> Replica<B> {
     /// Step 1: starts a restore if state sync is on, none is under way, and this replica is far
     /// enough behind the cluster.
     pub(super) fn maybe_restore(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
-        if self.restore.is_some() || !self.core.config().state_sync {
+        // A store that still fills in below a base does not start from another one.
+        if self.restore.is_some() || !self.core.config().state_sync || self.kura.base().is_some() {
             return;
         }
         let interval = self.wsv.checkpoint_interval();
@@ -118,11 +125,25 @@ impl<B: Backend + Sync> Replica<B> {
         self.restore = Some(Restore::new(checkpoint, now_ms));
         self.events
             .push(ReplicaEvent::Restore(RestoreEvent::Started { checkpoint, height }));
+        // Blocks executed now would be overtaken by the restore; they would take the processor
+        // and bandwidth it needs. After restores that failed, block sync runs alongside, so a
+        // restore that cannot finish never holds up catching up.
+        if self.restores_abandoned < RESTORES_ABANDONED_BEFORE_SYNC_RUNS {
+            self.core.pause_sync();
+        }
         self.ask_manifests(checkpoint, out);
-        out.push(Outbound::Timer {
-            timer: Timer::Restore,
-            after_ms: RESTORE_TICK_MS,
-        });
+        self.arm_tick(out);
+    }
+
+    /// Keeps one `Timer::Restore` pending while a restore or a fill is under way.
+    pub(super) fn arm_tick(&mut self, out: &mut Vec<Outbound>) {
+        if !self.tick_armed {
+            self.tick_armed = true;
+            out.push(Outbound::Timer {
+                timer: Timer::Restore,
+                after_ms: RESTORE_TICK_MS,
+            });
+        }
     }
 
     fn ask_manifests(&self, checkpoint: u64, out: &mut Vec<Outbound>) {
@@ -149,9 +170,10 @@ impl<B: Backend + Sync> Replica<B> {
         let Some(manifest) = manifest else {
             return out;
         };
-        let wanted = self.restore.as_ref().is_some_and(|restore| {
-            restore.checkpoint == height && restore.proven.is_none() && !self.snapshot_refused.contains(&from)
-        });
+        let wanted = self
+            .restore
+            .as_ref()
+            .is_some_and(|restore| restore.checkpoint == height && !self.snapshot_refused.contains(&from));
         if !wanted || !self.core.topology().contains(&from) {
             return out;
         }
@@ -199,14 +221,19 @@ impl<B: Backend + Sync> Replica<B> {
     /// header, which is of the checkpoint height.
     fn manifest_checks_out(&mut self, height: u64, manifest: &SnapshotManifest) -> bool {
         let next = &manifest.next;
-        let vote = next.expected_vote();
         manifest.header.height == height
             && !manifest.chunks.is_empty()
             && next.block.header.height == height + 1
             && next.block.header.previous_hash == manifest.header.hash()
-            && next.certificate.vote == vote
+            && self.certified(next)
+    }
+
+    /// Whether `block` carries a commit certificate for itself by this replica's validators.
+    pub(super) fn certified(&mut self, block: &CommittedBlock) -> bool {
+        let vote = block.expected_vote();
+        block.certificate.vote == vote
             && vote.kind == VoteKind::Commit
-            && next
+            && block
                 .certificate
                 .verify(&vote, &self.core.topology().validators(), &mut self.cache)
                 .is_ok()
@@ -217,9 +244,6 @@ impl<B: Backend + Sync> Replica<B> {
         let Some(restore) = self.restore.as_mut() else {
             return;
         };
-        if restore.proven.is_some() {
-            return;
-        }
         let mut missing = (0..restore.chunks.len() as u32)
             .filter(|index| restore.chunks[*index as usize].is_none() && !restore.in_flight.contains_key(index))
             .collect::<Vec<u32>>()
@@ -331,23 +355,23 @@ impl<B: Backend + Sync> Replica<B> {
         let validators = self.core.topology().validators();
         match proof {
             Ok(restored) if restored.validators() == validators => {
-                restore.proven = Some(Box::new(restored));
-                restore.in_flight.clear();
-                restore.chunks = Vec::new();
-                self.restore = Some(restore);
                 self.events.push(ReplicaEvent::Restore(RestoreEvent::Proven {
                     checkpoint,
                     chunks: chunk_count,
                     bytes,
+                    fetch_ms: now_ms.saturating_sub(restore.started_ms),
                 }));
-                // Block sync may already be past the checkpoint.
-                if self.kura.height() >= checkpoint {
-                    self.abandon_restore("block sync reached the checkpoint first");
-                }
+                let (header, header_hash) = (chosen.header.clone(), chosen.header_hash);
+                self.restore = Some(restore);
+                self.install(now_ms, restored, &header, header_hash, out);
             }
             Ok(_) => {
                 self.restore = Some(restore);
-                self.abandon_restore("the validator set changed between this height and the checkpoint");
+                self.abandon_restore(
+                    now_ms,
+                    out,
+                    "the validator set changed between this height and the checkpoint",
+                );
             }
             Err(error) => {
                 for source in &restore.sources {
@@ -356,7 +380,7 @@ impl<B: Backend + Sync> Replica<B> {
                     }
                 }
                 self.restore = Some(restore);
-                self.abandon_restore(&format!("the snapshot did not prove itself: {error}"));
+                self.abandon_restore(now_ms, out, &format!("the snapshot did not prove itself: {error}"));
                 // Start again at once, from the validators not refused.
                 self.maybe_restore(now_ms, out);
             }
@@ -367,17 +391,23 @@ impl<B: Backend + Sync> Replica<B> {
     /// and one overtaken by block sync stops.
     pub(super) fn on_restore_tick(&mut self, now_ms: u64) -> Vec<Outbound> {
         let mut out = Vec::new();
+        self.tick_armed = false;
+        self.restore_tick(now_ms, &mut out);
+        self.fill_tick(now_ms, &mut out);
+        if self.restore.is_some() || self.fill.is_some() {
+            self.arm_tick(&mut out);
+        }
+        out
+    }
+
+    fn restore_tick(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
         let height = self.kura.height();
         let Some(restore) = self.restore.as_mut() else {
-            return out;
+            return;
         };
-        if restore.proven.is_some() {
-            // Backfill is block sync's work now; nothing to look after.
-            return out;
-        }
         if height >= restore.checkpoint {
-            self.abandon_restore("block sync reached the checkpoint first");
-            return out;
+            self.abandon_restore(now_ms, out, "block sync reached the checkpoint first");
+            return;
         }
         // Validators keep only their latest checkpoint: once every source has moved on (answered
         // "not held") the restore starts again from the newest one.
@@ -387,13 +417,17 @@ impl<B: Backend + Sync> Replica<B> {
             > restore.checkpoint;
         let stalled = now_ms.saturating_sub(restore.last_progress_ms) > RESTORE_STALL_MS;
         if stalled || (moved_on && newer) {
-            self.abandon_restore(if stalled {
-                "no progress"
-            } else {
-                "the validators moved on to a newer checkpoint"
-            });
-            self.maybe_restore(now_ms, &mut out);
-            return out;
+            self.abandon_restore(
+                now_ms,
+                out,
+                if stalled {
+                    "no progress"
+                } else {
+                    "the validators moved on to a newer checkpoint"
+                },
+            );
+            self.maybe_restore(now_ms, out);
+            return;
         }
         let timed_out: Vec<(u32, PublicKey)> = restore
             .in_flight
@@ -408,14 +442,9 @@ impl<B: Backend + Sync> Replica<B> {
         let ask_again = restore.sources.is_empty().then_some(restore.checkpoint);
         if let Some(checkpoint) = ask_again {
             // Whoever answers with the chosen manifest is a source again.
-            self.ask_manifests(checkpoint, &mut out);
+            self.ask_manifests(checkpoint, out);
         }
-        self.request_chunks(now_ms, &mut out);
-        out.push(Outbound::Timer {
-            timer: Timer::Restore,
-            after_ms: RESTORE_TICK_MS,
-        });
-        out
+        self.request_chunks(now_ms, out);
     }
 
     fn refuse_snapshot_peer(&mut self, peer: PublicKey) {
@@ -424,93 +453,69 @@ impl<B: Backend + Sync> Replica<B> {
         }
     }
 
-    fn abandon_restore(&mut self, reason: &str) {
+    /// Drops the restore under way, and lets block sync ask for blocks again.
+    fn abandon_restore(&mut self, now_ms: u64, out: &mut Vec<Outbound>, reason: &str) {
         if let Some(restore) = self.restore.take() {
+            self.restores_abandoned = self.restores_abandoned.saturating_add(1);
             self.events.push(ReplicaEvent::Restore(RestoreEvent::Abandoned {
                 checkpoint: restore.checkpoint,
                 reason: reason.to_string(),
             }));
         }
+        let effects = self.core.resume_sync();
+        out.extend(self.run(now_ms, effects));
     }
 
-    /// Whether a block of `height` is appended without execution: a proven restore waits for
-    /// Kura to reach its checkpoint.
-    pub(super) fn backfilling(&self, height: u64) -> bool {
-        self.restore
-            .as_ref()
-            .is_some_and(|restore| restore.proven.is_some() && height <= restore.checkpoint)
-    }
-
-    /// Step 5: appends a certified block below the checkpoint without executing it; at the
-    /// checkpoint, installs the restored state. The core checked the certificate and the
-    /// previous hash; the Merkle root is checked here, Kura checks the chain again.
-    pub(super) fn backfill(&mut self, committed: CommittedBlock) -> Input {
-        let height = committed.block.header.height;
-        let hash = committed.block.hash();
-        let failed = Input::CommitFailed { height, hash };
-        let hashes: Vec<TransactionHashes> = match self.known_hashes.remove(&hash) {
-            Some(known) if known.transactions.len() == committed.block.transactions.len() => known.transactions,
-            _ => committed
-                .block
-                .transactions
-                .iter()
-                .map(SignedTransaction::hashes)
-                .collect(),
-        };
-        let leaves: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
-        if tx_merkle_root(&leaves) != committed.block.header.tx_merkle_root {
-            return failed;
+    /// Step 5: Kura starts from the checkpoint (keeping the snapshot beside its chunks), the
+    /// restored state becomes this replica's, the core moves past the checkpoint, and the fill
+    /// of the blocks below it starts.
+    fn install(
+        &mut self,
+        now_ms: u64,
+        restored: Wsv,
+        header: &BlockHeader,
+        header_hash: Hash,
+        out: &mut Vec<Outbound>,
+    ) {
+        let checkpoint = header.height;
+        // Block sync may already be past the checkpoint.
+        if self.kura.height() >= checkpoint {
+            self.abandon_restore(now_ms, out, "block sync reached the checkpoint first");
+            return;
         }
-        let checkpoint = self.restore.as_ref().map_or(0, |restore| restore.checkpoint);
-        let expected = self
-            .restore
-            .as_ref()
-            .and_then(|restore| restore.chosen.as_ref())
-            .map(|chosen| chosen.header_hash);
-        if height == checkpoint && expected != Some(hash) {
-            // Two certified blocks at one height: beyond the fault model. Execute from here on,
-            // from a state rebuilt from Kura.
-            self.abandon_restore("the certified checkpoint block is not the manifest's");
-            return self.rebuild_state_then(failed);
+        let chunks: Vec<&[u8]> = restored
+            .checkpoint()
+            .map(|snapshot| {
+                (0..snapshot.chunk_count())
+                    .filter_map(|index| snapshot.chunk(index))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let encoded_header = kasane_model::codec::encode_body(header);
+        if let Err(error) = self.kura.rebase(checkpoint, header_hash, &encoded_header, &chunks) {
+            self.abandon_restore(
+                now_ms,
+                out,
+                &format!("the store could not start from the snapshot: {error}"),
+            );
+            return;
         }
-        if self.kura.append(&committed).is_err() {
-            return failed;
-        }
-        let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
-        let unqueued = self.queue.remove_payloads(&payloads);
-        self.holds.release(&unqueued);
+        drop(chunks);
+        self.restore = None;
         self.validated.clear();
-        self.events.push(ReplicaEvent::Backfilled {
-            height,
-            hash,
-            transactions: hashes.len(),
-        });
-        if height == checkpoint {
-            if let Some(proven) = self.restore.take().and_then(|restore| restore.proven) {
-                self.wsv = *proven;
-                self.events.push(ReplicaEvent::Restore(RestoreEvent::Installed {
-                    checkpoint,
-                    transactions: self.wsv.transaction_count(),
-                }));
-            }
-        }
-        self.wire.retain(&self.core.topology().validators(), height + 1);
-        Input::BlockCommitted {
-            height,
-            hash,
-            validators: self.core.topology().validators(),
+        self.wsv = restored;
+        self.events.push(ReplicaEvent::Restore(RestoreEvent::Installed {
+            checkpoint,
+            transactions: self.wsv.transaction_count(),
+        }));
+        let effects = self.core.step(Input::Restored {
+            height: checkpoint,
+            hash: header_hash,
+            validators: self.wsv.validators(),
             demoted: self.wsv.demoted(),
-        }
-    }
-
-    /// Replays Kura into a fresh state (after a backfill that cannot finish), then answers
-    /// `then`.
-    fn rebuild_state_then(&mut self, then: Input) -> Input {
-        if self.wsv.height() != self.kura.height() {
-            if let Ok((wsv, _)) = init::fast_init(&self.kura, self.wsv.plugins().clone(), None) {
-                self.wsv = wsv;
-            }
-        }
-        then
+        });
+        out.extend(self.run(now_ms, effects));
+        self.wire.retain(&self.wsv.validators(), checkpoint + 1);
+        self.start_fill(now_ms, out);
     }
 }

@@ -117,6 +117,9 @@ struct SyncState {
     committing_from: Option<PublicKey>,
     /// The height each validator last said it committed (R19 status), validators only.
     claimed: BTreeMap<PublicKey, u64>,
+    /// No new requests while the host restores a snapshot (state sync): executing blocks that
+    /// the restore will overtake would take the processor and bandwidth the restore needs.
+    paused: bool,
 }
 
 /// One validator's consensus state.
@@ -322,6 +325,28 @@ impl Sumeragi {
         )
     }
 
+    /// Makes block sync ask for nothing new (answers to requests out are still applied) until
+    /// [`Sumeragi::resume_sync`] or `Input::Restored`: the host restores a snapshot (state sync,
+    /// docs/PROTOCOL.md section 8.1).
+    pub fn pause_sync(&mut self) {
+        self.sync.paused = true;
+    }
+
+    /// Ends [`Sumeragi::pause_sync`]: every peer above this replica is asked again.
+    pub fn resume_sync(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.sync.paused {
+            self.sync.paused = false;
+            self.request_sync_from_all(&mut out);
+        }
+        out
+    }
+
+    /// Whether a block-sync request to `peer` awaits its answer.
+    pub fn is_syncing_from(&self, peer: &PublicKey) -> bool {
+        self.sync.in_flight.contains_key(peer)
+    }
+
     /// Handles one input and returns what the host must do, in order.
     pub fn step(&mut self, input: Input) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -343,6 +368,12 @@ impl Sumeragi {
                 demoted,
             } => self.on_block_committed(height, hash, &validators, &demoted, &mut out),
             Input::CommitFailed { height, hash } => self.on_commit_failed(height, hash),
+            Input::Restored {
+                height,
+                hash,
+                validators,
+                demoted,
+            } => self.on_restored(height, hash, &validators, &demoted, &mut out),
         }
         self.drain_inbox(&mut out);
         out
@@ -430,6 +461,16 @@ impl Sumeragi {
                 // R19: the peer says it committed our height (or more): fetch from it.
                 if height >= self.height {
                     self.request_sync(from, out);
+                }
+                // A peer more than a block behind (a node that just started, say) learns this
+                // height now rather than at the next status: it starts catching up, or restoring
+                // a snapshot, a status interval sooner. One answer per status it sends, and only
+                // while it is behind, so two replicas never answer each other in a loop.
+                if height.saturating_add(2) < self.height && from != self.me {
+                    out.push(Effect::Send {
+                        to: from,
+                        message: self.status(),
+                    });
                 }
                 return;
             }

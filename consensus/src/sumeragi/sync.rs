@@ -64,6 +64,7 @@ impl Sumeragi {
     pub(super) fn request_sync(&mut self, from: PublicKey, out: &mut Vec<Effect>) {
         if from == self.me
             || self.config.byzantine_skip_own_commit
+            || self.sync.paused
             || self.sync.in_flight.contains_key(&from)
             || self.sync.distrusted.contains(&from)
             || self.sync.in_flight.len() >= self.sync_slots()

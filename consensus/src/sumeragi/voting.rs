@@ -439,21 +439,8 @@ impl Sumeragi {
             return;
         }
         self.counters.commits += 1;
-        self.height += 1;
-        self.head = hash;
-        self.topology = Topology::new(validators, self.height, demoted);
-        self.state = HeightState::default();
         let synced = self.sync.committing_from.take().is_some();
-        let next_height = self.height;
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
-            .into_iter()
-            .partition(|(_, message)| message_height(message) == Some(next_height));
-        self.future = later
-            .into_iter()
-            .filter(|(_, m)| message_height(m) > Some(next_height))
-            .collect();
-        self.inbox.extend(ready);
-        self.enter_height(out);
+        self.move_past(height, hash, validators, demoted, out);
         if synced {
             // A synced block leaves room in the window: keep every peer fetching, and apply the
             // next one in a step of its own.
@@ -465,6 +452,55 @@ impl Sumeragi {
         } else {
             self.continue_sync(out);
         }
+    }
+
+    /// State sync restored the state at `height` (certified by the cluster: its next block's
+    /// commit certificate was checked against this replica's validators, and executing that
+    /// block on the restored state proved it): this replica moves to `height + 1` as a commit
+    /// of every block up to it would have, and block sync goes on from there.
+    pub(super) fn on_restored(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        validators: &BTreeSet<PublicKey>,
+        demoted: &BTreeSet<PublicKey>,
+        out: &mut Vec<Effect>,
+    ) {
+        if height < self.height || self.state.committing.is_some() {
+            return;
+        }
+        self.sync.committing_from = None;
+        self.sync.paused = false;
+        self.move_past(height, hash, validators, demoted, out);
+        self.sync.pending.retain(|pending, _| *pending >= height + 1);
+        self.request_sync_from_all(out);
+        self.continue_sync(out);
+    }
+
+    /// Leaves every height up to `height` (whose block is `hash`) behind: a new topology, a
+    /// fresh height state, and the messages held for the next height let in.
+    fn move_past(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        validators: &BTreeSet<PublicKey>,
+        demoted: &BTreeSet<PublicKey>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.height = height + 1;
+        self.head = hash;
+        self.topology = Topology::new(validators, self.height, demoted);
+        self.state = HeightState::default();
+        let next_height = self.height;
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.future)
+            .into_iter()
+            .partition(|(_, message)| message_height(message) == Some(next_height));
+        self.future = later
+            .into_iter()
+            .filter(|(_, m)| message_height(m) > Some(next_height))
+            .collect();
+        self.inbox.extend(ready);
+        self.enter_height(out);
     }
 
     pub(super) fn on_commit_failed(&mut self, height: u64, hash: Hash) {
