@@ -112,7 +112,7 @@ pub fn fast_init<B: Backend + Sync>(
     plugins: PluginRegistry,
     progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
-    run(kura, plugins, InitMode::Fast, kura.height(), progress)
+    run(kura, plugins, InitMode::Fast, kura.height(), worker_count(), progress)
 }
 
 /// Verifies and replays every block into a fresh world state.
@@ -121,35 +121,61 @@ pub fn strict_init<B: Backend + Sync>(
     plugins: PluginRegistry,
     progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
-    run(kura, plugins, InitMode::Strict, kura.height(), progress)
+    run(kura, plugins, InitMode::Strict, kura.height(), worker_count(), progress)
 }
 
 /// Re-runs strict verification of the store up to the live world state's height and compares
 /// the result with it.
 pub fn audit<B: Backend + Sync>(kura: &Kura<B>, live: &Wsv, plugins: PluginRegistry) -> Result<InitReport, InitError> {
+    let expected = AuditTarget {
+        height: live.height(),
+        head_hash: live.head_hash(),
+        state_commitment: live.state_commitment(),
+    };
+    audit_to(kura, &expected, plugins, worker_count())
+}
+
+/// What an audit must arrive at: a height, and the head hash and state commitment a world state
+/// had there (the one a node replayed fast at start, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditTarget {
+    pub height: u64,
+    pub head_hash: Hash,
+    pub state_commitment: Hash,
+}
+
+/// Strict verification of the store up to `expected.height` (every Merkle root, certificate and
+/// signature, then re-execution), compared with `expected`; with `workers` decoding threads, so
+/// a node can audit in the background without taking every core.
+pub fn audit_to<B: Backend + Sync>(
+    kura: &Kura<B>,
+    expected: &AuditTarget,
+    plugins: PluginRegistry,
+    workers: usize,
+) -> Result<InitReport, InitError> {
     incomplete(kura)?;
-    if kura.height() < live.height() {
+    if kura.height() < expected.height {
         return Err(InitError::StoreBehind {
-            live: live.height(),
+            live: expected.height,
             stored: kura.height(),
         });
     }
-    let (audited, report) = run(kura, plugins, InitMode::Strict, live.height(), None)?;
-    let height = live.height();
-    if audited.head_hash() != live.head_hash() {
+    let (audited, report) = run(kura, plugins, InitMode::Strict, expected.height, workers.max(1), None)?;
+    let height = expected.height;
+    if audited.head_hash() != expected.head_hash {
         return Err(InitError::AuditMismatch {
             height,
             what: "head hash",
             stored: audited.head_hash(),
-            live: live.head_hash(),
+            live: expected.head_hash,
         });
     }
-    if audited.state_commitment() != live.state_commitment() {
+    if audited.state_commitment() != expected.state_commitment {
         return Err(InitError::AuditMismatch {
             height,
             what: "state commitment",
             stored: audited.state_commitment(),
-            live: live.state_commitment(),
+            live: expected.state_commitment,
         });
     }
     Ok(report)
@@ -170,13 +196,13 @@ fn run<B: Backend + Sync>(
     plugins: PluginRegistry,
     mode: InitMode,
     target: u64,
+    workers: usize,
     mut progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
     let started = Instant::now();
     if target == 0 {
         return Err(InitError::Empty);
     }
-    let workers = worker_count();
     let mut caches: Vec<KeyCache> = (0..workers).map(|_| KeyCache::new()).collect();
     let window = WINDOW_BLOCKS_PER_WORKER * workers as u64;
     let mut report = InitReport {

@@ -10,5 +10,5 @@ mod mmap;
 pub mod store;
 
 pub use backend::{Backend, FileBackend, MemoryBackend};
-pub use init::{audit, fast_init, strict_init, InitError, InitReport};
+pub use init::{audit, audit_to, fast_init, strict_init, AuditTarget, InitError, InitReport};
 pub use store::{FsyncPolicy, Kura, KuraConfig, KuraError, OpenReport, TailCut};

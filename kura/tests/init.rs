@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use kasane_kura::init::InitMode;
-use kasane_kura::{audit, fast_init, strict_init, InitError, InitReport, Kura, KuraError, MemoryBackend};
+use kasane_kura::{
+    audit, audit_to, fast_init, strict_init, AuditTarget, InitError, InitReport, Kura, KuraError, MemoryBackend,
+};
 use kasane_model::block::{quorum, tx_merkle_root};
 use kasane_model::instruction::Instruction;
 use kasane_model::{codec, Certificate, CommittedBlock, Hash, KeyPair};
@@ -155,6 +157,26 @@ fn audit_compares_the_store_with_the_live_state() {
     let report = audit(&kura, &chain.fixture.wsv, plugins()).expect("audit of the same chain");
     assert_eq!((report.mode, report.height), (InitMode::Strict, HEIGHT));
     assert_eq!(report.signatures_verified, total_signatures(&chain));
+    // The same with one worker, against a target (a node's background audit), and a target
+    // whose commitment is another's.
+    let target = AuditTarget {
+        height: HEIGHT,
+        head_hash: chain.fixture.wsv.head_hash(),
+        state_commitment: chain.fixture.wsv.state_commitment(),
+    };
+    let report = audit_to(&kura, &target, plugins(), 1).expect("audit with one worker");
+    assert_eq!(report.signatures_verified, total_signatures(&chain));
+    let wrong = AuditTarget {
+        state_commitment: kasane_model::Hash::of(b"another state"),
+        ..target
+    };
+    assert!(matches!(
+        audit_to(&kura, &wrong, plugins(), 1),
+        Err(InitError::AuditMismatch {
+            what: "state commitment",
+            ..
+        })
+    ));
 
     // A live state one block behind the store: audited up to its height, and equal.
     let shorter = Chain::new(HEIGHT - 1, 1);

@@ -140,6 +140,9 @@ pub fn inspect(dir: &Path) -> anyhow::Result<serde_json::Value> {
         "blocks_per_chunk": kura.blocks_per_chunk(),
         "head_hash": kura.head_hash().to_hex(),
         "torn_tail": cut,
+        // A store restored from a snapshot: its base, and how far the blocks below it reach.
+        "base": kura.base(),
+        "lower_height": kura.lower_height(),
     }))
 }
 

@@ -9,6 +9,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod audit;
 pub mod byzantine;
 pub mod commit_wait;
 pub mod config;
@@ -24,8 +25,8 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use kasane_consensus::replica::Replica;
-use kasane_kura::init::{fast_init, strict_init};
-use kasane_kura::{FileBackend, FsyncPolicy, Kura, KuraConfig};
+use kasane_kura::init::fast_init;
+use kasane_kura::{AuditTarget, FileBackend, FsyncPolicy, Kura, KuraConfig};
 use kasane_model::crypto::KeyCache;
 use kasane_model::{codec, CommittedBlock};
 use kasane_p2p::{Network, NetworkConfig};
@@ -47,8 +48,13 @@ pub fn read_genesis(path: &std::path::Path) -> anyhow::Result<CommittedBlock> {
     codec::decode(&bytes).with_context(|| format!("decoding the genesis block {}", path.display()))
 }
 
-/// Opens the store, writing genesis into an empty one, and replays it into the world state.
-fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Replica<FileBackend>> {
+/// Opens the store, writing genesis into an empty one, and replays it into the world state. For
+/// a strict start, the replay is fast and the strict audit of what it replayed comes back as a
+/// target, run in the background once the node has caught up ([`audit`]).
+fn open_replica(
+    config: &NodeConfig,
+    options: &NodeOptions,
+) -> anyhow::Result<(Replica<FileBackend>, Option<AuditTarget>)> {
     let init = options.init;
     let key = config.key()?;
     let genesis = read_genesis(&config.node.genesis)?;
@@ -92,22 +98,26 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
         }
     };
     let cache = KeyCache::with_limits(config.memory.key_cache_entries, config.memory.verified_signatures);
-    let init = match (init, kura.base()) {
+    let audit = match (init, kura.base()) {
         (InitMode::Strict, Some(base)) => {
             tracing::warn!(
                 base,
                 below = kura.lower_height(),
-                "strict init needs every block from genesis, and this store was restored from a snapshot at {base} and still fetches the blocks below it: fast init from the snapshot this time"
+                "strict init needs every block from genesis, and this store was restored from a snapshot at {base} and still fetches the blocks below it: no audit this time"
             );
-            InitMode::Fast
+            false
         }
-        (init, _) => init,
+        (InitMode::Strict, None) => true,
+        (InitMode::Fast, _) => false,
     };
-    let (wsv, report) = match init {
-        InitMode::Fast => fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
-        InitMode::Strict => strict_init(&kura, plugins_with(cache.clone()), Some(&mut progress)),
-    }
-    .with_context(|| format!("{init:?} init of the world state"))?;
+    // A strict start replays fast and audits in the background (docs/NODE.md, "Strict init").
+    let (wsv, report) = fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress))
+        .with_context(|| format!("{init:?} init of the world state"))?;
+    let audit = audit.then(|| AuditTarget {
+        height: wsv.height(),
+        head_hash: wsv.head_hash(),
+        state_commitment: wsv.state_commitment(),
+    });
     tracing::info!(
         mode = ?init,
         height,
@@ -121,7 +131,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
     tracing::info!(held = holds.len(), segments = holds.segments(), "hold log read");
     let mut consensus = config.consensus.to_config();
     consensus.byzantine_skip_own_commit = options.byzantine.is_some_and(ByzantineMode::skips_own_commit);
-    Ok(Replica::from_parts(
+    let replica = Replica::from_parts(
         key,
         consensus,
         kura,
@@ -132,7 +142,8 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Re
     .with_key_cache(cache)
     .with_hold_store(Box::new(holds))
     // A node that is Byzantine on purpose sends whole proposals, so its rewrites work on blocks.
-    .with_proposal_digests(options.byzantine.is_none()))
+    .with_proposal_digests(options.byzantine.is_none());
+    Ok((replica, audit))
 }
 
 /// The validator plugins and contracts every kasane node registers: the built-in plugins, and
@@ -169,7 +180,7 @@ pub async fn run(
     if let Some(mode) = options.byzantine {
         tracing::warn!(%mode, "this node is Byzantine on purpose (--unsafe-byzantine): it breaks the protocol");
     }
-    let replica = tokio::task::block_in_place(|| open_replica(&config, &options))?;
+    let (replica, audit_target) = tokio::task::block_in_place(|| open_replica(&config, &options))?;
     let peers = config.peers()?;
     let mut members: Vec<_> = replica.wsv().validators().into_iter().collect();
     members.extend(peers.iter().map(|peer| peer.key));
@@ -254,7 +265,40 @@ pub async fn run(
         axum::serve(admin_listener, api::admin_router(shared.clone())).with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin = tokio::spawn(async move { admin_server.await });
 
-    shutdown.await;
+    // A strict start's audit: a store that fails it stops the node.
+    let audit = audit_target.map(|target| {
+        tokio::spawn(audit::run(
+            config.node.data_dir.join("kura"),
+            config.kura.blocks_per_chunk,
+            target,
+            shared.status.clone(),
+        ))
+    });
+    let audit_failed = async move {
+        match audit {
+            Some(audit) => match audit.await {
+                Ok(Ok(report)) => {
+                    tracing::info!(
+                        height = report.height,
+                        signatures = report.signatures_verified,
+                        seconds = report.elapsed.as_secs_f64(),
+                        "strict init: the audit passed"
+                    );
+                    std::future::pending().await
+                }
+                Ok(Err(reason)) => reason,
+                Err(error) => format!("the audit task failed: {error}"),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        reason = audit_failed => {
+            tracing::error!(%reason, "strict init: the audit of the block store failed; stopping the node");
+            Some(reason)
+        }
+    };
     tracing::info!("shutting down");
     stop_tx.send_replace(true);
     let grace = std::time::Duration::from_secs(3);
@@ -277,6 +321,9 @@ pub async fn run(
         }
     }
     network.shutdown().await;
+    if let Some(reason) = failure {
+        bail!("the strict audit of the block store failed: {reason}");
+    }
     Ok(())
 }
 
