@@ -227,19 +227,24 @@ fn transaction_count(message: &Message) -> usize {
         .sum()
 }
 
+/// How far below the cluster height a node checks transaction gossip. Tighter than the API's
+/// [`super::api::CATCHING_UP_BLOCKS`]: a node a few blocks behind reaches the tip in a second or
+/// two, by when the cluster has committed what was gossiped now, and checking it took a quarter
+/// of a restored node's processor while it executed its last blocks (docs/TESTNET.md).
+pub const GOSSIP_CHECKED_WITHIN_BLOCKS: u64 = 5;
+
 /// Whether a message is gossip a node that is catching up drops unchecked: transactions it
 /// could neither propose nor judge against an old state, which the cluster commits meanwhile.
 /// Their senders count other holders (R18a); answers to a digest it asked for still go through.
 fn dropped_while_catching_up(status: &super::state::Status, message: &Message) -> bool {
-    status.cluster_height > status.height + super::api::CATCHING_UP_BLOCKS
-        && matches!(message, Message::Transactions(_))
+    status.cluster_height > status.height + GOSSIP_CHECKED_WITHIN_BLOCKS && matches!(message, Message::Transactions(_))
 }
 
 /// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
 /// the order they arrived. It takes what is waiting (up to [`VERIFY_BATCH_TRANSACTIONS`]) and
 /// checks it in one batch on the blocking pool. With `gossip` (the gossip class), transaction
 /// gossip is dropped before any work while the node is more than
-/// [`super::api::CATCHING_UP_BLOCKS`] below the cluster height (counted in
+/// [`GOSSIP_CHECKED_WITHIN_BLOCKS`] below the cluster height (counted in
 /// `kasane_gossip_dropped_catching_up_total`): a wiped node spent a quarter of its processor
 /// checking signatures of transactions committed before it could use them.
 pub async fn verifier(
@@ -345,7 +350,7 @@ mod tests {
             queue_len: 0,
             validators: 4,
             transactions: 0,
-            cluster_height: 100 + crate::node::api::CATCHING_UP_BLOCKS,
+            cluster_height: 100 + GOSSIP_CHECKED_WITHIN_BLOCKS,
             replay_entries: 0,
             holding: 0,
         };
