@@ -887,25 +887,12 @@ impl<B: Backend> Kura<B> {
 
     /// Makes every appended block durable, whatever the policy (for shutdown).
     pub fn sync(&mut self) -> Result<(), KuraError> {
-        for part in [Part::Lower, Part::Upper] {
-            let segment = match part {
-                Part::Lower => &self.lower,
-                Part::Upper => match &self.upper {
-                    Some(upper) => upper,
-                    None => continue,
-                },
-            };
+        let blocks_per_chunk = u64::from(self.blocks_per_chunk);
+        for segment in std::iter::once(&mut self.lower).chain(self.upper.as_mut()) {
             if segment.height() > segment.base && segment.appends_since_sync > 0 {
-                let chunk = self.chunk_of(segment.height());
+                let chunk = ((segment.height() - 1) / blocks_per_chunk) as u32;
                 self.backend.sync(chunk)?;
-                match part {
-                    Part::Lower => self.lower.appends_since_sync = 0,
-                    Part::Upper => {
-                        if let Some(upper) = self.upper.as_mut() {
-                            upper.appends_since_sync = 0;
-                        }
-                    }
-                }
+                segment.appends_since_sync = 0;
             }
         }
         Ok(())

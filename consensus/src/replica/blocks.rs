@@ -35,15 +35,7 @@ impl<B: Backend + Sync> Replica<B> {
         {
             return false;
         }
-        let (hashes, signatures_verified) = match self.known_hashes.remove(&block.hash()) {
-            Some(known) if known.transactions.len() == block.transactions.len() => {
-                (known.transactions, known.signatures_verified)
-            }
-            _ => (
-                block.transactions.iter().map(SignedTransaction::hashes).collect(),
-                false,
-            ),
-        };
+        let (hashes, signatures_verified) = self.hashes_of(block);
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         if tx_merkle_root(&transaction_hashes) != header.tx_merkle_root {
             return false;
@@ -63,6 +55,20 @@ impl<B: Backend + Sync> Replica<B> {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// A block's transaction hashes, from what the host computed for this message when it
+    /// matches the block, else computed here; and whether the host verified every signature.
+    pub(super) fn hashes_of(&mut self, block: &Block) -> (Vec<TransactionHashes>, bool) {
+        match self.known_hashes.remove(&block.hash()) {
+            Some(known) if known.transactions.len() == block.transactions.len() => {
+                (known.transactions, known.signatures_verified)
+            }
+            _ => (
+                block.transactions.iter().map(SignedTransaction::hashes).collect(),
+                false,
+            ),
         }
     }
 

@@ -155,10 +155,7 @@ impl<B: Backend + Sync> Replica<B> {
     /// A block's commit certificate by this replica's validators and its Merkle root; its
     /// transactions' hashes when both hold.
     fn fill_block_checks_out(&mut self, block: &CommittedBlock) -> Option<Vec<TransactionHashes>> {
-        let hashes: Vec<TransactionHashes> = match self.known_hashes.remove(&block.block.hash()) {
-            Some(known) if known.transactions.len() == block.block.transactions.len() => known.transactions,
-            _ => block.block.transactions.iter().map(SignedTransaction::hashes).collect(),
-        };
+        let (hashes, _) = self.hashes_of(&block.block);
         let leaves: Vec<Hash> = hashes.iter().map(|hashes| hashes.transaction).collect();
         (tx_merkle_root(&leaves) == block.block.header.tx_merkle_root && self.certified(block)).then_some(hashes)
     }

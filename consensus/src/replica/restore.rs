@@ -338,7 +338,8 @@ impl<B: Backend + Sync> Replica<B> {
             &chunks,
         );
         drop(chunks);
-        // Checked, not applied: the restored state stays at `c` until Kura reaches it.
+        // Checked, not applied: the restored state is installed at `c`, and block `c + 1` comes
+        // by block sync like any other.
         let proof = restored.map_err(|error| error.to_string()).and_then(|restored| {
             let hashes: Vec<TransactionHashes> = chosen
                 .next
