@@ -22,8 +22,13 @@ const BLOCKS: u64 = 250;
 /// Four validators of a fixture chain of 251 blocks: validator 0 wiped to genesis, the others
 /// holding the whole chain.
 fn cluster(config: Config) -> (FixtureChain, Vec<Replica<MemoryBackend>>) {
+    cluster_of(BLOCKS, config)
+}
+
+/// [`cluster`] on a chain of genesis and `blocks` blocks.
+fn cluster_of(blocks: u64, config: Config) -> (FixtureChain, Vec<Replica<MemoryBackend>>) {
     let (chain, full) = common::stored_chain(FixtureConfig {
-        blocks: BLOCKS,
+        blocks,
         transactions_per_block: 4,
         accounts: 32,
         validators: 4,
@@ -159,8 +164,8 @@ fn assert_filled(restores: &[&RestoreEvent]) {
 /// genesis to that state (what strict init and `kura verify --strict` do).
 fn assert_caught_up(replicas: &[Replica<MemoryBackend>]) {
     let (wiped, other) = (&replicas[0], &replicas[1]);
-    assert_eq!(wiped.kura().height(), BLOCKS + 1);
-    assert_eq!(wiped.wsv().height(), BLOCKS + 1);
+    assert_eq!(wiped.kura().height(), other.kura().height());
+    assert_eq!(wiped.wsv().height(), other.wsv().height());
     assert_eq!(wiped.wsv().head_hash(), other.wsv().head_hash());
     assert_eq!(wiped.wsv().state_commitment(), other.wsv().state_commitment());
     assert_eq!(wiped.wsv().transaction_count(), other.wsv().transaction_count());
@@ -328,4 +333,48 @@ fn a_peer_that_sends_bad_blocks_below_the_base_is_not_asked_again() {
     assert_caught_up(&replicas);
     let restores = restore_events(&events);
     assert_filled(&restores);
+}
+
+#[test]
+fn a_restore_of_a_checkpoint_the_validators_moved_past_starts_again_from_the_newest() {
+    // Replica 0 first hears the cluster at height 351 (as if it had asked just before the
+    // validators passed 401), so it asks for checkpoint 300; the validators, at 451, hold only
+    // checkpoint 400 and answer "not held". Their next statuses say 451: the restore must start
+    // again from 400 at once, not wait out the stall bound (found by the CI fault run: a wiped
+    // node stood still for 20 s). Block sync, paused, brings no more than its first answer.
+    let blocks = 450;
+    let (chain, mut replicas) = cluster_of(blocks, Config::default());
+    let mut stale = 0;
+    let events = run_until(
+        &mut replicas,
+        chain.timestamp_of(blocks + 1) + 1_000,
+        |replica| replica.wsv().height() == blocks + 1 && replica.kura().is_complete(),
+        |_, to, message| {
+            if let Message::Status { height, .. } = message {
+                if to == 0 && stale < 3 {
+                    stale += 1;
+                    *height = 351;
+                }
+            }
+        },
+    );
+    assert_caught_up(&replicas);
+    let restores = restore_events(&events);
+    assert!(
+        matches!(restores[0], RestoreEvent::Started { checkpoint: 300, .. }),
+        "{restores:?}"
+    );
+    assert!(
+        matches!(
+            restores[1],
+            RestoreEvent::Abandoned { checkpoint: 300, reason } if reason.contains("moved on")
+        ),
+        "{restores:?}"
+    );
+    assert!(
+        restores
+            .iter()
+            .any(|event| matches!(event, RestoreEvent::Installed { checkpoint: 400, .. })),
+        "{restores:?}"
+    );
 }

@@ -181,6 +181,8 @@ pub fn status_of(replica: &NodeReplica) -> Status {
         cluster_height: core.cluster_height(),
         replay_entries: wsv.replay_entries(),
         holding: replica.holding_len(),
+        store_base: replica.kura().base(),
+        store_lower_height: replica.kura().lower_height(),
     }
 }
 

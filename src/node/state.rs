@@ -33,6 +33,11 @@ pub struct Status {
     pub replay_entries: usize,
     /// Client transactions still counting their f + 1 holders.
     pub holding: usize,
+    /// The checkpoint this node's store was restored from while the blocks below it are still
+    /// fetched (state sync); `None` once the store holds every block from genesis.
+    pub store_base: Option<u64>,
+    /// The blocks from genesis the store holds below `store_base` (its height when whole).
+    pub store_lower_height: u64,
 }
 
 /// Where a transaction is, as far as this node knows.

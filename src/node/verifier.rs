@@ -353,6 +353,8 @@ mod tests {
             cluster_height: 100 + GOSSIP_CHECKED_WITHIN_BLOCKS,
             replay_entries: 0,
             holding: 0,
+            store_base: None,
+            store_lower_height: 100,
         };
         let gossip = Message::Transactions(transfers());
         let answer = Message::TransactionsFound {

@@ -410,9 +410,10 @@ impl<B: Backend + Sync> Replica<B> {
             self.abandon_restore(now_ms, out, "block sync reached the checkpoint first");
             return;
         }
-        // Validators keep only their latest checkpoint: once every source has moved on (answered
-        // "not held") the restore starts again from the newest one.
-        let moved_on = restore.chosen.is_some() && restore.sources.is_empty() && restore.in_flight.is_empty();
+        // Validators keep only their latest checkpoint: with no source left (every validator
+        // answered "not held", before a manifest was chosen or after) and a newer checkpoint in
+        // the cluster, the restore starts again from the newest one.
+        let moved_on = restore.sources.is_empty() && restore.in_flight.is_empty();
         let newer = self.core.cluster_height().saturating_sub(1) / self.wsv.checkpoint_interval()
             * self.wsv.checkpoint_interval()
             > restore.checkpoint;

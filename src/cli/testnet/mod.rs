@@ -99,6 +99,8 @@ struct Probe {
     view_changes: u64,
     /// Transactions in the node's chain.
     transactions: u64,
+    /// The checkpoint its store starts from while it fetches the blocks below (state sync).
+    store_base: Option<u64>,
 }
 
 /// A perturbation as it happened.
@@ -440,6 +442,7 @@ impl Runner {
                 leader: status["leader"].as_str().unwrap_or("").to_string(),
                 view_changes: status["view_changes"].as_u64().unwrap_or(0),
                 transactions: status["transactions"].as_u64().unwrap_or(0),
+                store_base: status["store_base"].as_u64(),
             })
         }))
         .await;
@@ -900,6 +903,12 @@ impl Runner {
                 Err(error) => error.clone(),
             },
         });
+        // A node restored from a snapshot fetches the blocks below it once it is at the head;
+        // the strict verification below needs them.
+        if converged.is_ok() {
+            self.await_whole_stores(Duration::from_secs(manifest.converge_timeout_s))
+                .await;
+        }
         let final_heights = self
             .nodes
             .iter()
@@ -1073,6 +1082,45 @@ impl Runner {
     }
 
     /// Waits until every honest node reports one head at or above `at_least`.
+    /// Waits until no honest node's store still fills in below a snapshot base, or `timeout`
+    /// passes (the strict verification then says which store is not whole).
+    async fn await_whole_stores(&mut self, timeout: Duration) {
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            let filling: Vec<String> = self
+                .nodes
+                .iter()
+                .zip(&self.probes)
+                .filter(|(node, _)| node.honest())
+                .filter_map(|(node, probe)| {
+                    let base = probe.as_ref()?.store_base?;
+                    Some(format!("{} (from {base})", node.name))
+                })
+                .collect();
+            if filling.is_empty() {
+                if waited {
+                    println!(
+                        "testnet: every store whole after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return;
+            }
+            if started.elapsed() > timeout {
+                println!(
+                    "testnet: stores still filling in below a snapshot after {timeout:?}: {}",
+                    filling.join(", ")
+                );
+                return;
+            }
+            waited = true;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.check_exits();
+            self.poll().await;
+        }
+    }
+
     async fn converge(&mut self, at_least: u64, timeout: Duration) -> Result<(u64, String), String> {
         let deadline = Instant::now() + timeout;
         loop {
