@@ -56,18 +56,37 @@ struct TxEntry {
 
 /// Outcomes of recent transactions by payload hash (and transaction hash), bounded: the oldest
 /// entries are forgotten first.
+///
+/// The entries sit in a ring in the order they came; two hash maps find them by payload hash and
+/// by transaction hash (a sequence number each, 40 bytes a slot). Everything is allocated at
+/// start and never grows: the ring holds `capacity` entries, and the maps have twice as many
+/// slots as entries they ever hold. A hash map churned (one entry in, the oldest out) while more
+/// than half full collects tombstones until it doubles (hashbrown rehashes in place only below
+/// half): the earlier table, at 57%, would have doubled after about ten times its size in
+/// inserts, and its order queue, filled before it was trimmed, doubled at once when the table
+/// first filled (128 MiB more that the ring then touched page by page: the soak's nodes grew
+/// about 0.6 MiB/s for two minutes after the table filled).
 pub struct TxTable {
+    /// Entry `first + i` is `ring[i]`.
+    ring: VecDeque<Slot>,
+    first: u64,
     // ahash: a committed block inserts thousands of entries here; SipHash over 32-byte keys
     // showed in node profiles.
-    entries: HashMap<Hash, TxEntry, ahash::RandomState>,
-    by_tx_hash: HashMap<Hash, Hash, ahash::RandomState>,
-    order: VecDeque<(Hash, Hash)>,
+    by_payload: HashMap<Hash, u64, ahash::RandomState>,
+    by_tx_hash: HashMap<Hash, u64, ahash::RandomState>,
     capacity: usize,
+}
+
+struct Slot {
+    payload: Hash,
+    /// The transaction hash it is found by: the one admitted, or the copy that committed.
+    tx_hash: Hash,
+    entry: TxEntry,
 }
 
 impl std::fmt::Debug for TxTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxTable").field("entries", &self.entries.len()).finish()
+        f.debug_struct("TxTable").field("entries", &self.ring.len()).finish()
     }
 }
 
@@ -76,31 +95,60 @@ impl TxTable {
     /// of a million entries rehashes it in one step, which stalled every node's consensus task
     /// at once in long benchmark runs (docs/BENCHMARKS.md).
     pub fn new(capacity: usize) -> TxTable {
+        let capacity = capacity.max(1);
         TxTable {
-            entries: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
-            by_tx_hash: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
-            order: VecDeque::with_capacity(capacity),
+            ring: VecDeque::with_capacity(capacity),
+            first: 0,
+            by_payload: HashMap::with_capacity_and_hasher(2 * capacity, ahash::RandomState::new()),
+            by_tx_hash: HashMap::with_capacity_and_hasher(2 * capacity, ahash::RandomState::new()),
             capacity,
         }
     }
 
+    fn slot(&self, sequence: u64) -> Option<&Slot> {
+        self.ring.get(usize::try_from(sequence.checked_sub(self.first)?).ok()?)
+    }
+
+    fn slot_mut(&mut self, sequence: u64) -> Option<&mut Slot> {
+        self.ring
+            .get_mut(usize::try_from(sequence.checked_sub(self.first)?).ok()?)
+    }
+
+    fn entry_mut(&mut self, payload: &Hash) -> Option<&mut TxEntry> {
+        let sequence = *self.by_payload.get(payload)?;
+        self.slot_mut(sequence).map(|slot| &mut slot.entry)
+    }
+
+    /// Adds an entry for a payload the table does not hold, forgetting the oldest first, so
+    /// that nothing ever holds more than `capacity` and nothing grows past what `new` allocated.
     fn insert(&mut self, payload: Hash, tx_hash: Hash, entry: TxEntry) {
-        if self.entries.insert(payload, entry).is_none() {
-            self.by_tx_hash.insert(tx_hash, payload);
-            self.order.push_back((payload, tx_hash));
-            while self.order.len() > self.capacity {
-                if let Some((old_payload, old_tx)) = self.order.pop_front() {
-                    self.entries.remove(&old_payload);
-                    self.by_tx_hash.remove(&old_tx);
-                }
+        while self.ring.len() >= self.capacity {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            let sequence = self.first;
+            self.first += 1;
+            if self.by_payload.get(&old.payload) == Some(&sequence) {
+                self.by_payload.remove(&old.payload);
+            }
+            if self.by_tx_hash.get(&old.tx_hash) == Some(&sequence) {
+                self.by_tx_hash.remove(&old.tx_hash);
             }
         }
+        let sequence = self.first + self.ring.len() as u64;
+        self.ring.push_back(Slot {
+            payload,
+            tx_hash,
+            entry,
+        });
+        self.by_payload.insert(payload, sequence);
+        self.by_tx_hash.insert(tx_hash, sequence);
     }
 
     /// A transaction this node admitted. It replaces an earlier admission refusal (say, a full
     /// queue) but nothing that happened in a block.
     pub fn queued(&mut self, payload: Hash, tx_hash: Hash, now: Instant) {
-        if let Some(entry) = self.entries.get_mut(&payload) {
+        if let Some(entry) = self.entry_mut(&payload) {
             if matches!(entry.state, TxState::Rejected { height: None, .. }) {
                 entry.state = TxState::Queued;
                 entry.submitted = Some(now);
@@ -120,7 +168,7 @@ impl TxTable {
     /// A transaction refused at admission; an earlier outcome (a duplicate of something queued
     /// or committed) is kept.
     pub fn refused(&mut self, payload: Hash, tx_hash: Hash, reason: String) {
-        if !self.entries.contains_key(&payload) {
+        if !self.by_payload.contains_key(&payload) {
             self.insert(
                 payload,
                 tx_hash,
@@ -134,39 +182,52 @@ impl TxTable {
 
     /// A transaction in a committed block. Returns how long ago this node admitted it.
     pub fn in_block(&mut self, payload: Hash, tx_hash: Hash, state: TxState) -> Option<Duration> {
-        match self.entries.get_mut(&payload) {
-            Some(entry) => {
-                // A payload commits once; a later copy rejected as a replay does not change that.
-                if matches!(entry.state, TxState::Committed { .. }) {
-                    return None;
-                }
-                entry.state = state;
-                // Usually the same transaction hash `queued` recorded; a copy of the payload
-                // with other signatures may have committed instead.
-                if self.by_tx_hash.get(&tx_hash) != Some(&payload) {
-                    self.by_tx_hash.insert(tx_hash, payload);
-                }
-                entry.submitted.take().map(|at| at.elapsed())
-            }
-            None => {
-                self.insert(payload, tx_hash, TxEntry { state, submitted: None });
-                None
-            }
+        let Some(sequence) = self.by_payload.get(&payload).copied() else {
+            self.insert(payload, tx_hash, TxEntry { state, submitted: None });
+            return None;
+        };
+        let slot = self.slot_mut(sequence)?;
+        // A payload commits once; a later copy rejected as a replay does not change that.
+        if matches!(slot.entry.state, TxState::Committed { .. }) {
+            return None;
         }
+        slot.entry.state = state;
+        let elapsed = slot.entry.submitted.take().map(|at| at.elapsed());
+        // Usually the same transaction hash `queued` recorded; a copy of the payload with other
+        // signatures may have committed instead, and is what the entry is found by from now on.
+        let replaced = std::mem::replace(&mut slot.tx_hash, tx_hash);
+        if replaced != tx_hash {
+            if self.by_tx_hash.get(&replaced) == Some(&sequence) {
+                self.by_tx_hash.remove(&replaced);
+            }
+            self.by_tx_hash.insert(tx_hash, sequence);
+        }
+        elapsed
     }
 
     /// Looks up by payload hash or transaction hash.
     pub fn get(&self, hash: &Hash) -> Option<(Hash, TxState)> {
-        let payload = self.by_tx_hash.get(hash).copied().unwrap_or(*hash);
-        self.entries.get(&payload).map(|entry| (payload, entry.state.clone()))
+        let sequence = self.by_tx_hash.get(hash).or_else(|| self.by_payload.get(hash))?;
+        self.slot(*sequence)
+            .map(|slot| (slot.payload, slot.entry.state.clone()))
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ring.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ring.is_empty()
+    }
+
+    /// The capacities of the ring and the two maps (for the test that they never grow).
+    #[cfg(test)]
+    fn allocated(&self) -> (usize, usize, usize) {
+        (
+            self.ring.capacity(),
+            self.by_payload.capacity(),
+            self.by_tx_hash.capacity(),
+        )
     }
 }
 
@@ -311,5 +372,38 @@ mod tests {
         assert_eq!(table.len(), 3);
         assert_eq!(table.get(&hash(1)), None);
         assert_eq!(table.get(&hash(104)).map(|(payload, _)| payload), Some(hash(4)));
+    }
+
+    /// Churned for a hundred times its size, a full table keeps what it allocated at start
+    /// (hash maps count tombstones against their capacity until they rehash in place, never
+    /// above the start), and every entry it still holds is found by both hashes.
+    #[test]
+    fn a_churned_table_keeps_the_memory_it_started_with() {
+        let capacity = 1024;
+        let mut table = TxTable::new(capacity);
+        let (ring, by_payload, by_tx_hash) = table.allocated();
+        let tx = |value: u64| hash(1 << 32 | value);
+        let rounds = 100 * capacity as u64;
+        for value in 0..rounds {
+            table.queued(hash(value), tx(value), Instant::now());
+            if value % 3 == 0 {
+                // Every third commits as a copy with another transaction hash.
+                table.in_block(hash(value), tx(1 << 31 | value), TxState::Committed { height: value });
+            }
+        }
+        assert_eq!(table.len(), capacity);
+        let now = table.allocated();
+        assert_eq!(now.0, ring, "the ring grew");
+        assert!(
+            now.1 <= by_payload && now.2 <= by_tx_hash,
+            "{now:?} against {by_payload}, {by_tx_hash}"
+        );
+        assert!(table.by_payload.len() == capacity && table.by_tx_hash.len() == capacity);
+        for value in rounds - capacity as u64..rounds {
+            let found = if value % 3 == 0 { tx(1 << 31 | value) } else { tx(value) };
+            assert_eq!(table.get(&found).map(|(payload, _)| payload), Some(hash(value)));
+            assert_eq!(table.get(&hash(value)).map(|(payload, _)| payload), Some(hash(value)));
+        }
+        assert_eq!(table.get(&hash(rounds - capacity as u64 - 1)), None);
     }
 }
