@@ -447,6 +447,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
     if let Some(object) = value.as_object_mut() {
         object.insert("peers_connected".into(), json!(shared.network.peers_connected()));
+        object.insert(
+            "auditing".into(),
+            json!(shared.auditing.load(std::sync::atomic::Ordering::Relaxed)),
+        );
         object.insert("commits".into(), json!(Metrics::get(&shared.metrics.commits)));
         object.insert("view_changes".into(), json!(Metrics::get(&shared.metrics.view_changes)));
     }

@@ -3,12 +3,13 @@
 //! thread of its own once it has caught up; a store that fails stops the node.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kasane_kura::{audit_to, AuditTarget, FileBackend, InitReport, Kura, KuraConfig};
-use tokio::sync::watch;
 
-use super::state::Status;
+use super::runtime::Shared;
 
 /// Heights below the cluster at which the node counts as caught up for the audit to start.
 const CAUGHT_UP_WITHIN: u64 = 5;
@@ -19,13 +20,15 @@ const START_WITHIN: Duration = Duration::from_secs(60);
 const AUDIT_WORKERS: usize = 1;
 
 /// Waits until the node has caught up (or [`START_WITHIN`]), then audits the store in `dir` up
-/// to `target` on a thread of its own. Resolves with the report, or why the store failed.
+/// to `target` on a thread of its own, with `shared.auditing` set meanwhile (the status route
+/// shows it). Resolves with the report, or why the store failed.
 pub async fn run(
     dir: PathBuf,
     blocks_per_chunk: u32,
     target: AuditTarget,
-    mut status: watch::Receiver<Status>,
+    shared: Arc<Shared>,
 ) -> Result<InitReport, String> {
+    let mut status = shared.status.clone();
     let caught_up = status
         .wait_for(|status| status.cluster_height > 0 && status.height + CAUGHT_UP_WITHIN >= status.cluster_height);
     let _ = tokio::time::timeout(START_WITHIN, caught_up).await;
@@ -34,15 +37,18 @@ pub async fn run(
         "strict init: auditing every certificate and signature of the replayed store in the background"
     );
     let (done, result) = tokio::sync::oneshot::channel();
+    shared.auditing.store(true, Ordering::Relaxed);
     let spawned = std::thread::Builder::new().name("kura-audit".into()).spawn(move || {
         let _ = done.send(audit(dir, blocks_per_chunk, &target));
     });
-    if let Err(error) = spawned {
-        return Err(format!("starting the audit thread: {error}"));
-    }
-    result
-        .await
-        .unwrap_or_else(|_| Err("the audit thread stopped without an answer".into()))
+    let outcome = match spawned {
+        Err(error) => Err(format!("starting the audit thread: {error}")),
+        Ok(_) => result
+            .await
+            .unwrap_or_else(|_| Err("the audit thread stopped without an answer".into())),
+    };
+    shared.auditing.store(false, Ordering::Relaxed);
+    outcome
 }
 
 /// The audit itself, on a read-only view of the store (consensus keeps appending beside it).

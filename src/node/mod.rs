@@ -210,6 +210,7 @@ pub async fn run(
         stop: stop_rx.clone(),
         key_cache: cache.clone(),
         recent_blocks: Mutex::new(std::collections::BTreeMap::new()),
+        auditing: Default::default(),
     });
 
     let (consensus_tx, consensus_rx) = mpsc::channel(1024);
@@ -271,7 +272,7 @@ pub async fn run(
             config.node.data_dir.join("kura"),
             config.kura.blocks_per_chunk,
             target,
-            shared.status.clone(),
+            shared.clone(),
         ))
     });
     let audit_failed = async move {

@@ -86,6 +86,8 @@ pub struct Shared {
     pub recent_blocks: Mutex<std::collections::BTreeMap<u64, RecentBlock>>,
     /// Most transactions `recent_blocks` keeps (config `memory.recent_block_transactions`).
     pub recent_block_transactions_max: usize,
+    /// True while the background audit of a strict start runs (it holds a second world state).
+    pub auditing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -2,7 +2,10 @@
 //! for runs of at least [`FLAT_RUN_S_MIN`] of load, whether it stays flat after warm-up (the
 //! mean of the second half within 10% of the first half's). A node restarted or wiped in the
 //! run is a new process that fills its queues, caches and tables again: its first
-//! [`WARM_UP_S`] are its own warm-up and are left out of the halves, like the run's.
+//! [`WARM_UP_S`] are its own warm-up and are left out of the halves, like the run's. So is the
+//! background audit of a strict start (the node's status says `auditing`): it replays the chain
+//! into a second world state, a cost as large as the state and gone when the audit ends, not
+//! growth. The peak counts every sample.
 
 use std::collections::BTreeMap;
 
@@ -27,15 +30,26 @@ pub struct MemoryReport {
     /// no samples, say the node was down).
     pub first_half_mib: Option<f64>,
     pub second_half_mib: Option<f64>,
-    /// Every sample: (seconds since the load started, MiB, process id), for plots and for
-    /// telling a process that grows from one that was replaced.
-    pub samples: Vec<(f64, f64, u32)>,
+    /// Every sample: (seconds since the load started, MiB, process id, auditing), for plots and
+    /// for telling a process that grows from one that was replaced or was auditing.
+    pub samples: Vec<(f64, f64, u32, bool)>,
 }
 
-/// Samples per node: (seconds since the load started, resident KiB, process id).
+/// One sample of one node.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds since the load started.
+    at: f64,
+    kib: u64,
+    pid: u32,
+    /// The node's background audit was running.
+    auditing: bool,
+}
+
+/// Samples per node.
 #[derive(Debug, Default)]
 pub struct Samples {
-    by_node: BTreeMap<String, Vec<(f64, u64, u32)>>,
+    by_node: BTreeMap<String, Vec<Sample>>,
     last_s: Option<f64>,
 }
 
@@ -45,12 +59,17 @@ impl Samples {
         self.last_s.is_none_or(|last| at_s - last >= SAMPLE_EVERY_S)
     }
 
-    /// Records the resident memory of each (name, pid).
-    pub fn sample(&mut self, at_s: f64, processes: impl Iterator<Item = (String, u32)>) {
+    /// Records the resident memory of each (name, pid, auditing).
+    pub fn sample(&mut self, at_s: f64, processes: impl Iterator<Item = (String, u32, bool)>) {
         self.last_s = Some(at_s);
-        for (name, pid) in processes {
+        for (name, pid, auditing) in processes {
             if let Some(kib) = resident_kib(pid) {
-                self.by_node.entry(name).or_default().push((at_s, kib, pid));
+                self.by_node.entry(name).or_default().push(Sample {
+                    at: at_s,
+                    kib,
+                    pid,
+                    auditing,
+                });
             }
         }
     }
@@ -58,20 +77,20 @@ impl Samples {
     /// Each node's report, and the flatness check when the load ran long enough.
     pub fn report(&self, load_s: f64) -> (BTreeMap<String, MemoryReport>, Option<Check>) {
         let mid = WARM_UP_S + (load_s - WARM_UP_S) / 2.0;
-        let mean = |samples: &[(f64, u64, u32)], from: f64, to: f64| {
+        let mean = |samples: &[Sample], from: f64, to: f64| {
             // When each process was first seen: a later one is a restart.
             let mut started: BTreeMap<u32, f64> = BTreeMap::new();
-            for (at, _, pid) in samples {
-                started.entry(*pid).or_insert(*at);
+            for sample in samples {
+                started.entry(sample.pid).or_insert(sample.at);
             }
-            let first_pid = samples.first().map(|(_, _, pid)| *pid);
+            let first_pid = samples.first().map(|sample| sample.pid);
             let window: Vec<u64> = samples
                 .iter()
-                .filter(|(at, _, pid)| {
-                    let warmed = Some(*pid) == first_pid || *at - started[pid] >= WARM_UP_S;
-                    *at >= from && *at < to && warmed
+                .filter(|sample| {
+                    let warmed = Some(sample.pid) == first_pid || sample.at - started[&sample.pid] >= WARM_UP_S;
+                    sample.at >= from && sample.at < to && warmed && !sample.auditing
                 })
-                .map(|(_, kib, _)| *kib)
+                .map(|sample| sample.kib)
                 .collect();
             (!window.is_empty()).then(|| window.iter().sum::<u64>() as f64 / window.len() as f64 / 1024.0)
         };
@@ -79,14 +98,14 @@ impl Samples {
             .by_node
             .iter()
             .map(|(name, samples)| {
-                let peak = samples.iter().map(|(_, kib, _)| *kib).max().unwrap_or(0) as f64 / 1024.0;
+                let peak = samples.iter().map(|sample| sample.kib).max().unwrap_or(0) as f64 / 1024.0;
                 let report = MemoryReport {
                     peak_mib: peak,
                     first_half_mib: mean(samples, WARM_UP_S, mid),
                     second_half_mib: mean(samples, mid, load_s),
                     samples: samples
                         .iter()
-                        .map(|(at, kib, pid)| (*at, *kib as f64 / 1024.0, *pid))
+                        .map(|sample| (sample.at, sample.kib as f64 / 1024.0, sample.pid, sample.auditing))
                         .collect(),
                 };
                 (name.clone(), report)
@@ -97,6 +116,17 @@ impl Samples {
         }
         let mut grown = Vec::new();
         let mut details = Vec::new();
+        let mut audits = Vec::new();
+        for (name, samples) in &self.by_node {
+            let auditing: Vec<f64> = samples
+                .iter()
+                .filter(|sample| sample.auditing)
+                .map(|sample| sample.at)
+                .collect();
+            if let (Some(from), Some(to)) = (auditing.first(), auditing.last()) {
+                audits.push(format!("{name} {from:.0}-{to:.0} s"));
+            }
+        }
         for (name, report) in &reports {
             if let (Some(first), Some(second)) = (report.first_half_mib, report.second_half_mib) {
                 details.push(format!("{name} {first:.0} -> {second:.0}"));
@@ -106,11 +136,16 @@ impl Samples {
             }
         }
         let check = Check {
-            name: "resident memory flat after warm-up (second half within 10% of the first; a restarted process's first 60 s left out)",
+            name: "resident memory flat after warm-up (second half within 10% of the first; a restarted process's first 60 s and a strict start's background audit left out)",
             ok: grown.is_empty() && !details.is_empty(),
             detail: format!(
-                "mean MiB over {WARM_UP_S:.0}-{mid:.0} s -> {mid:.0}-{load_s:.0} s: {}{}",
+                "mean MiB over {WARM_UP_S:.0}-{mid:.0} s -> {mid:.0}-{load_s:.0} s: {}{}{}",
                 details.join(", "),
+                if audits.is_empty() {
+                    String::new()
+                } else {
+                    format!("; auditing (left out): {}", audits.join(", "))
+                },
                 if grown.is_empty() {
                     String::new()
                 } else {
@@ -141,16 +176,30 @@ mod tests {
         let mut samples = Samples::default();
         for step in 0..60 {
             let at = step as f64 * 5.0;
+            let sample = |kib: u64, pid: u32, auditing: bool| Sample { at, kib, pid, auditing };
             samples
                 .by_node
                 .entry("flat".into())
                 .or_default()
-                .push((at, 1_000_000, 1));
+                .push(sample(1_000_000, 1, false));
             samples
                 .by_node
                 .entry("growing".into())
                 .or_default()
-                .push((at, 1_000_000 + 10_000 * step, 2));
+                .push(sample(1_000_000 + 10_000 * step, 2, false));
+            // Restarted strict at 150 s: 60 s of warm-up, then an audit from 210 to 260 s that
+            // holds half as much again; the audit is not growth, and the peak still shows it.
+            let (kib, pid, auditing) = match at {
+                at if at < 150.0 => (1_000_000, 5, false),
+                at if at < 210.0 => (600_000, 6, false),
+                at if at < 260.0 => (1_500_000, 6, true),
+                _ => (1_000_000, 6, false),
+            };
+            samples
+                .by_node
+                .entry("audited".into())
+                .or_default()
+                .push(sample(kib, pid, auditing));
             // Restarted at 200 s: its new process starts low and fills up for 60 s, then is
             // as large as before. Its warm-up is not growth.
             let (kib, pid) = match at {
@@ -162,7 +211,7 @@ mod tests {
                 .by_node
                 .entry("restarted".into())
                 .or_default()
-                .push((at, kib, pid));
+                .push(sample(kib, pid, false));
         }
         let (reports, check) = samples.report(300.0);
         let check = check.expect("a 300 s run is judged");
@@ -174,6 +223,18 @@ mod tests {
             (Some(1_000_000.0 / 1024.0), Some(1_000_000.0 / 1024.0)),
             "the restarted process's warm-up is left out"
         );
+        assert_eq!(
+            (reports["audited"].first_half_mib, reports["audited"].second_half_mib),
+            (Some(1_000_000.0 / 1024.0), Some(1_000_000.0 / 1024.0)),
+            "the audit is left out"
+        );
+        assert!(reports["audited"].peak_mib > 1_400_000.0 / 1024.0);
+        assert!(
+            check.detail.contains("auditing (left out): audited 210-255 s"),
+            "{}",
+            check.detail
+        );
+        assert!(check.detail.ends_with("; grew: growing"), "{}", check.detail);
         assert!(reports["flat"].peak_mib > 976.0);
         assert!(samples.report(120.0).1.is_none());
         assert!(resident_kib(std::process::id()).is_some_and(|kib| kib > 0));

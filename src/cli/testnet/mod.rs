@@ -101,6 +101,8 @@ struct Probe {
     transactions: u64,
     /// The checkpoint its store starts from while it fetches the blocks below (state sync).
     store_base: Option<u64>,
+    /// Its strict start's background audit is running.
+    auditing: bool,
 }
 
 /// A perturbation as it happened.
@@ -443,6 +445,7 @@ impl Runner {
                 view_changes: status["view_changes"].as_u64().unwrap_or(0),
                 transactions: status["transactions"].as_u64().unwrap_or(0),
                 store_base: status["store_base"].as_u64(),
+                auditing: status["auditing"].as_bool().unwrap_or(false),
             })
         }))
         .await;
@@ -454,10 +457,12 @@ impl Runner {
         self.probes = probes;
         let at_s = self.elapsed_s();
         if self.memory.due(at_s) {
-            let processes = self
-                .nodes
-                .iter()
-                .filter_map(|node| node.child.as_ref().map(|child| (node.name.clone(), child.id())));
+            let processes = self.nodes.iter().zip(&self.probes).filter_map(|(node, probe)| {
+                let auditing = probe.as_ref().is_some_and(|probe| probe.auditing);
+                node.child
+                    .as_ref()
+                    .map(|child| (node.name.clone(), child.id(), auditing))
+            });
             self.memory.sample(at_s, processes);
         }
     }
