@@ -118,14 +118,25 @@ impl Samples {
         let mut details = Vec::new();
         let mut audits = Vec::new();
         for (name, samples) in &self.by_node {
-            let auditing: Vec<f64> = samples
-                .iter()
-                .filter(|sample| sample.auditing)
-                .map(|sample| sample.at)
-                .collect();
-            if let (Some(from), Some(to)) = (auditing.first(), auditing.last()) {
-                audits.push(format!("{name} {from:.0}-{to:.0} s"));
+            // Each run of consecutive samples of one process taken while it audited.
+            let mut windows: Vec<(u32, f64, f64)> = Vec::new();
+            let mut open = false;
+            for sample in samples {
+                if !sample.auditing {
+                    open = false;
+                    continue;
+                }
+                match windows.last_mut() {
+                    Some((pid, _, to)) if open && *pid == sample.pid => *to = sample.at,
+                    _ => windows.push((sample.pid, sample.at, sample.at)),
+                }
+                open = true;
             }
+            audits.extend(
+                windows
+                    .iter()
+                    .map(|(_, from, to)| format!("{name} {from:.0}-{to:.0} s")),
+            );
         }
         for (name, report) in &reports {
             if let (Some(first), Some(second)) = (report.first_half_mib, report.second_half_mib) {
@@ -193,7 +204,10 @@ mod tests {
                 at if at < 150.0 => (1_000_000, 5, false),
                 at if at < 210.0 => (600_000, 6, false),
                 at if at < 260.0 => (1_500_000, 6, true),
-                _ => (1_000_000, 6, false),
+                at if at < 270.0 => (1_000_000, 6, false),
+                // Restarted again at 270 s: audits from its first sample.
+                at if at < 280.0 => (1_500_000, 7, true),
+                _ => (1_000_000, 7, false),
             };
             samples
                 .by_node
@@ -230,7 +244,9 @@ mod tests {
         );
         assert!(reports["audited"].peak_mib > 1_400_000.0 / 1024.0);
         assert!(
-            check.detail.contains("auditing (left out): audited 210-255 s"),
+            check
+                .detail
+                .contains("auditing (left out): audited 210-255 s, audited 270-275 s"),
             "{}",
             check.detail
         );
