@@ -1086,7 +1086,6 @@ impl Runner {
         })
     }
 
-    /// Waits until every honest node reports one head at or above `at_least`.
     /// Waits until no honest node's store still fills in below a snapshot base, or `timeout`
     /// passes (the strict verification then says which store is not whole).
     async fn await_whole_stores(&mut self, timeout: Duration) {
@@ -1126,6 +1125,7 @@ impl Runner {
         }
     }
 
+    /// Waits until every honest node reports one head at or above `at_least`.
     async fn converge(&mut self, at_least: u64, timeout: Duration) -> Result<(u64, String), String> {
         let deadline = Instant::now() + timeout;
         loop {
