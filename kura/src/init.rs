@@ -15,6 +15,7 @@ use kasane_model::{CommittedBlock, Hash, SignedTransaction};
 use kasane_wsv::{PluginRegistry, Wsv};
 
 use crate::backend::Backend;
+use crate::checkpoint;
 use crate::store::{Kura, KuraError};
 
 /// Blocks decoded ahead per worker while the previous window is applied.
@@ -88,6 +89,11 @@ pub struct InitReport {
     pub rejected_transactions: u64,
     pub signatures_verified: u64,
     pub elapsed: Duration,
+    /// The height of the state the replay started from: 0 (before genesis), the base of a
+    /// store restored from a snapshot, or the local checkpoint's height.
+    pub started_from: u64,
+    /// Why the local checkpoint was not used, when there was one to consider and it was not.
+    pub checkpoint_refused: Option<String>,
 }
 
 impl InitReport {
@@ -112,7 +118,34 @@ pub fn fast_init<B: Backend + Sync>(
     plugins: PluginRegistry,
     progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
-    run(kura, plugins, InitMode::Fast, kura.height(), worker_count(), progress)
+    run(
+        kura,
+        plugins,
+        Start::Replay(InitMode::Fast),
+        kura.height(),
+        worker_count(),
+        progress,
+    )
+}
+
+/// [`fast_init`] from the store's local checkpoint ([`crate::checkpoint`]) when it proves
+/// itself: its header is the stored block at its height and the stored block after it,
+/// executed on it, gives the commitment that block carries. Otherwise (no file, a torn or
+/// stale one, one that does not prove itself) a replay from genesis, or from the base, with
+/// the reason in [`InitReport::checkpoint_refused`]. What a node starts with.
+pub fn fast_init_from_checkpoint<B: Backend + Sync>(
+    kura: &Kura<B>,
+    plugins: PluginRegistry,
+    progress: Option<Progress<'_>>,
+) -> Result<(Wsv, InitReport), InitError> {
+    run(
+        kura,
+        plugins,
+        Start::FromCheckpoint,
+        kura.height(),
+        worker_count(),
+        progress,
+    )
 }
 
 /// Verifies and replays every block into a fresh world state.
@@ -121,7 +154,14 @@ pub fn strict_init<B: Backend + Sync>(
     plugins: PluginRegistry,
     progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
-    run(kura, plugins, InitMode::Strict, kura.height(), worker_count(), progress)
+    run(
+        kura,
+        plugins,
+        Start::Replay(InitMode::Strict),
+        kura.height(),
+        worker_count(),
+        progress,
+    )
 }
 
 /// Re-runs strict verification of the store up to the live world state's height and compares
@@ -160,7 +200,14 @@ pub fn audit_to<B: Backend + Sync>(
             stored: kura.height(),
         });
     }
-    let (audited, report) = run(kura, plugins, InitMode::Strict, expected.height, workers.max(1), None)?;
+    let (audited, report) = run(
+        kura,
+        plugins,
+        Start::Replay(InitMode::Strict),
+        expected.height,
+        workers.max(1),
+        None,
+    )?;
     let height = expected.height;
     if audited.head_hash() != expected.head_hash {
         return Err(InitError::AuditMismatch {
@@ -191,15 +238,28 @@ fn worker_count() -> usize {
         .max(1)
 }
 
+/// Where a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// From before genesis, or from the base of a store restored from a snapshot.
+    Replay(InitMode),
+    /// Fast, from the local checkpoint when it proves itself.
+    FromCheckpoint,
+}
+
 fn run<B: Backend + Sync>(
     kura: &Kura<B>,
     plugins: PluginRegistry,
-    mode: InitMode,
+    start: Start,
     target: u64,
     workers: usize,
     mut progress: Option<Progress<'_>>,
 ) -> Result<(Wsv, InitReport), InitError> {
     let started = Instant::now();
+    let mode = match start {
+        Start::Replay(mode) => mode,
+        Start::FromCheckpoint => InitMode::Fast,
+    };
     if target == 0 {
         return Err(InitError::Empty);
     }
@@ -213,8 +273,10 @@ fn run<B: Backend + Sync>(
         rejected_transactions: 0,
         signatures_verified: 0,
         elapsed: Duration::ZERO,
+        started_from: 0,
+        checkpoint_refused: None,
     };
-    let mut wsv = start_state(kura, plugins, mode)?;
+    let mut wsv = start_state(kura, plugins, start, target, &mut report)?;
     let first = wsv.height() + 1;
     let mut current = prepare_window(kura, mode, first, (first + window - 1).min(target), &mut caches);
     let mut verifier_cache = KeyCache::new();
@@ -259,16 +321,32 @@ fn incomplete<B: Backend>(kura: &Kura<B>) -> Result<(), InitError> {
 
 /// The state the replay starts from: before genesis for a whole store; for a store from a base
 /// (fast mode only), the snapshot it keeps at the base, whose blocks after it then prove it as
-/// they apply (their state commitments bind it).
-fn start_state<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, mode: InitMode) -> Result<Wsv, InitError> {
+/// they apply (their state commitments bind it); the local checkpoint, proven, when asked for
+/// and newer than those.
+fn start_state<B: Backend + Sync>(
+    kura: &Kura<B>,
+    plugins: PluginRegistry,
+    start: Start,
+    target: u64,
+    report: &mut InitReport,
+) -> Result<Wsv, InitError> {
     let genesis = kura.read(1)?;
     let before_genesis = genesis_state(&genesis, plugins)?;
+    if start == Start::FromCheckpoint {
+        let floor = kura.base().unwrap_or(0);
+        match local_checkpoint(kura, &before_genesis, floor, target, report) {
+            Ok(Some(wsv)) => return Ok(wsv),
+            Ok(None) => {}
+            Err(reason) => report.checkpoint_refused = Some(reason),
+        }
+    }
     let Some(base) = kura.base() else {
         return Ok(before_genesis);
     };
-    if mode == InitMode::Strict {
+    if start == Start::Replay(InitMode::Strict) {
         incomplete(kura)?;
     }
+    report.started_from = base;
     let bad_snapshot = |reason: String| InitError::BadSnapshot { base, reason };
     let (header, chunks) = kura
         .base_snapshot()
@@ -292,6 +370,62 @@ fn start_state<B: Backend + Sync>(kura: &Kura<B>, plugins: PluginRegistry, mode:
         &chunks,
     )
     .map_err(|error| bad_snapshot(error.to_string()))
+}
+
+/// The state at the local checkpoint `c`, with block `c + 1` applied to prove it; `None` when
+/// the store keeps none newer than `floor` (the base); the reason when the file cannot be used.
+/// The header must be the stored block `c`'s, and `c + 1` must be stored and not above
+/// `target`.
+fn local_checkpoint<B: Backend + Sync>(
+    kura: &Kura<B>,
+    before_genesis: &Wsv,
+    floor: u64,
+    target: u64,
+    report: &mut InitReport,
+) -> Result<Option<Wsv>, String> {
+    let Some((header, chunks)) = checkpoint::load(kura.backend())? else {
+        return Ok(None);
+    };
+    let header: BlockHeader =
+        codec::decode_body("block header", &header).map_err(|error| format!("its header: {error}"))?;
+    let height = header.height;
+    if height <= floor {
+        return Ok(None);
+    }
+    let next = height + 1;
+    if next > target {
+        return Err(format!(
+            "it is of height {height}, and the replay goes only to {target}, so no block after it proves it"
+        ));
+    }
+    if kura.hash_at(height) != Some(header.hash()) {
+        return Err(format!(
+            "its header (height {height}, hash {}) is not the stored block at that height",
+            header.hash()
+        ));
+    }
+    let mut wsv = Wsv::from_snapshot(
+        before_genesis.chain().clone(),
+        *before_genesis.genesis_key(),
+        before_genesis.plugins().clone(),
+        before_genesis.checkpoint_interval(),
+        &header,
+        &chunks,
+    )
+    .map_err(|error| format!("its snapshot of height {height}: {error}"))?;
+    drop(chunks);
+    let block = kura
+        .read(next)
+        .map_err(|error| format!("reading block {next}, which proves it: {error}"))?;
+    let hashes: Vec<TransactionHashes> = block.block.transactions.iter().map(SignedTransaction::hashes).collect();
+    let applied = wsv
+        .apply_block(&block.block, &hashes)
+        .map_err(|error| format!("block {next} executed on it does not give its stored commitment: {error}"))?;
+    report.blocks += 1;
+    report.transactions += hashes.len() as u64;
+    report.rejected_transactions += applied.rejected_count() as u64;
+    report.started_from = height;
+    Ok(Some(wsv))
 }
 
 /// The state before genesis: the chain id from the genesis transactions, the genesis key from

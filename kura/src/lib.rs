@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod checkpoint;
 pub mod fixture;
 pub mod format;
 pub mod init;
@@ -10,5 +11,7 @@ mod mmap;
 pub mod store;
 
 pub use backend::{Backend, FileBackend, MemoryBackend};
-pub use init::{audit, audit_to, fast_init, strict_init, AuditTarget, InitError, InitReport};
+pub use init::{
+    audit, audit_to, fast_init, fast_init_from_checkpoint, strict_init, AuditTarget, InitError, InitReport,
+};
 pub use store::{FsyncPolicy, Kura, KuraConfig, KuraError, OpenReport, TailCut};

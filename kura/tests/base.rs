@@ -10,7 +10,6 @@ use kasane_kura::fixture::FixtureChain;
 use kasane_kura::format;
 use kasane_kura::init::{fast_init, strict_init, InitError};
 use kasane_kura::{Backend, FileBackend, Kura, KuraError, MemoryBackend};
-use kasane_model::codec;
 use kasane_model::CommittedBlock;
 use kasane_wsv::PluginRegistry;
 
@@ -28,26 +27,14 @@ struct Restored {
 }
 
 fn restored() -> Restored {
-    let mut fixture = FixtureChain::new(small_config(HEIGHTS - 1, 7)).expect("fixture");
-    let mut blocks = vec![fixture.genesis.clone()];
-    let mut snapshot = None;
-    while (blocks.len() as u64) < HEIGHTS {
-        blocks.push(fixture.next_block().expect("block").0);
-        if blocks.len() as u64 == BASE {
-            let checkpoint = fixture.wsv.checkpoint().expect("a checkpoint at 100").clone();
-            assert_eq!(checkpoint.height(), BASE);
-            let chunks = (0..checkpoint.chunk_count())
-                .map(|index| checkpoint.chunk(index).expect("chunk").to_vec())
-                .collect();
-            snapshot = Some((codec::encode_body(&blocks[BASE as usize - 1].block.header), chunks));
-        }
-    }
-    let (header, chunks) = snapshot.expect("the chain passed its checkpoint");
+    let chain = Chain::new(HEIGHTS, 7);
+    let (header, chunks) = chain.checkpoint(BASE);
+    let (header, chunks) = (header.to_vec(), chunks.to_vec());
     Restored {
-        blocks,
+        blocks: chain.blocks,
         header,
         chunks,
-        fixture,
+        fixture: chain.fixture,
     }
 }
 

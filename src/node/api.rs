@@ -999,6 +999,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     );
     write_metric(
         &mut out,
+        "kasane_local_checkpoint_height",
+        "gauge",
+        "The newest checkpoint saved beside the block store, which a restart replays from (0: none).",
+        Metrics::get(&metrics.local_checkpoint_height),
+    );
+    write_metric(
+        &mut out,
+        "kasane_local_checkpoint_failures_total",
+        "counter",
+        "Saves of the local checkpoint that failed.",
+        Metrics::get(&metrics.local_checkpoint_failures),
+    );
+    write_metric(
+        &mut out,
         "kasane_proposal_digests_total",
         "counter",
         "Proposals received as digests and rebuilt from the queue.",

@@ -146,6 +146,9 @@ pub struct KuraSection {
     pub fsync: String,
     pub blocks_per_chunk: u32,
     pub init: InitMode,
+    /// Keep the newest checkpoint's snapshot beside the chunks, so that a restart replays
+    /// from it instead of from genesis (docs/NODE.md, "Restart").
+    pub checkpoint_file: bool,
 }
 
 impl Default for KuraSection {
@@ -154,6 +157,7 @@ impl Default for KuraSection {
             fsync: "always".to_string(),
             blocks_per_chunk: kasane_kura::KuraConfig::default().blocks_per_chunk,
             init: InitMode::Fast,
+            checkpoint_file: true,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod allocator;
 pub mod api;
 pub mod audit;
 pub mod byzantine;
+pub mod checkpoint;
 pub mod commit_wait;
 pub mod config;
 pub mod hold_log;
@@ -25,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use kasane_consensus::replica::Replica;
-use kasane_kura::init::fast_init;
+use kasane_kura::init::{fast_init, fast_init_from_checkpoint};
 use kasane_kura::{AuditTarget, FileBackend, FsyncPolicy, Kura, KuraConfig};
 use kasane_model::crypto::KeyCache;
 use kasane_model::{codec, CommittedBlock};
@@ -34,6 +35,7 @@ use kasane_wsv::PluginRegistry;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use byzantine::{ByzantineMode, Saboteur};
+use checkpoint::CheckpointSaver;
 use config::{InitMode, NodeConfig};
 use hold_log::HoldLog;
 use lock_file::FileLockStore;
@@ -48,13 +50,21 @@ pub fn read_genesis(path: &std::path::Path) -> anyhow::Result<CommittedBlock> {
     codec::decode(&bytes).with_context(|| format!("decoding the genesis block {}", path.display()))
 }
 
-/// Opens the store, writing genesis into an empty one, and replays it into the world state. For
-/// a strict start, the replay is fast and the strict audit of what it replayed comes back as a
-/// target, run in the background once the node has caught up ([`audit`]).
-fn open_replica(
-    config: &NodeConfig,
-    options: &NodeOptions,
-) -> anyhow::Result<(Replica<FileBackend>, Option<AuditTarget>)> {
+/// What [`open_replica`] opened.
+struct Opened {
+    replica: Replica<FileBackend>,
+    /// For a strict start: what the background audit must arrive at.
+    audit: Option<AuditTarget>,
+    /// The height of the state the replay started from (the local checkpoint's, when it was
+    /// used): the saver of checkpoints writes only newer ones.
+    started_from: u64,
+}
+
+/// Opens the store, writing genesis into an empty one, and replays it into the world state, from
+/// the local checkpoint when it proves itself. For a strict start, the replay is fast and the
+/// strict audit of what it replayed comes back as a target, run in the background once the node
+/// has caught up ([`audit`]).
+fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Opened> {
     let init = options.init;
     let key = config.key()?;
     let genesis = read_genesis(&config.node.genesis)?;
@@ -111,8 +121,17 @@ fn open_replica(
         (InitMode::Fast, _) => false,
     };
     // A strict start replays fast and audits in the background (docs/NODE.md, "Strict init").
-    let (wsv, report) = fast_init(&kura, plugins_with(cache.clone()), Some(&mut progress))
-        .with_context(|| format!("{init:?} init of the world state"))?;
+    // Either replays from the local checkpoint when the store keeps one that proves itself.
+    let plugins = plugins_with(cache.clone());
+    let (wsv, report) = if config.kura.checkpoint_file {
+        fast_init_from_checkpoint(&kura, plugins, Some(&mut progress))
+    } else {
+        fast_init(&kura, plugins, Some(&mut progress))
+    }
+    .with_context(|| format!("{init:?} init of the world state"))?;
+    if let Some(reason) = &report.checkpoint_refused {
+        tracing::warn!(%reason, "the local checkpoint was not used: replayed the whole store instead");
+    }
     let audit = audit.then(|| AuditTarget {
         height: wsv.height(),
         head_hash: wsv.head_hash(),
@@ -121,6 +140,8 @@ fn open_replica(
     tracing::info!(
         mode = ?init,
         height,
+        from = report.started_from,
+        blocks = report.blocks,
         transactions = report.transactions,
         seconds = started.elapsed().as_secs_f64(),
         "world state ready"
@@ -143,7 +164,11 @@ fn open_replica(
     .with_hold_store(Box::new(holds))
     // A node that is Byzantine on purpose sends whole proposals, so its rewrites work on blocks.
     .with_proposal_digests(options.byzantine.is_none());
-    Ok((replica, audit))
+    Ok(Opened {
+        replica,
+        audit,
+        started_from: report.started_from,
+    })
 }
 
 /// The validator plugins and contracts every kasane node registers: the built-in plugins, and
@@ -180,7 +205,11 @@ pub async fn run(
     if let Some(mode) = options.byzantine {
         tracing::warn!(%mode, "this node is Byzantine on purpose (--unsafe-byzantine): it breaks the protocol");
     }
-    let (replica, audit_target) = tokio::task::block_in_place(|| open_replica(&config, &options))?;
+    let Opened {
+        replica,
+        audit: audit_target,
+        started_from,
+    } = tokio::task::block_in_place(|| open_replica(&config, &options))?;
     let peers = config.peers()?;
     let mut members: Vec<_> = replica.wsv().validators().into_iter().collect();
     members.extend(peers.iter().map(|peer| peer.key));
@@ -249,6 +278,9 @@ pub async fn run(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| anyhow::anyhow!("a peer key in the config: {error}"))?;
         driver.set_saboteur(Saboteur::new(mode, key.clone(), nodes));
+    }
+    if config.kura.checkpoint_file {
+        driver.save_checkpoints(CheckpointSaver::new(config.node.data_dir.join("kura"), started_from));
     }
     if config.memory.trim_interval_ms > 0 {
         let interval = std::time::Duration::from_millis(config.memory.trim_interval_ms);

@@ -21,6 +21,7 @@ use kasane_p2p::Network;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::byzantine::Saboteur;
+use super::checkpoint::CheckpointSaver;
 use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
 
 pub type NodeReplica = Replica<FileBackend>;
@@ -200,6 +201,7 @@ pub struct Driver {
     loopback: VecDeque<Message>,
     /// Rewrites what leaves a node that is Byzantine on purpose.
     saboteur: Option<Saboteur>,
+    checkpoints: Option<CheckpointSaver>,
     /// API requests waiting for their transactions to be held by f + 1 validators.
     holding: HoldWaits,
 }
@@ -291,6 +293,7 @@ impl Driver {
             timer_sequence: 0,
             loopback: VecDeque::new(),
             saboteur: None,
+            checkpoints: None,
             holding: HoldWaits::default(),
         }
     }
@@ -298,6 +301,11 @@ impl Driver {
     /// Makes this node misbehave (fault-injection experiments only).
     pub fn set_saboteur(&mut self, saboteur: Saboteur) {
         self.saboteur = Some(saboteur);
+    }
+
+    /// Saves each new checkpoint beside the block store, for restarts.
+    pub fn save_checkpoints(&mut self, saver: CheckpointSaver) {
+        self.checkpoints = Some(saver);
     }
 
     /// Runs until `stop` turns true.
@@ -450,6 +458,9 @@ impl Driver {
             pending.extend(self.replica.on_message(now_ms(), me, message));
         }
         self.publish_events();
+        if let Some(saver) = &mut self.checkpoints {
+            saver.offer(&self.replica, &self.shared);
+        }
         self.status.send_if_modified(|status| {
             let fresh = status_of(&self.replica);
             let changed = *status != fresh;

@@ -320,6 +320,10 @@ pub struct Metrics {
     pub state_sync_restores: AtomicU64,
     pub state_sync_abandoned: AtomicU64,
     pub backfilled_blocks: AtomicU64,
+    /// The newest checkpoint saved to the store's directory for restarts (0: none yet), and
+    /// saves that failed.
+    pub local_checkpoint_height: AtomicU64,
+    pub local_checkpoint_failures: AtomicU64,
     /// Proposals received as digests and rebuilt from the queue, and those of them that needed
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,
@@ -337,6 +341,10 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 }
 

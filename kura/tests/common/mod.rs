@@ -3,6 +3,8 @@
 //! prefix of the original chain.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+
 use kasane_kura::backend::Backend;
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::format::{self, CHUNK_HEADER_BYTES};
@@ -31,6 +33,9 @@ pub struct Chain {
     pub blocks: Vec<CommittedBlock>,
     /// `codec::encode` of each block: what Kura stores as the record payload.
     pub encoded: Vec<Vec<u8>>,
+    /// The snapshot the fixture's state made at each checkpoint height: the encoded header of
+    /// the checkpoint block and the snapshot's chunks.
+    pub checkpoints: BTreeMap<u64, (Vec<u8>, Vec<Vec<u8>>)>,
 }
 
 impl Chain {
@@ -39,15 +44,35 @@ impl Chain {
         assert!(heights >= 1);
         let mut fixture = FixtureChain::new(small_config(heights - 1, seed)).expect("fixture");
         let mut blocks = vec![fixture.genesis.clone()];
+        let mut checkpoints = BTreeMap::new();
         for _ in 1..heights {
             blocks.push(fixture.next_block().expect("fixture block").0);
+            let height = blocks.len() as u64;
+            if let Some(checkpoint) = fixture
+                .wsv
+                .checkpoint()
+                .filter(|checkpoint| checkpoint.height() == height)
+            {
+                let chunks = (0..checkpoint.chunk_count())
+                    .map(|index| checkpoint.chunk(index).expect("chunk").to_vec())
+                    .collect();
+                let header = codec::encode_body(&blocks[height as usize - 1].block.header);
+                checkpoints.insert(height, (header, chunks));
+            }
         }
         let encoded = blocks.iter().map(codec::encode).collect();
         Chain {
             fixture,
             blocks,
             encoded,
+            checkpoints,
         }
+    }
+
+    /// The snapshot at checkpoint `height`: the encoded header and the chunks.
+    pub fn checkpoint(&self, height: u64) -> (&[u8], &[Vec<u8>]) {
+        let (header, chunks) = self.checkpoints.get(&height).expect("a checkpoint at that height");
+        (header, chunks)
     }
 
     pub fn hash(&self, height: u64) -> Hash {

@@ -1,0 +1,93 @@
+//! Saving the local checkpoint (kura/src/checkpoint.rs): each new checkpoint of the world state
+//! is written beside the block store, so that a restart replays from it instead of from
+//! genesis (docs/NODE.md, "Restart").
+//!
+//! The snapshot is already encoded: the world state encodes it at every checkpoint height on
+//! commit, to serve it to nodes that restore. Writing it (tens of MB, synced) is the slow part,
+//! so it runs on a blocking thread, one write at a time; a checkpoint that comes while the
+//! last one is still being written is skipped, and the next one replaces it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kasane_kura::{checkpoint, FileBackend};
+use kasane_model::codec;
+
+use super::runtime::{NodeReplica, Shared};
+use super::state::Metrics;
+
+/// Writes the replica's newest checkpoint to its store's directory.
+#[derive(Debug)]
+pub struct CheckpointSaver {
+    dir: PathBuf,
+    writing: Arc<AtomicBool>,
+    /// The height of the last checkpoint handed to a write.
+    last: u64,
+}
+
+impl CheckpointSaver {
+    /// A saver for the store in `dir`, which holds a checkpoint of height `last` already (0 for
+    /// none), or one no newer than it.
+    pub fn new(dir: PathBuf, last: u64) -> CheckpointSaver {
+        CheckpointSaver {
+            dir,
+            writing: Arc::new(AtomicBool::new(false)),
+            last,
+        }
+    }
+
+    /// Starts writing the replica's checkpoint if it is newer than the last one written and no
+    /// write is under way. Call after commits; costs a header read when there is something to
+    /// write, nothing otherwise.
+    pub fn offer(&mut self, replica: &NodeReplica, shared: &Arc<Shared>) {
+        let Some(snapshot) = replica.wsv().checkpoint() else {
+            return;
+        };
+        let height = snapshot.height();
+        if height <= self.last || self.writing.load(Ordering::Acquire) {
+            return;
+        }
+        let header = match replica.kura().read(height) {
+            Ok(block) => codec::encode_body(&block.block.header),
+            // A restored store holds no block at its base until the fill brings it, so the
+            // header is not there yet: the next checkpoint will be.
+            Err(_) => return,
+        };
+        self.last = height;
+        self.writing.store(true, Ordering::Release);
+        let snapshot = snapshot.clone();
+        let dir = self.dir.clone();
+        let writing = self.writing.clone();
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let chunks: Vec<&[u8]> = (0..snapshot.chunk_count())
+                .filter_map(|index| snapshot.chunk(index))
+                .collect();
+            let saved =
+                FileBackend::open(&dir).and_then(|mut backend| checkpoint::save(&mut backend, &header, &chunks));
+            match saved {
+                Ok(()) => {
+                    Metrics::set(&shared.metrics.local_checkpoint_height, height);
+                    tracing::debug!(
+                        height,
+                        bytes = snapshot.bytes(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "local checkpoint saved"
+                    );
+                }
+                Err(error) => {
+                    Metrics::add(&shared.metrics.local_checkpoint_failures, 1);
+                    tracing::warn!(
+                        height,
+                        %error,
+                        "saving the local checkpoint failed: a restart replays from an older one, or from genesis"
+                    )
+                }
+            }
+            writing.store(false, Ordering::Release);
+        });
+    }
+}
