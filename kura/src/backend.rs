@@ -53,6 +53,9 @@ pub trait Backend: Send {
     fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Removes a named file durably; nothing to do when there is none.
     fn remove_file(&mut self, name: &str) -> io::Result<()>;
+    /// The names of the named files (whatever is not a chunk), in no particular order; a file
+    /// backend includes the temporary files of writes a crash cut short.
+    fn list_files(&self) -> io::Result<Vec<String>>;
 }
 
 /// Chunk files in a directory.
@@ -178,6 +181,22 @@ impl Backend for FileBackend {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    fn list_files(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            if let Some(name) = entry.file_name().to_str() {
+                if format::parse_chunk_file_name(name).is_none() {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        Ok(names)
     }
 }
 
@@ -329,5 +348,9 @@ impl Backend for MemoryBackend {
     fn remove_file(&mut self, name: &str) -> io::Result<()> {
         self.files().remove(name);
         Ok(())
+    }
+
+    fn list_files(&self) -> io::Result<Vec<String>> {
+        Ok(self.files().keys().cloned().collect())
     }
 }

@@ -92,8 +92,9 @@ pub struct InitReport {
     /// The height of the state the replay started from: 0 (before genesis), the base of a
     /// store restored from a snapshot, or the local checkpoint's height.
     pub started_from: u64,
-    /// Why the local checkpoint was not used, when there was one to consider and it was not.
-    pub checkpoint_refused: Option<String>,
+    /// The local checkpoints considered and not used, newest first, each with why (the newest
+    /// has no block after it to prove it when the node stopped right at its height).
+    pub checkpoints_refused: Vec<String>,
 }
 
 impl InitReport {
@@ -128,11 +129,11 @@ pub fn fast_init<B: Backend + Sync>(
     )
 }
 
-/// [`fast_init`] from the store's local checkpoint ([`crate::checkpoint`]) when it proves
+/// [`fast_init`] from the store's newest local checkpoint ([`crate::checkpoint`]) that proves
 /// itself: its header is the stored block at its height and the stored block after it,
-/// executed on it, gives the commitment that block carries. Otherwise (no file, a torn or
-/// stale one, one that does not prove itself) a replay from genesis, or from the base, with
-/// the reason in [`InitReport::checkpoint_refused`]. What a node starts with.
+/// executed on it, gives the commitment that block carries. Without one (no file, torn or stale
+/// ones, ones that do not prove themselves) a replay from genesis, or from the base; the
+/// reasons are in [`InitReport::checkpoints_refused`]. What a node starts with.
 pub fn fast_init_from_checkpoint<B: Backend + Sync>(
     kura: &Kura<B>,
     plugins: PluginRegistry,
@@ -274,7 +275,7 @@ fn run<B: Backend + Sync>(
         signatures_verified: 0,
         elapsed: Duration::ZERO,
         started_from: 0,
-        checkpoint_refused: None,
+        checkpoints_refused: Vec::new(),
     };
     let mut wsv = start_state(kura, plugins, start, target, &mut report)?;
     let first = wsv.height() + 1;
@@ -333,11 +334,8 @@ fn start_state<B: Backend + Sync>(
     let genesis = kura.read(1)?;
     let before_genesis = genesis_state(&genesis, plugins)?;
     if start == Start::FromCheckpoint {
-        let floor = kura.base().unwrap_or(0);
-        match local_checkpoint(kura, &before_genesis, floor, target, report) {
-            Ok(Some(wsv)) => return Ok(wsv),
-            Ok(None) => {}
-            Err(reason) => report.checkpoint_refused = Some(reason),
+        if let Some(wsv) = newest_local_checkpoint(kura, &before_genesis, target, report) {
+            return Ok(wsv);
         }
     }
     let Some(base) = kura.base() else {
@@ -372,25 +370,50 @@ fn start_state<B: Backend + Sync>(
     .map_err(|error| bad_snapshot(error.to_string()))
 }
 
-/// The state at the local checkpoint `c`, with block `c + 1` applied to prove it; `None` when
-/// the store keeps none newer than `floor` (the base); the reason when the file cannot be used.
-/// The header must be the stored block `c`'s, and `c + 1` must be stored and not above
-/// `target`.
+/// The state at the newest local checkpoint above the base (if any) that proves itself, with the
+/// block after it applied; the others tried are in the report's refusals.
+fn newest_local_checkpoint<B: Backend + Sync>(
+    kura: &Kura<B>,
+    before_genesis: &Wsv,
+    target: u64,
+    report: &mut InitReport,
+) -> Option<Wsv> {
+    let floor = kura.base().unwrap_or(0);
+    let heights = match checkpoint::heights(kura.backend()) {
+        Ok(heights) => heights,
+        Err(error) => {
+            report
+                .checkpoints_refused
+                .push(format!("listing the local checkpoints: {error}"));
+            return None;
+        }
+    };
+    for height in heights.into_iter().filter(|height| *height > floor) {
+        match local_checkpoint(kura, before_genesis, height, target, report) {
+            Ok(wsv) => return Some(wsv),
+            Err(reason) => report
+                .checkpoints_refused
+                .push(format!("checkpoint {height}: {reason}")),
+        }
+    }
+    None
+}
+
+/// The state at the local checkpoint of height `height`, with the block after it applied to
+/// prove it; the reason when the file cannot be used. The header must be the stored block at
+/// `height`, and the block after it must be stored and not above `target`.
 fn local_checkpoint<B: Backend + Sync>(
     kura: &Kura<B>,
     before_genesis: &Wsv,
-    floor: u64,
+    height: u64,
     target: u64,
     report: &mut InitReport,
-) -> Result<Option<Wsv>, String> {
-    let Some((header, chunks)) = checkpoint::load(kura.backend())? else {
-        return Ok(None);
-    };
+) -> Result<Wsv, String> {
+    let (header, chunks) = checkpoint::load(kura.backend(), height)?;
     let header: BlockHeader =
         codec::decode_body("block header", &header).map_err(|error| format!("its header: {error}"))?;
-    let height = header.height;
-    if height <= floor {
-        return Ok(None);
+    if header.height != height {
+        return Err(format!("its header is of height {}", header.height));
     }
     let next = height + 1;
     if next > target {
@@ -425,7 +448,7 @@ fn local_checkpoint<B: Backend + Sync>(
     report.transactions += hashes.len() as u64;
     report.rejected_transactions += applied.rejected_count() as u64;
     report.started_from = height;
-    Ok(Some(wsv))
+    Ok(wsv)
 }
 
 /// The state before genesis: the chain id from the genesis transactions, the genesis key from

@@ -1,6 +1,6 @@
-//! Saving the local checkpoint (kura/src/checkpoint.rs): each new checkpoint of the world state
-//! is written beside the block store, so that a restart replays from it instead of from
-//! genesis (docs/NODE.md, "Restart").
+//! Saving local checkpoints (kura/src/checkpoint.rs): each new checkpoint of the world state is
+//! written beside the block store (the newest two are kept), so that a restart replays from it
+//! instead of from genesis (docs/NODE.md, "Restart").
 //!
 //! The snapshot is already encoded: the world state encodes it at every checkpoint height on
 //! commit, to serve it to nodes that restore. Writing it (tens of MB, synced) is the slow part,
@@ -66,8 +66,8 @@ impl CheckpointSaver {
             let chunks: Vec<&[u8]> = (0..snapshot.chunk_count())
                 .filter_map(|index| snapshot.chunk(index))
                 .collect();
-            let saved =
-                FileBackend::open(&dir).and_then(|mut backend| checkpoint::save(&mut backend, &header, &chunks));
+            let saved = FileBackend::open(&dir)
+                .and_then(|mut backend| checkpoint::save(&mut backend, height, &header, &chunks));
             match saved {
                 Ok(()) => {
                     Metrics::set(&shared.metrics.local_checkpoint_height, height);

@@ -129,8 +129,13 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Op
         fast_init(&kura, plugins, Some(&mut progress))
     }
     .with_context(|| format!("{init:?} init of the world state"))?;
-    if let Some(reason) = &report.checkpoint_refused {
-        tracing::warn!(%reason, "the local checkpoint was not used: replayed the whole store instead");
+    if !report.checkpoints_refused.is_empty() {
+        let refused = report.checkpoints_refused.join("; ");
+        if report.started_from > kura.base().unwrap_or(0) {
+            tracing::info!(from = report.started_from, %refused, "started from an older local checkpoint");
+        } else {
+            tracing::warn!(%refused, "no local checkpoint was used: replayed the whole store instead");
+        }
     }
     let audit = audit.then(|| AuditTarget {
         height: wsv.height(),
