@@ -1,5 +1,5 @@
-//! The `kasane` binary end to end: kura generate, inspect, verify (fast and strict), and the
-//! `first bad height` report on a damaged store.
+//! The `kasane` binary end to end: kura generate, inspect, verify (fast and strict), audit, and
+//! the `first bad height` report on a damaged store.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -78,6 +78,61 @@ fn generate_inspect_and_verify_a_sound_store() {
         // 12 blocks of 5 transfers, and the one genesis transaction.
         assert_eq!(report["transactions"], 61);
     }
+}
+
+#[test]
+fn audit_passes_only_against_the_head_the_store_replays_to() {
+    // What a node's strict start runs in a process of its own (docs/NODE.md, "Strict init").
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("store");
+    generate(&dir);
+    let dir = dir.to_str().expect("utf-8 path");
+    let verify = kasane(&["kura", "verify", "--dir", dir, "--strict"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&verify)).expect("verify prints JSON");
+    let head = report["head_hash"].as_str().expect("head hash").to_string();
+    let commitment = report["state_commitment"].as_str().expect("commitment").to_string();
+    let audit = |height: &str, head: &str, commitment: &str| {
+        kasane(&[
+            "kura",
+            "audit",
+            "--dir",
+            dir,
+            "--blocks-per-chunk",
+            "4",
+            "--height",
+            height,
+            "--head-hash",
+            head,
+            "--state-commitment",
+            commitment,
+        ])
+    };
+
+    let passed = audit("13", &head, &commitment);
+    assert!(passed.status.success(), "{}", stdout(&passed));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&passed)).expect("audit prints JSON");
+    assert_eq!(
+        (summary["height"].as_u64(), summary["blocks"].as_u64()),
+        (Some(13), Some(13))
+    );
+    assert_eq!(summary["signatures"].as_u64(), Some(61));
+
+    let wrong_head = audit("13", &commitment, &commitment);
+    assert_eq!(wrong_head.status.code(), Some(1));
+    assert!(stdout(&wrong_head).contains("audit failed: audit: at height 13 the store gives head hash"));
+    let wrong_height = audit("10", &head, &commitment);
+    assert_eq!(wrong_height.status.code(), Some(1));
+    assert!(
+        stdout(&wrong_height).contains("at height 10"),
+        "{}",
+        stdout(&wrong_height)
+    );
+    let beyond = audit("14", &head, &commitment);
+    assert_eq!(beyond.status.code(), Some(1));
+    assert!(stdout(&beyond).contains("only at 13"), "{}", stdout(&beyond));
+    let bad_hex = audit("13", "zz", &commitment);
+    assert!(!bad_hex.status.success());
+    assert!(String::from_utf8_lossy(&bad_hex.stderr).contains("--head-hash"));
 }
 
 #[test]

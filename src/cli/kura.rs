@@ -24,6 +24,10 @@ pub enum KuraCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Strict verification up to a height, compared with the head hash and state commitment a
+    /// replay reached there: exit 0 with a JSON summary when they match, else exit 1 with the
+    /// reason. A node's strict start runs its background audit this way, in a process of its own.
+    Audit(AuditArgs),
     /// Checks every block: exit 0 when all are sound, else exit 1 with `first bad height: N`.
     Verify {
         #[arg(long)]
@@ -32,6 +36,30 @@ pub enum KuraCommand {
         #[arg(long)]
         strict: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub blocks_per_chunk: u32,
+    /// The height to verify up to.
+    #[arg(long)]
+    pub height: u64,
+    /// The head hash the replay reached at that height (64 hex digits).
+    #[arg(long)]
+    pub head_hash: String,
+    /// The state commitment the replay reached at that height (64 hex digits).
+    #[arg(long)]
+    pub state_commitment: String,
+    /// Decoding and verifying threads besides the one that applies.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Exit (code 3) as soon as the process with this id is no longer the parent: a node's
+    /// audit must not outlive the node.
+    #[arg(long)]
+    pub parent: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +97,39 @@ pub fn run(command: KuraCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&inspect(&dir)?)?);
             Ok(ExitCode::SUCCESS)
         }
+        KuraCommand::Audit(args) => audit(&args),
         KuraCommand::Verify { dir, strict } => verify(&dir, strict),
+    }
+}
+
+fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let hash = |what: &str, text: &str| {
+        kasane_model::Hash::from_hex(text).map_err(|error| anyhow::anyhow!("--{what}: {error}"))
+    };
+    let target = kasane_kura::AuditTarget {
+        height: args.height,
+        head_hash: hash("head-hash", &args.head_hash)?,
+        state_commitment: hash("state-commitment", &args.state_commitment)?,
+    };
+    if let Some(parent) = args.parent {
+        std::thread::spawn(move || loop {
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(3);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        });
+    }
+    let workers = args.workers.max(1);
+    match crate::node::audit::audit_store(&args.dir, args.blocks_per_chunk, &target, workers) {
+        Ok(report) => {
+            let summary = crate::node::audit::AuditSummary::of(&report);
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            println!("audit failed: {reason}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

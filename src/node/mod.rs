@@ -315,11 +315,12 @@ pub async fn run(
     let audit_failed = async move {
         match audit {
             Some(audit) => match audit.await {
-                Ok(Ok(report)) => {
+                Ok(Ok(summary)) => {
                     tracing::info!(
-                        height = report.height,
-                        signatures = report.signatures_verified,
-                        seconds = report.elapsed.as_secs_f64(),
+                        height = summary.height,
+                        signatures = summary.signatures,
+                        seconds = summary.seconds,
+                        audit_peak_rss_mib = summary.peak_rss_mib,
                         "strict init: the audit passed"
                     );
                     std::future::pending().await
