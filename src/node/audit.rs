@@ -4,10 +4,10 @@
 //! node.
 //!
 //! A process, not a thread: the audit builds a second world state (hundreds of MB on a long
-//! chain) and frees it at the end. In the node's own heap that left holes the allocator kept:
-//! in the soak the strictly restarted node settled 30-60 MiB above its first process, about 10%,
-//! on every run. A process of its own hands all of it back when it exits. The child is killed
-//! when the node stops, and exits by itself if the node dies (it watches its parent).
+//! chain) and frees it at the end. In the node's own heap that raised the node's peak (851-888
+//! MiB against about 700 in the soak) and left holes for the allocator to keep; a process of its
+//! own hands all of it back when it exits. The child is killed when the node stops, and exits by
+//! itself if the node dies (it watches its parent).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
