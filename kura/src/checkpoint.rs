@@ -41,13 +41,13 @@ fn height_of(name: &str) -> Option<u64> {
 
 /// The heights of the local checkpoints the store keeps, newest first.
 pub fn heights<B: Backend>(backend: &B) -> io::Result<Vec<u64>> {
-    let mut heights: Vec<u64> = backend
-        .list_files()?
-        .iter()
-        .filter_map(|name| height_of(name))
-        .collect();
+    Ok(heights_in(&backend.list_files()?))
+}
+
+fn heights_in(names: &[String]) -> Vec<u64> {
+    let mut heights: Vec<u64> = names.iter().filter_map(|name| height_of(name)).collect();
     heights.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(heights)
+    heights
 }
 
 /// Writes the local checkpoint of height `height` durably (a temporary file, synced, renamed),
@@ -55,13 +55,14 @@ pub fn heights<B: Backend>(backend: &B) -> io::Result<Vec<u64>> {
 /// `header` is the encoded header of the checkpoint block, `chunks` the snapshot's chunks.
 pub fn save<B: Backend, C: AsRef<[u8]>>(backend: &mut B, height: u64, header: &[u8], chunks: &[C]) -> io::Result<()> {
     backend.write_file(&file_name(height), &format::encode_base_snapshot(header, chunks))?;
-    for old in heights(backend)?.into_iter().skip(KEPT) {
-        backend.remove_file(&file_name(old))?;
-    }
-    for name in backend.list_files()? {
-        if name.starts_with(PREFIX) && name.ends_with(TEMPORARY_SUFFIX) {
-            backend.remove_file(&name)?;
-        }
+    let names = backend.list_files()?;
+    let torn = names
+        .iter()
+        .filter(|name| name.starts_with(PREFIX) && name.ends_with(TEMPORARY_SUFFIX))
+        .cloned();
+    let old = heights_in(&names).into_iter().skip(KEPT).map(file_name);
+    for name in torn.chain(old) {
+        backend.remove_file(&name)?;
     }
     Ok(())
 }

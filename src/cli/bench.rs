@@ -271,14 +271,7 @@ fn process_usage(pid: i32) -> Option<(f64, f64)> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let peak_kib: f64 = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
+    let peak_kib = crate::node::allocator::status_kib(&pid.to_string(), "VmHWM")? as f64;
     // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
     Some((ticks / 100.0, peak_kib / 1024.0))
 }

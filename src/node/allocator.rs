@@ -11,6 +11,17 @@
 //! wiped node 841 MiB, its peak 1,017 MiB against 1,305 (and 1,952 with glibc's defaults).
 #![allow(unsafe_code)]
 
+/// A memory figure of a process from `/proc/<process>/status`, in KiB (`field` is `VmRSS`,
+/// `VmHWM`, ...; `process` a pid or `self`); None off Linux or once the process is gone.
+pub fn status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
 /// Arenas a node process keeps, unless `MALLOC_ARENA_MAX` says otherwise.
 pub const MALLOC_ARENAS: i32 = 2;
 

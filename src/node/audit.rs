@@ -46,22 +46,9 @@ impl AuditSummary {
             blocks: report.blocks,
             signatures: report.signatures_verified,
             seconds: report.elapsed.as_secs_f64(),
-            peak_rss_mib: peak_rss_mib(),
+            peak_rss_mib: super::allocator::status_kib("self", "VmHWM").map(|kib| kib as f64 / 1024.0),
         }
     }
-}
-
-/// This process's peak resident memory (`VmHWM`), in MiB; Linux only.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 /// Waits until the node has caught up (or [`START_WITHIN`]), then audits the store in `dir` up

@@ -49,13 +49,16 @@ impl CheckpointSaver {
         if height <= self.last || self.writing.load(Ordering::Acquire) {
             return;
         }
-        let header = match replica.kura().read(height) {
-            Ok(block) => codec::encode_body(&block.block.header),
-            // A restored store holds no block at its base until the fill brings it, so the
-            // header is not there yet: the next checkpoint will be.
-            Err(_) => return,
-        };
+        // A restored store holds no block at its base until the fill brings it, and keeps the
+        // base's snapshot itself: this one is skipped, the next checkpoint is saved.
         self.last = height;
+        if !replica.kura().holds(height) {
+            return;
+        }
+        let Ok(block) = replica.kura().read(height) else {
+            return;
+        };
+        let header = codec::encode_body(&block.block.header);
         self.writing.store(true, Ordering::Release);
         let snapshot = snapshot.clone();
         let dir = self.dir.clone();

@@ -170,12 +170,7 @@ impl Samples {
 
 /// `VmRSS` of a process, in KiB (Linux); None elsewhere or once it is gone.
 fn resident_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
+    crate::node::allocator::status_kib(&pid.to_string(), "VmRSS")
 }
 
 #[cfg(test)]
