@@ -424,9 +424,19 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
     };
     let load = tokio::spawn(async move { load(&args).await });
     let saved = cluster.wait_local_checkpoint(3, Duration::from_secs(40)).await;
-    let before = cluster.status(3).await.expect("status")["height"]
-        .as_u64()
-        .expect("height");
+    // Killed past the block after the checkpoint, which proves it: a node stopped right at a
+    // checkpoint height starts from the one before (here: genesis).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let height = cluster.status(3).await.expect("status")["height"]
+            .as_u64()
+            .expect("height");
+        if height > saved {
+            break height;
+        }
+        assert!(Instant::now() < deadline, "node 3 stayed at height {height}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     cluster.kill(3);
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Back with a strict init: it replays fast and rejoins, then verifies every block it kept
