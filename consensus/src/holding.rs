@@ -34,12 +34,26 @@ pub trait HoldStore: Send {
     /// need not queue them again. Need not be durable: a payload released but still stored is
     /// dropped when it is queued again, as committed or expired.
     fn release(&mut self, payloads: &[Hash]);
-    /// Makes every append so far durable. On an error nothing appended since the last successful
-    /// sync counts as held.
-    fn sync(&mut self) -> Result<(), String>;
+    /// Makes every append and release so far durable, at once or in the background. On an error
+    /// nothing appended since the last successful sync counts as held. A store that syncs in the
+    /// background answers [`SyncStart::Started`] and its host later hands the outcome to
+    /// [`crate::replica::Replica::on_holds_synced`]: the consensus task never waits on the disk
+    /// for a hold (docs/NODE.md, "Acknowledgement").
+    fn sync(&mut self) -> SyncStart;
     /// What the store held when the replica started and was not released, oldest first. Called
     /// once, by [`crate::replica::Replica::start`].
     fn load(&mut self) -> Vec<SignedTransaction>;
+}
+
+/// How a [`HoldStore::sync`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStart {
+    /// The store synced at once, with this outcome.
+    Done(Result<(), String>),
+    /// The store syncs in the background; its outcome comes back with this ticket. Tickets rise
+    /// by one per sync, and an outcome for a ticket answers every earlier one as well (the
+    /// background writer syncs in order and may sync several at once).
+    Started(u64),
 }
 
 /// A store that keeps nothing: a restart forgets every held transaction. For tests of the
@@ -53,8 +67,8 @@ impl HoldStore for VolatileHolds {
 
     fn release(&mut self, _payloads: &[Hash]) {}
 
-    fn sync(&mut self) -> Result<(), String> {
-        Ok(())
+    fn sync(&mut self) -> SyncStart {
+        SyncStart::Done(Ok(()))
     }
 
     fn load(&mut self) -> Vec<SignedTransaction> {
@@ -116,10 +130,10 @@ impl HoldStore for MemoryHolds {
         stored.pending.retain(|(payload, _)| !payloads.contains(payload));
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> SyncStart {
         let mut stored = self.stored();
         if stored.failing {
-            return Err("the store is failing".to_string());
+            return SyncStart::Done(Err("the store is failing".to_string()));
         }
         for (payload, transaction) in std::mem::take(&mut stored.pending) {
             let at = stored.next;
@@ -129,7 +143,7 @@ impl HoldStore for MemoryHolds {
             }
             stored.synced.insert(at, (payload, transaction));
         }
-        Ok(())
+        SyncStart::Done(Ok(()))
     }
 
     fn load(&mut self) -> Vec<SignedTransaction> {

@@ -254,3 +254,103 @@ fn a_restarted_holder_queues_again_what_it_synced_and_answers_only_after_a_sync(
     assert_eq!(holder.queue_len(), 0);
     assert!(holds.payloads().is_empty(), "{:?}", holds.payloads());
 }
+
+/// A hold store that syncs in the background: every sync is started and answered only when
+/// the test hands its outcome to the replica, as the node's hold log thread does.
+#[derive(Debug, Default)]
+struct Background {
+    tickets: u64,
+}
+
+impl kasane_consensus::holding::HoldStore for Background {
+    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<&[u8]>) {}
+
+    fn release(&mut self, _payloads: &[Hash]) {}
+
+    fn sync(&mut self) -> kasane_consensus::holding::SyncStart {
+        self.tickets += 1;
+        kasane_consensus::holding::SyncStart::Started(self.tickets)
+    }
+
+    fn load(&mut self) -> Vec<SignedTransaction> {
+        Vec::new()
+    }
+}
+
+fn held_answers(out: &[Outbound]) -> Vec<Vec<Hash>> {
+    out.iter()
+        .filter_map(|item| match item {
+            Outbound::Send {
+                message: Message::Held(held),
+                ..
+            } => Some(held.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The node's hold log syncs on a thread of its own, so the consensus task does not wait on
+/// the disk: a replica answers `Held` for what a background sync covered only when its outcome
+/// comes back, in order, and a failed one answers nothing.
+#[test]
+fn a_background_sync_answers_only_when_its_outcome_comes_back() {
+    let Fixture {
+        chain,
+        transactions,
+        payloads,
+        now_ms,
+    } = fixture(4, 23);
+    let mut holder = validator(&chain, 1).with_hold_store(Box::<Background>::default());
+    holder.start(now_ms);
+    let gossiper = validator(&chain, 0);
+
+    holder.on_message(
+        now_ms,
+        gossiper.key(),
+        Message::Transactions(transactions[..2].to_vec()),
+    );
+    assert!(held_answers(&holder.on_timer(now_ms, Timer::SyncHolds)).is_empty());
+    let out = holder.on_message(
+        now_ms,
+        gossiper.key(),
+        Message::Transactions(vec![transactions[2].clone()]),
+    );
+    assert!(asks_for_sync(&out), "a second sync starts while the first is out");
+    assert!(held_answers(&holder.on_timer(now_ms, Timer::SyncHolds)).is_empty());
+    let out = holder.on_message(
+        now_ms,
+        gossiper.key(),
+        Message::Transactions(vec![transactions[3].clone()]),
+    );
+    assert!(asks_for_sync(&out));
+    assert!(held_answers(&holder.on_timer(now_ms, Timer::SyncHolds)).is_empty());
+
+    // The first sync's outcome answers for the first two only.
+    assert_eq!(
+        held_answers(&holder.on_holds_synced(1, Ok(()))),
+        vec![payloads[..2].to_vec()]
+    );
+    assert!(
+        held_answers(&holder.on_holds_synced(1, Ok(()))).is_empty(),
+        "answered once"
+    );
+    // The third sync's outcome covers the second too (the writer syncs in order).
+    assert_eq!(
+        held_answers(&holder.on_holds_synced(3, Ok(()))),
+        vec![vec![payloads[2]], vec![payloads[3]]]
+    );
+
+    // A failed background sync answers nothing and is reported.
+    holder.take_events();
+    holder.on_message(
+        now_ms,
+        gossiper.key(),
+        Message::Transactions(vec![transactions[0].clone()]),
+    );
+    holder.on_timer(now_ms, Timer::SyncHolds);
+    assert!(held_answers(&holder.on_holds_synced(4, Err("disk full".to_string()))).is_empty());
+    assert!(holder
+        .take_events()
+        .iter()
+        .any(|event| matches!(event, ReplicaEvent::HoldStoreFailed { error } if error == "disk full")));
+}

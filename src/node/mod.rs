@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use byzantine::{ByzantineMode, Saboteur};
 use checkpoint::CheckpointSaver;
 use config::{InitMode, NodeConfig};
-use hold_log::HoldLog;
+use hold_log::{BackgroundHoldLog, HoldLog};
 use lock_file::FileLockStore;
 use runtime::{status_of, Driver, Shared};
 use state::{Metrics, TxTable};
@@ -58,6 +58,8 @@ struct Opened {
     /// The height of the state the replay started from (the local checkpoint's, when it was
     /// used): the saver of checkpoints writes only newer ones.
     started_from: u64,
+    /// Outcomes of the hold log's background syncs, for the consensus task.
+    holds_synced: tokio::sync::mpsc::UnboundedReceiver<hold_log::HoldsSynced>,
 }
 
 /// Opens the store, writing genesis into an empty one, and replays it into the world state, from
@@ -155,6 +157,8 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Op
     let hold_dir = config.node.data_dir.join("held");
     let holds = HoldLog::open(&hold_dir).with_context(|| format!("opening the hold log {}", hold_dir.display()))?;
     tracing::info!(held = holds.len(), segments = holds.segments(), "hold log read");
+    let (holds_synced_tx, holds_synced_rx) = tokio::sync::mpsc::unbounded_channel();
+    let holds = BackgroundHoldLog::start(holds, holds_synced_tx)?;
     let mut consensus = config.consensus.to_config();
     consensus.byzantine_skip_own_commit = options.byzantine.is_some_and(ByzantineMode::skips_own_commit);
     let replica = Replica::from_parts(
@@ -173,6 +177,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Op
         replica,
         audit,
         started_from: report.started_from,
+        holds_synced: holds_synced_rx,
     })
 }
 
@@ -214,6 +219,7 @@ pub async fn run(
         replica,
         audit: audit_target,
         started_from,
+        holds_synced: holds_synced_rx,
     } = tokio::task::block_in_place(|| open_replica(&config, &options))?;
     let peers = config.peers()?;
     let mut members: Vec<_> = replica.wsv().validators().into_iter().collect();
@@ -291,7 +297,14 @@ pub async fn run(
         let interval = std::time::Duration::from_millis(config.memory.trim_interval_ms);
         tokio::spawn(allocator::trim_every(interval, stop_rx.clone()));
     }
-    let consensus_task = tokio::spawn(driver.run(reads_rx, commands_rx, consensus_rx, others_rx, stop_rx.clone()));
+    let consensus_task = tokio::spawn(driver.run(
+        reads_rx,
+        commands_rx,
+        consensus_rx,
+        others_rx,
+        holds_synced_rx,
+        stop_rx.clone(),
+    ));
 
     let stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;

@@ -18,6 +18,8 @@ use kasane_kura::FileBackend;
 use kasane_model::crypto::KeyCache;
 use kasane_model::{PublicKey, SignedTransaction};
 use kasane_p2p::Network;
+
+use super::hold_log::HoldsSynced;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::byzantine::Saboteur;
@@ -315,6 +317,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut consensus: mpsc::Receiver<Prepared>,
         mut others: mpsc::Receiver<Prepared>,
+        mut holds_synced: mpsc::UnboundedReceiver<HoldsSynced>,
         mut stop: watch::Receiver<bool>,
     ) -> NodeReplica {
         let out = self.replica.start(now_ms());
@@ -338,6 +341,10 @@ impl Driver {
                 Some(command) = commands.recv() => self.command(command),
                 Some(prepared) = consensus.recv() => self.message(prepared),
                 Some(prepared) = others.recv() => self.message(prepared),
+                Some(synced) = holds_synced.recv() => {
+                    let out = self.replica.on_holds_synced(synced.ticket, synced.result);
+                    self.after_step(out);
+                }
                 () = sleep => self.fire_timers(),
             }
         }

@@ -177,11 +177,35 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// R18b: makes what this replica newly holds durable, then answers each peer `Held` and
-    /// counts itself a holder of its own clients' transactions. A failed sync answers nothing:
-    /// those transactions stay queued here, but no one counts this replica as their holder.
+    /// counts itself a holder of its own clients' transactions. A store that syncs in the
+    /// background answers later, through [`Replica::on_holds_synced`].
     pub(super) fn sync_holds(&mut self) -> Vec<Outbound> {
         let unsynced = std::mem::take(&mut self.unsynced);
-        if let Err(error) = self.holds.sync() {
+        match self.holds.sync() {
+            SyncStart::Done(result) => self.answer_holds(unsynced, result),
+            SyncStart::Started(ticket) => {
+                self.syncing.push_back((ticket, unsynced));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The outcome of the hold store's background sync `ticket` (see [`HoldStore::sync`]): it
+    /// answers for that sync and every earlier one still waiting. Anything else is ignored.
+    pub fn on_holds_synced(&mut self, ticket: u64, result: Result<(), String>) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        while self.syncing.front().is_some_and(|(waiting, _)| *waiting <= ticket) {
+            if let Some((_, unsynced)) = self.syncing.pop_front() {
+                out.extend(self.answer_holds(unsynced, result.clone()));
+            }
+        }
+        out
+    }
+
+    /// Answers for what a sync made durable. A failed sync answers nothing: those transactions
+    /// stay queued here, but no one counts this replica as their holder.
+    fn answer_holds(&mut self, unsynced: Unsynced, result: Result<(), String>) -> Vec<Outbound> {
+        if let Err(error) = result {
             self.events.push(ReplicaEvent::HoldStoreFailed { error });
             return Vec::new();
         }

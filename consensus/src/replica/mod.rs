@@ -13,7 +13,7 @@ use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransa
 use kasane_wsv::state::ExecutedBlock;
 use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
 
-use crate::holding::{HoldStore, Holding, Unsynced, VolatileHolds, HOLD_SYNC_MS};
+use crate::holding::{HoldStore, Holding, SyncStart, Unsynced, VolatileHolds, HOLD_SYNC_MS};
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
 use crate::message::{Message, Proposal, ProposalDigest, SnapshotManifest, GOSSIP_TRANSACTIONS_MAX};
 use crate::queue::{QueueError, TransactionQueue};
@@ -192,6 +192,8 @@ pub struct Replica<B: Backend + Sync> {
     holds: Box<dyn HoldStore>,
     /// What this replica newly holds and will answer for once `holds` has synced it.
     unsynced: Unsynced,
+    /// What background syncs of `holds` under way will answer for, by ticket, oldest first.
+    syncing: VecDeque<(u64, Unsynced)>,
     /// A restore from a snapshot under way (state sync, `restore.rs`).
     restore: Option<restore::Restore>,
     /// Peers whose snapshot or chunk did not check out: not asked again.
@@ -274,6 +276,7 @@ impl<B: Backend + Sync> Replica<B> {
             holding: Holding::default(),
             holds: Box::new(VolatileHolds),
             unsynced: Unsynced::default(),
+            syncing: VecDeque::new(),
             restore: None,
             snapshot_refused: BTreeSet::new(),
             fill: None,
