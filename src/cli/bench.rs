@@ -28,6 +28,7 @@ use kasane_model::{codec, Hash, SignedTransaction};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::ceiling::{self, Ceiling, CpuPerTransaction};
 use super::cluster::{down, up};
 use super::genesis::{write_cluster, GenesisArgs};
 use super::http::ApiClient;
@@ -107,6 +108,10 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Only measure and print the same-run ceiling (docs/BENCHMARKS.md): the signature check's
+    /// cost on this machine now, without starting a cluster. Prints one JSON line.
+    #[arg(long)]
+    pub ceiling_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +177,13 @@ pub struct BenchReport {
     pub view_changes: u64,
     pub heads_agree: bool,
     pub per_node: Vec<NodeUsage>,
+    /// The same-run ceiling (`super::ceiling`): None when it could not be measured.
+    pub ceiling: Option<Ceiling>,
+    pub ceiling_tps: Option<f64>,
+    /// `committed_tps / ceiling_tps`.
+    pub ceiling_fraction: Option<f64>,
+    /// The nodes' CPU per committed transaction, split into signature checks and the rest.
+    pub cpu_per_transaction: Option<CpuPerTransaction>,
     pub timeline: Vec<Second>,
     pub ok: bool,
 }
@@ -329,6 +341,16 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         );
     }
     let batches = presign(&chain, total, per_batch, args.accounts, padding, args.quiet);
+    let ceiling = measure_ceiling(&batches, args.nodes);
+    if !args.quiet {
+        match &ceiling {
+            Some(ceiling) => eprintln!(
+                "bench: ceiling {:.0} tx/s: batch verify {:.2} us per signature on one core, {} cores, {} verifiers",
+                ceiling.tps, ceiling.us_per_signature, ceiling.cores, ceiling.verifiers
+            ),
+            None => eprintln!("bench: no ceiling: the signature check could not be timed"),
+        }
+    }
     let manifest = match up(&dir, Duration::from_secs(60)) {
         Ok(manifest) => manifest,
         Err(error) => {
@@ -344,7 +366,29 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .context("starting the async runtime")?
         .block_on(measure(args, &dir, &manifest.api_urls(), &names, batches, tx_bytes));
     let _ = down(&dir, Duration::from_secs(10));
-    result
+    result.map(|mut report| {
+        if let Some(ceiling) = ceiling {
+            let cpu_s: f64 = report.per_node.iter().map(|node| node.cpu_s).sum();
+            report.ceiling_tps = Some(ceiling.tps);
+            report.ceiling_fraction = Some(ceiling.fraction(report.committed_tps));
+            report.cpu_per_transaction = ceiling.split(cpu_s, report.committed);
+            report.ceiling = Some(ceiling);
+        }
+        report
+    })
+}
+
+/// Times the signature check on the first few thousand of the run's own transactions
+/// (`super::ceiling`), before the cluster starts, so nothing else runs meanwhile.
+fn measure_ceiling(batches: &[Batch], verifiers: usize) -> Option<Ceiling> {
+    let mut sample: Vec<SignedTransaction> = Vec::new();
+    for batch in batches {
+        if sample.len() >= 4 * ceiling::BATCH_TRANSACTIONS {
+            break;
+        }
+        sample.extend(codec::decode::<TransactionBatch>(&batch.body).ok()?.0);
+    }
+    ceiling::measure(&sample, verifiers, ceiling::MEASURE_FOR)
 }
 
 async fn measure(
@@ -620,6 +664,10 @@ async fn measure(
         view_changes,
         heads_agree,
         per_node,
+        ceiling: None,
+        ceiling_tps: None,
+        ceiling_fraction: None,
+        cpu_per_transaction: None,
         timeline,
         ok: heads_agree && accepted > 0 && committed == accepted,
     })
@@ -659,6 +707,23 @@ pub fn print_report(report: &BenchReport) {
         println!(
             "bench: latency submit->commit p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms",
             latency.p50, latency.p95, latency.p99, latency.max
+        );
+    }
+    match (&report.ceiling, report.ceiling_fraction) {
+        (Some(ceiling), Some(fraction)) => println!(
+            "bench: ceiling {:.0} tx/s (same run: {:.2} us per signature, {} cores, {} verifiers): committed {:.1}% of it",
+            ceiling.tps,
+            ceiling.us_per_signature,
+            ceiling.cores,
+            ceiling.verifiers,
+            100.0 * fraction
+        ),
+        _ => println!("bench: no ceiling measured"),
+    }
+    if let Some(cpu) = &report.cpu_per_transaction {
+        println!(
+            "bench: node cpu per committed transaction {:.1} us: signature checks {:.1} us, everything else {:.1} us",
+            cpu.total_us, cpu.signatures_us, cpu.other_us
         );
     }
     println!(
@@ -861,6 +926,14 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.accounts < 2 {
         bail!("--accounts must be at least 2");
+    }
+    if args.ceiling_only {
+        let chain: ChainId = crate::testnet::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
+        let total = 4 * ceiling::BATCH_TRANSACTIONS as u64;
+        let batches = presign(&chain, total, ceiling::BATCH_TRANSACTIONS, args.accounts, 0, true);
+        let ceiling = measure_ceiling(&batches, args.nodes).context("timing the signature check")?;
+        println!("{}", serde_json::to_string(&ceiling)?);
+        return Ok(ExitCode::SUCCESS);
     }
     if !args.sweep {
         let report = run_once(&args)?;
