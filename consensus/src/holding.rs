@@ -28,8 +28,9 @@ pub const HOLD_SYNC_MS: u64 = 5;
 /// them in a log of segment files (src/node/hold_log.rs); the simulator on its simulated disk.
 pub trait HoldStore: Send {
     /// A transaction entered the queue. Durable only after the next successful [`Self::sync`].
-    /// `encoding`, when the host kept it from hashing, is `codec::encode(transaction)`.
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<&[u8]>);
+    /// `encoding`, when the host kept it from hashing, is `codec::encode(transaction)`; it is
+    /// handed over, so a store that writes elsewhere takes it without a copy.
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<Vec<u8>>);
     /// These transactions left the queue (their block committed, or they expired): a restart
     /// need not queue them again. Need not be durable: a payload released but still stored is
     /// dropped when it is queued again, as committed or expired.
@@ -63,7 +64,7 @@ pub enum SyncStart {
 pub struct VolatileHolds;
 
 impl HoldStore for VolatileHolds {
-    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<&[u8]>) {}
+    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<Vec<u8>>) {}
 
     fn release(&mut self, _payloads: &[Hash]) {}
 
@@ -116,7 +117,7 @@ impl MemoryHolds {
 }
 
 impl HoldStore for MemoryHolds {
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<&[u8]>) {
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, _encoding: Option<Vec<u8>>) {
         self.stored().pending.push((*payload, transaction.clone()));
     }
 

@@ -263,7 +263,7 @@ struct Background {
 }
 
 impl kasane_consensus::holding::HoldStore for Background {
-    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<&[u8]>) {}
+    fn append(&mut self, _payload: &Hash, _transaction: &SignedTransaction, _encoding: Option<Vec<u8>>) {}
 
     fn release(&mut self, _payloads: &[Hash]) {}
 

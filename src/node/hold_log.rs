@@ -453,11 +453,8 @@ fn apply(log: &mut HoldLog, op: Op) -> Option<u64> {
 }
 
 impl HoldStore for BackgroundHoldLog {
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<&[u8]>) {
-        let encoding = match encoding {
-            Some(encoding) => encoding.to_vec(),
-            None => versioned_encoding(transaction),
-        };
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<Vec<u8>>) {
+        let encoding = encoding.unwrap_or_else(|| versioned_encoding(transaction));
         self.send(Op::Append {
             payload: *payload,
             encoding,
@@ -485,8 +482,8 @@ impl HoldStore for BackgroundHoldLog {
 }
 
 impl HoldStore for HoldLog {
-    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<&[u8]>) {
-        self.append_record(*payload, transaction, encoding);
+    fn append(&mut self, payload: &Hash, transaction: &SignedTransaction, encoding: Option<Vec<u8>>) {
+        self.append_record(*payload, transaction, encoding.as_deref());
     }
 
     fn release(&mut self, payloads: &[Hash]) {
@@ -567,7 +564,7 @@ mod tests {
         assert_eq!(log.sync(), SyncStart::Started(1));
         log.release(&[payload(&transactions[0])]);
         let encoding = codec::encode(&transactions[3]);
-        log.append(&payload(&transactions[3]), &transactions[3], Some(&encoding));
+        log.append(&payload(&transactions[3]), &transactions[3], Some(encoding));
         assert_eq!(log.sync(), SyncStart::Started(2));
         let mut answered = Vec::new();
         while answered.last() != Some(&2) {
@@ -595,7 +592,7 @@ mod tests {
         for transaction in &transactions[..4] {
             // Half of them come with the encoding their hashing made, as gossip does.
             let encoding = (transaction.payload.nonce % 2 == 1).then(|| codec::encode(transaction));
-            log.append(&payload(transaction), transaction, encoding.as_deref());
+            log.append(&payload(transaction), transaction, encoding);
         }
         log.release(&[payload(&transactions[1])]);
         log.sync_now().expect("sync");

@@ -87,7 +87,7 @@ impl<B: Backend + Sync> Replica<B> {
                 });
             if result.is_ok() {
                 if let Some(queued) = self.queue.get(&payload) {
-                    self.holds.append(&payload, queued, encoding.as_deref());
+                    self.holds.append(&payload, queued, encoding);
                 }
             }
             // A peer's copy already queued here (or committed) is held all the same.
