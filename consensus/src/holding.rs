@@ -39,7 +39,7 @@ pub trait HoldStore: Send {
     /// nothing appended since the last successful sync counts as held. A store that syncs in the
     /// background answers [`SyncStart::Started`] and its host later hands the outcome to
     /// [`crate::replica::Replica::on_holds_synced`]: the consensus task never waits on the disk
-    /// for a hold (docs/NODE.md, "Acknowledgement").
+    /// for a hold (docs/NODE.md, "Durability").
     fn sync(&mut self) -> SyncStart;
     /// What the store held when the replica started and was not released, oldest first. Called
     /// once, by [`crate::replica::Replica::start`].
