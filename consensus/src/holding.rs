@@ -195,6 +195,18 @@ impl Holding {
         self.waiting.len()
     }
 
+    /// Bytes the tables hold (estimate, `kasane_model::footprint`).
+    pub fn footprint(&self) -> usize {
+        use kasane_model::footprint::{deque_bytes, map_bytes, vec_bytes};
+        map_bytes(&self.waiting)
+            + self
+                .waiting
+                .values()
+                .map(|(_, holders)| vec_bytes(holders))
+                .sum::<usize>()
+            + deque_bytes(&self.added)
+    }
+
     /// Starts counting for `payload`, held so far by `holders`. Returns true when that is already
     /// `needed` (a cluster of one): the transaction is acknowledged at once and not kept.
     pub fn wait(&mut self, now_ms: u64, payload: Hash, mut holders: Vec<PublicKey>, needed: usize) -> bool {

@@ -50,6 +50,13 @@ impl TransactionQueue {
         self.entries.len()
     }
 
+    /// Bytes the queue's tables hold, the queued transactions' own heap memory left out
+    /// (estimate, `kasane_model::footprint`).
+    pub fn footprint(&self) -> usize {
+        use kasane_model::footprint::{deque_bytes, map_bytes};
+        deque_bytes(&self.order) + map_bytes(&self.entries) + map_bytes(&self.by_transaction)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

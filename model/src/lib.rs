@@ -26,6 +26,7 @@
 pub mod block;
 pub mod codec;
 pub mod crypto;
+pub mod footprint;
 pub mod hash;
 pub mod ids;
 pub mod instruction;

@@ -885,6 +885,23 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ] {
         let _ = writeln!(out, "kasane_table_entries{{table=\"{table}\"}} {entries}");
     }
+    if let Some((bytes, buffered)) = shared.read(|replica| replica.footprint()).await {
+        let _ = writeln!(
+            out,
+            "# HELP kasane_table_bytes Estimated bytes held by the node's tables (capacity, not entries).\n# TYPE kasane_table_bytes gauge"
+        );
+        let cache = shared.key_cache.footprint();
+        for (table, value) in bytes.iter().chain(cache.iter()) {
+            let _ = writeln!(out, "kasane_table_bytes{{table=\"{table}\"}} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kasane_buffered Messages, blocks and transactions waiting in the consensus task's buffers.\n# TYPE kasane_buffered gauge"
+        );
+        for (buffer, value) in buffered {
+            let _ = writeln!(out, "kasane_buffered{{buffer=\"{buffer}\"}} {value}");
+        }
+    }
     write_metric(
         &mut out,
         "kasane_view",

@@ -184,6 +184,15 @@ impl ReplayGuard {
         }
     }
 
+    /// Bytes the guard's tables hold (estimate, `kasane_model::footprint`).
+    pub fn footprint(&self) -> usize {
+        use kasane_model::footprint::{map_bytes, vec_bytes};
+        map_bytes(&self.current)
+            + map_bytes(&self.draining)
+            + self.buckets.values().map(vec_bytes).sum::<usize>()
+            + self.buckets.len() * 64
+    }
+
     /// Payload hashes remembered now.
     pub fn len(&self) -> usize {
         self.current.len() + self.draining.len()

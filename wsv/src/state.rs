@@ -356,6 +356,13 @@ impl Wsv {
         self.replay.len()
     }
 
+    /// Bytes held by the replay memory and by the accounts' recent transactions (estimates).
+    pub fn footprint(&self) -> (usize, usize) {
+        use kasane_model::footprint::{deque_bytes, map_bytes};
+        let recent = map_bytes(&self.recent) + self.recent.values().map(deque_bytes).sum::<usize>();
+        (self.replay.footprint(), recent)
+    }
+
     /// The validators that certify the block after the current head: the registered peers, or,
     /// before genesis is applied, the genesis authority alone.
     pub fn validators(&self) -> std::collections::BTreeSet<PublicKey> {

@@ -213,6 +213,9 @@ mod fill;
 mod restore;
 pub use restore::{RestoreEvent, RESTORE_CHECKPOINTS_BEHIND};
 
+/// Figures by name, for metrics.
+pub type NamedFigures = Vec<(&'static str, usize)>;
+
 impl<B: Backend + Sync> std::fmt::Debug for Replica<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
@@ -359,6 +362,21 @@ impl<B: Backend + Sync> Replica<B> {
 
     pub fn queue_len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Estimated bytes of the replica's tables (`kasane_model::footprint`), by table, and what
+    /// waits in its buffers, by count: for telling which one holds a node's memory.
+    pub fn footprint(&self) -> (NamedFigures, NamedFigures) {
+        let (replay, recent) = self.wsv.footprint();
+        let bytes = vec![
+            ("queue", self.queue.footprint()),
+            ("holding", self.holding.footprint()),
+            ("replay", replay),
+            ("recent_transactions", recent),
+        ];
+        let mut counts = self.core.buffered().to_vec();
+        counts.push(("hold_syncs_waiting", self.syncing.len()));
+        (bytes, counts)
     }
 
     /// Events since the last call.

@@ -291,6 +291,24 @@ impl Sumeragi {
         self.state.blocks.get(hash).map(|entry| entry.validity)
     }
 
+    /// What waits in memory: messages for the next height, early messages of later views,
+    /// synced blocks not yet committed and their transactions.
+    pub fn buffered(&self) -> [(&'static str, usize); 4] {
+        [
+            ("future_messages", self.future.len()),
+            ("early_messages", self.state.early.values().map(VecDeque::len).sum()),
+            ("sync_pending_blocks", self.sync.pending.len()),
+            (
+                "sync_pending_transactions",
+                self.sync
+                    .pending
+                    .values()
+                    .map(|(block, _)| block.block.transactions.len())
+                    .sum(),
+            ),
+        ]
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -337,6 +337,10 @@ impl<K: std::hash::Hash + Eq, V> Generations<K, V> {
     fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }
+
+    fn footprint(&self) -> usize {
+        crate::footprint::map_bytes(&self.current) + crate::footprint::map_bytes(&self.previous)
+    }
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -384,6 +388,15 @@ impl KeyCache {
     /// measure verification with a warm key cache).
     pub fn forget_verified(&self) {
         *locked(&self.inner.verified) = Generations::default();
+    }
+
+    /// Bytes of the decoded keys' and the verified signatures' tables (estimate,
+    /// [`crate::footprint`]).
+    pub fn footprint(&self) -> [(&'static str, usize); 2] {
+        [
+            ("keys", locked(&self.inner.keys).footprint()),
+            ("verified_signatures", locked(&self.inner.verified).footprint()),
+        ]
     }
 
     /// Signatures remembered as verified.
