@@ -1,6 +1,6 @@
 //! The bounded transaction queue: admitted (signature-checked) transactions waiting for a block.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use kasane_model::transaction::TransactionHashes;
 use kasane_model::{Hash, SignedTransaction};
@@ -23,17 +23,28 @@ pub enum QueueError {
 struct Queued {
     transaction: SignedTransaction,
     hashes: TransactionHashes,
+    /// Its place in `order`.
+    sequence: u64,
 }
+
+/// Entries of `order` whose transaction left the queue, beyond twice the queue's length, before
+/// `order` is compacted in one pass.
+const STALE_ORDER_SLACK: usize = 4_096;
 
 #[derive(Debug)]
 pub struct TransactionQueue {
-    /// Payload hashes, oldest first; every one is a key of `entries`.
-    order: VecDeque<Hash>,
+    /// (payload hash, sequence), oldest first. An entry is live while `entries` holds that
+    /// payload with that sequence; the others are stale, left by transactions that went (a
+    /// committed block takes thousands at once, and walking the whole queue at every commit to
+    /// drop them cost the consensus task milliseconds per block) and dropped from the front as
+    /// they reach it, or all at once when they outnumber the live ones.
+    order: VecDeque<(Hash, u64)>,
     /// By payload hash.
     entries: Map<Hash, Queued>,
     /// Transaction hash to payload hash, for blocks that travel as hashes (docs/NODE.md).
     by_transaction: Map<Hash, Hash>,
     capacity: usize,
+    next_sequence: u64,
 }
 
 impl TransactionQueue {
@@ -43,6 +54,7 @@ impl TransactionQueue {
             entries: Map::default(),
             by_transaction: Map::default(),
             capacity,
+            next_sequence: 0,
         }
     }
 
@@ -70,17 +82,47 @@ impl TransactionQueue {
                 capacity: self.capacity,
             });
         }
-        self.order.push_back(hashes.payload);
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.order.push_back((hashes.payload, sequence));
         self.by_transaction.insert(hashes.transaction, hashes.payload);
-        self.entries.insert(hashes.payload, Queued { transaction, hashes });
+        self.entries.insert(
+            hashes.payload,
+            Queued {
+                transaction,
+                hashes,
+                sequence,
+            },
+        );
         Ok(())
+    }
+
+    /// The queued transaction an entry of `order` stands for, if it is live.
+    fn live(&self, (payload, sequence): &(Hash, u64)) -> Option<&Queued> {
+        self.entries.get(payload).filter(|queued| queued.sequence == *sequence)
+    }
+
+    /// Drops the stale entries of `order` at its front, and every stale one when they outnumber
+    /// the live ones by [`STALE_ORDER_SLACK`].
+    fn tidy_order(&mut self) {
+        while let Some(front) = self.order.front() {
+            if self.live(front).is_some() {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.entries.len() + STALE_ORDER_SLACK {
+            let entries = &self.entries;
+            self.order
+                .retain(|(payload, sequence)| entries.get(payload).is_some_and(|queued| queued.sequence == *sequence));
+        }
     }
 
     /// The oldest `count` transactions, left in the queue until a block commits them.
     pub fn oldest(&self, count: usize) -> Vec<(SignedTransaction, TransactionHashes)> {
         self.order
             .iter()
-            .filter_map(|payload| self.entries.get(payload))
+            .filter_map(|entry| self.live(entry))
             .take(count)
             .map(|queued| (queued.transaction.clone(), queued.hashes))
             .collect()
@@ -95,7 +137,7 @@ impl TransactionQueue {
 
     /// Drops the transactions whose payloads a committed block carried. Returns those that were
     /// queued.
-    pub fn remove_payloads(&mut self, payloads: &BTreeSet<Hash>) -> Vec<Hash> {
+    pub fn remove_payloads<'a>(&mut self, payloads: impl IntoIterator<Item = &'a Hash>) -> Vec<Hash> {
         let mut removed = Vec::new();
         for payload in payloads {
             if let Some(queued) = self.entries.remove(payload) {
@@ -104,8 +146,7 @@ impl TransactionQueue {
             }
         }
         if !removed.is_empty() {
-            let entries = &self.entries;
-            self.order.retain(|payload| entries.contains_key(payload));
+            self.tidy_order();
         }
         removed
     }
@@ -126,8 +167,7 @@ impl TransactionQueue {
             live
         });
         if !expired.is_empty() {
-            let entries = &self.entries;
-            self.order.retain(|payload| entries.contains_key(payload));
+            self.tidy_order();
         }
         expired
     }
@@ -184,12 +224,63 @@ mod tests {
         assert_eq!(found, Some(transactions[1].clone()));
         assert!(queue.by_transaction_hash(&hashes[1].payload).is_none());
 
-        queue.remove_payloads(&BTreeSet::from([hashes[0].payload, hashes[3].payload]));
+        queue.remove_payloads(&[hashes[0].payload, hashes[3].payload]);
         assert_eq!(queue.len(), 2);
         assert!(queue.by_transaction_hash(&hashes[0].transaction).is_none());
         let oldest: Vec<Hash> = queue.oldest(5).iter().map(|(_, hashes)| hashes.payload).collect();
         assert_eq!(oldest, [hashes[1].payload, hashes[2].payload]);
         assert_eq!(queue.push(transactions[3].clone(), hashes[3]), Ok(()));
         assert_eq!(queue.oldest(1)[0].1, hashes[1]);
+    }
+
+    /// A transaction that left from the middle of the queue leaves a stale entry in the order:
+    /// queued again, it counts once, at the back; and stale entries never outnumber the live
+    /// ones by more than the slack.
+    #[test]
+    fn what_left_is_skipped_once_and_the_order_stays_bounded() {
+        let mut queue = TransactionQueue::new(100_000);
+        let transactions: Vec<SignedTransaction> = (0..3).map(transaction).collect();
+        let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
+        for index in 0..3 {
+            assert_eq!(queue.push(transactions[index].clone(), hashes[index]), Ok(()));
+        }
+        assert_eq!(queue.remove_payloads(&[hashes[1].payload]), [hashes[1].payload]);
+        assert_eq!(queue.push(transactions[1].clone(), hashes[1]), Ok(()));
+        let oldest: Vec<Hash> = queue.oldest(10).iter().map(|(_, hashes)| hashes.payload).collect();
+        assert_eq!(oldest, [hashes[0].payload, hashes[2].payload, hashes[1].payload]);
+
+        let many: Vec<SignedTransaction> = (10..20_010).map(transaction).collect();
+        let many_hashes: Vec<TransactionHashes> = many.iter().map(SignedTransaction::hashes).collect();
+        for (transaction, hashes) in many.iter().zip(&many_hashes) {
+            assert_eq!(queue.push(transaction.clone(), *hashes), Ok(()));
+        }
+        // Every other one leaves, never the front: the stale entries are dropped in one pass
+        // once they pass the slack.
+        let leaving: Vec<Hash> = many_hashes
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|hashes| hashes.payload)
+            .collect();
+        assert_eq!(queue.remove_payloads(&leaving).len(), 10_000);
+        assert_eq!(queue.len(), 10_003);
+        assert!(
+            queue.order.len() <= 2 * queue.len() + STALE_ORDER_SLACK,
+            "{}",
+            queue.order.len()
+        );
+        let oldest = queue.oldest(usize::MAX);
+        assert_eq!(oldest.len(), 10_003);
+        assert_eq!(oldest[3].1, many_hashes[0]);
+        assert_eq!(oldest[4].1, many_hashes[2]);
+        // What leaves from the front goes from the order at once.
+        let front: Vec<Hash> = oldest.iter().take(1_000).map(|(_, hashes)| hashes.payload).collect();
+        queue.remove_payloads(&front);
+        assert_eq!(
+            queue
+                .live(queue.order.front().expect("queued"))
+                .map(|queued| queued.hashes),
+            Some(oldest[1_000].1)
+        );
     }
 }

@@ -155,7 +155,7 @@ impl<B: Backend + Sync> Replica<B> {
                 Err(error) => panic!("a validated block failed to apply at height {height}: {error}"),
             },
         };
-        let payloads: BTreeSet<Hash> = hashes.iter().map(|hash| hash.payload).collect();
+        let payloads: Vec<Hash> = hashes.iter().map(|hash| hash.payload).collect();
         let unqueued = self.queue.remove_payloads(&payloads);
         self.holds.release(&unqueued);
         // The chain holds what it committed: a client's transaction still counting holders is

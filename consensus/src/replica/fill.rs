@@ -118,7 +118,7 @@ impl<B: Backend + Sync> Replica<B> {
             let (height, hash) = (block.block.header.height, block.block.hash());
             match self.kura.append_below(&block) {
                 Ok(whole) => {
-                    let payloads: BTreeSet<Hash> = hashes.iter().map(|hashes| hashes.payload).collect();
+                    let payloads: Vec<Hash> = hashes.iter().map(|hashes| hashes.payload).collect();
                     let unqueued = self.queue.remove_payloads(&payloads);
                     self.holds.release(&unqueued);
                     self.events.push(ReplicaEvent::Backfilled {
