@@ -190,6 +190,7 @@ impl ReplayGuard {
         map_bytes(&self.current)
             + map_bytes(&self.draining)
             + self.buckets.values().map(vec_bytes).sum::<usize>()
+            // The bucket map's own nodes: a key, a vector header and the node's share, roughly.
             + self.buckets.len() * 64
     }
 
