@@ -47,6 +47,12 @@ pub struct TransactionQueue {
     next_sequence: u64,
 }
 
+/// The entry of `entries` that `(payload, sequence)`, an entry of `order`, stands for, if it is
+/// live (see `TransactionQueue::order`).
+fn live_in<'a>(entries: &'a Map<Hash, Queued>, (payload, sequence): &(Hash, u64)) -> Option<&'a Queued> {
+    entries.get(payload).filter(|queued| queued.sequence == *sequence)
+}
+
 impl TransactionQueue {
     pub fn new(capacity: usize) -> TransactionQueue {
         TransactionQueue {
@@ -98,8 +104,8 @@ impl TransactionQueue {
     }
 
     /// The queued transaction an entry of `order` stands for, if it is live.
-    fn live(&self, (payload, sequence): &(Hash, u64)) -> Option<&Queued> {
-        self.entries.get(payload).filter(|queued| queued.sequence == *sequence)
+    fn live(&self, entry: &(Hash, u64)) -> Option<&Queued> {
+        live_in(&self.entries, entry)
     }
 
     /// Drops the stale entries of `order` at its front, and every stale one when they outnumber
@@ -113,8 +119,7 @@ impl TransactionQueue {
         }
         if self.order.len() > 2 * self.entries.len() + STALE_ORDER_SLACK {
             let entries = &self.entries;
-            self.order
-                .retain(|(payload, sequence)| entries.get(payload).is_some_and(|queued| queued.sequence == *sequence));
+            self.order.retain(|entry| live_in(entries, entry).is_some());
         }
     }
 
@@ -202,14 +207,20 @@ mod tests {
         SignedTransaction::sign(payload, &[&key])
     }
 
-    #[test]
-    fn keeps_order_bounds_and_finds_by_transaction_hash() {
-        let mut queue = TransactionQueue::new(3);
-        let transactions: Vec<SignedTransaction> = (0..4).map(transaction).collect();
+    /// A queue of `capacity` holding the first three of `count` transactions, with all of them.
+    fn three_queued(capacity: usize, count: u32) -> (TransactionQueue, Vec<SignedTransaction>, Vec<TransactionHashes>) {
+        let mut queue = TransactionQueue::new(capacity);
+        let transactions: Vec<SignedTransaction> = (0..count).map(transaction).collect();
         let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
         for index in 0..3 {
             assert_eq!(queue.push(transactions[index].clone(), hashes[index]), Ok(()));
         }
+        (queue, transactions, hashes)
+    }
+
+    #[test]
+    fn keeps_order_bounds_and_finds_by_transaction_hash() {
+        let (mut queue, transactions, hashes) = three_queued(3, 4);
         assert_eq!(
             queue.push(transactions[0].clone(), hashes[0]),
             Err(QueueError::Duplicate)
@@ -238,12 +249,7 @@ mod tests {
     /// ones by more than the slack.
     #[test]
     fn what_left_is_skipped_once_and_the_order_stays_bounded() {
-        let mut queue = TransactionQueue::new(100_000);
-        let transactions: Vec<SignedTransaction> = (0..3).map(transaction).collect();
-        let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
-        for index in 0..3 {
-            assert_eq!(queue.push(transactions[index].clone(), hashes[index]), Ok(()));
-        }
+        let (mut queue, transactions, hashes) = three_queued(100_000, 3);
         assert_eq!(queue.remove_payloads(&[hashes[1].payload]), [hashes[1].payload]);
         assert_eq!(queue.push(transactions[1].clone(), hashes[1]), Ok(()));
         let oldest: Vec<Hash> = queue.oldest(10).iter().map(|(_, hashes)| hashes.payload).collect();
