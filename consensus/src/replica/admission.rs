@@ -73,6 +73,7 @@ impl<B: Backend + Sync> Replica<B> {
                     encoding: None,
                 });
             let payload = hashes.payload;
+            let mut full = false;
             let result = self
                 .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
@@ -82,7 +83,10 @@ impl<B: Backend + Sync> Replica<B> {
                         .map(|()| copy)
                         .map_err(|error| match error {
                             QueueError::Duplicate => "already queued".to_string(),
-                            other => other.to_string(),
+                            other => {
+                                full = matches!(other, QueueError::Full { .. });
+                                other.to_string()
+                            }
                         })
                 });
             if result.is_ok() {
@@ -91,8 +95,22 @@ impl<B: Backend + Sync> Replica<B> {
                 }
             }
             // A peer's copy already queued here (or committed) is held all the same.
-            if result.is_ok() || (source != Source::Client && self.holds(now_ms, &payload)) {
+            let already_held = result.is_err() && source != Source::Client && self.holds(now_ms, &payload);
+            if result.is_ok() || already_held {
                 held.push(payload);
+            }
+            if source != Source::Client {
+                let counts = &mut self.gossip;
+                let count = if result.is_ok() {
+                    &mut counts.admitted
+                } else if already_held {
+                    &mut counts.already_held
+                } else if full {
+                    &mut counts.queue_full
+                } else {
+                    &mut counts.refused
+                };
+                *count += 1;
             }
             results.push(result.map(|copy| {
                 accepted += 1;

@@ -204,6 +204,23 @@ pub struct Replica<B: Backend + Sync> {
     tick_armed: bool,
     /// Restores abandoned since this replica started.
     restores_abandoned: u32,
+    /// What admission did with peers' gossip.
+    gossip: GossipCounts,
+}
+
+/// What admission did with the transactions peers gossiped, since the replica started. Gossip
+/// that is mostly duplicates is work for nothing: a stale-timer re-gossip once made more than
+/// half of a saturated node's gossip duplicates (docs/BENCHMARKS.md), and these counts show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipCounts {
+    /// Queued here.
+    pub admitted: u64,
+    /// Already queued or committed here (answered `Held` all the same).
+    pub already_held: u64,
+    /// Refused because the queue was full.
+    pub queue_full: u64,
+    /// Refused for anything else (bad signature, expired, wrong chain...).
+    pub refused: u64,
 }
 
 mod admission;
@@ -285,6 +302,7 @@ impl<B: Backend + Sync> Replica<B> {
             fill: None,
             tick_armed: false,
             restores_abandoned: 0,
+            gossip: GossipCounts::default(),
         }
     }
 
@@ -306,6 +324,11 @@ impl<B: Backend + Sync> Replica<B> {
     /// What the wire protocol did so far.
     pub fn wire_counts(&self) -> WireCounts {
         self.wire.counts
+    }
+
+    /// What admission did with peers' gossip so far.
+    pub fn gossip_counts(&self) -> GossipCounts {
+        self.gossip
     }
 
     /// Makes the replica share `cache` (with the validator plugins that verify signatures, say).
@@ -538,13 +561,19 @@ impl<B: Backend + Sync> Replica<B> {
             return self.on_restore_tick(now_ms);
         }
         let mut out = Vec::new();
-        // R18: transactions still queued when a view times out are gossiped again, so one that
-        // reached only a partitioned or crashed replica still gets to a leader.
         if matches!(timer, Timer::View { .. }) && self.drop_expired(now_ms) {
             let effects = self.core.step(Input::QueueLength(self.queue.len()));
             out.extend(self.run(now_ms, effects));
         }
-        if matches!(timer, Timer::View { .. }) && !self.queue.is_empty() {
+        // R18: transactions still queued when a view times out are gossiped again, so one that
+        // reached only a partitioned or crashed replica still gets to a leader. Only a timer of
+        // the current height and view is a timeout: every height arms one, and the timers of
+        // heights that committed in time still fire. Re-gossip on those sent the 4,096 oldest
+        // queued transactions to every peer once per block, which at full load was more than
+        // half of all the transactions a node received, every one of them a duplicate.
+        let timed_out = matches!(timer, Timer::View { height, view }
+            if height == self.core.height() && view == self.core.view());
+        if timed_out && !self.queue.is_empty() {
             let transactions = self
                 .queue
                 .oldest(GOSSIP_TRANSACTIONS_MAX)
