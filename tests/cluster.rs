@@ -96,8 +96,18 @@ fn spawn_node_with(config: &Path, log: &Path, extra: &[&str]) -> Child {
 
 impl Cluster {
     fn new(validators: usize) -> Cluster {
+        Cluster::with_genesis(validators, &[])
+    }
+
+    /// A cluster whose `kasane genesis` is also given `extra`.
+    fn with_genesis(validators: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let manifest = genesis(dir.path(), &["--validators", &validators.to_string()]);
+        let validators = validators.to_string();
+        let arguments: Vec<&str> = ["--validators", validators.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let manifest = genesis(dir.path(), &arguments);
         let children = (0..manifest.nodes.len()).map(|_| None).collect();
         let mut cluster = Cluster {
             dir,
@@ -826,12 +836,13 @@ fn up_and_down_run_a_cluster_with_an_observer() {
 /// Acknowledgement by f + 1 and `?wait=commit` on real processes: a committed answer carries
 /// a height and a proof that checks against the block; bad queries are 400; with no quorum the
 /// wait ends in a `504 commit_timeout` naming what is known; with fewer than f + 1 validators
-/// up a submission is `503 not_held`.
+/// up a submission is `503 not_held`; and a full queue (two transactions here) answers `503
+/// queue_full` before it decodes anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_commit_answers_with_a_proof_or_a_clear_error() {
     use kasane::node::api::{TransactionBatch, POSTCARD};
     let _serial = serial();
-    let mut cluster = Cluster::new(4);
+    let mut cluster = Cluster::with_genesis(4, &["--queue-capacity", "2"]);
     cluster.wait_connected(Duration::from_secs(30)).await;
     let chain = cluster.chain();
     let api = cluster.manifest.nodes[0].api.clone();
@@ -910,4 +921,15 @@ async fn wait_for_commit_answers_with_a_proof_or_a_clear_error() {
             .is_some_and(|message| message.contains("held by 1 of the 2 needed")),
         "{value}"
     );
+
+    // Transactions 5 and 7 fill the queue: the next request is refused before its body is
+    // decoded, so even bytes that are no batch get the 503.
+    for request in [body(9, 9), b"not a batch".to_vec()] {
+        let (status, value) = post(&format!("{api}/v1/transactions"), POSTCARD, request).await;
+        assert_eq!(
+            (status, value["error"]["code"].as_str()),
+            (503, Some("queue_full")),
+            "{value}"
+        );
+    }
 }

@@ -233,6 +233,20 @@ impl Drop for Admitting<'_> {
     }
 }
 
+/// The `503` of a full queue, counted.
+fn queue_full(shared: &Shared, queued: usize, in_flight: usize) -> ApiError {
+    Metrics::add(&shared.metrics.queue_full_responses, 1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_full",
+        format!(
+            "the transaction queue is full ({queued} of {} waiting for a block, {in_flight} of {} being admitted); retry later",
+            shared.queue_capacity,
+            2 * shared.queue_capacity
+        ),
+    )
+}
+
 async fn submit(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
@@ -241,7 +255,6 @@ async fn submit(
 ) -> ApiResult {
     let wait = Wait::parse(query.as_deref())?;
     let body = body_bytes(body, shared.body_bytes_max).await?;
-    let transactions = parse_transactions(&headers, &body)?;
     // Admission bounds what waits in the queue by the queue's capacity, and, separately, what
     // earlier requests are still bringing to it (being checked, or waiting for the consensus
     // task) by twice that. Without the second bound a burst of requests would all pass a queue
@@ -265,22 +278,19 @@ async fn submit(
             ),
         ));
     }
+    // A full queue refuses before the body is decoded: under overload most requests end here,
+    // and decoding them was a visible share of a saturated node's processor.
+    if queued >= shared.queue_capacity {
+        return Err(queue_full(&shared, queued, shared.admitting.load(Ordering::Acquire)));
+    }
+    let transactions = parse_transactions(&headers, &body)?;
     let in_flight = shared.admitting.fetch_add(transactions.len(), Ordering::AcqRel);
     let admitting = Admitting {
         counter: &shared.admitting,
         count: transactions.len(),
     };
-    if queued >= shared.queue_capacity || in_flight >= 2 * shared.queue_capacity {
-        Metrics::add(&shared.metrics.queue_full_responses, 1);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!(
-                "the transaction queue is full ({queued} of {} waiting for a block, {in_flight} of {} being admitted); retry later",
-                shared.queue_capacity,
-                2 * shared.queue_capacity
-            ),
-        ));
+    if in_flight >= 2 * shared.queue_capacity {
+        return Err(queue_full(&shared, queued, in_flight));
     }
     // Hashing and signature checks run on the blocking pool, not on the consensus task.
     let mut cache = shared.key_cache.clone();
