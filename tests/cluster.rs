@@ -369,7 +369,8 @@ async fn a_four_node_cluster_commits_agrees_applies_once_and_proves() {
     assert!(metrics.contains(&format!("\nkasane_height {height}\n")), "{metrics}");
     assert!(metrics.contains("kasane_p2p_bytes_sent_total"));
     // Proposals travelled as digests and were rebuilt from the peers' queues.
-    let mut rebuilt = 0u64;
+    // And what clients submitted was gossiped to the other nodes, who queued it.
+    let (mut rebuilt, mut gossiped) = (0u64, 0u64);
     for node in &cluster.manifest.nodes {
         let text = reqwest::get(format!("{}/metrics", node.api))
             .await
@@ -382,8 +383,12 @@ async fn a_four_node_cluster_commits_agrees_applies_once_and_proves() {
             .find_map(|line| line.strip_prefix("kasane_proposal_digests_total "))
             .and_then(|value| value.trim().parse::<u64>().ok())
             .expect("the digest counter");
+        gossiped += kasane::cli::bench::GossipFigures::from_metrics(&text)
+            .expect("the gossip counters")
+            .admitted;
     }
     assert!(rebuilt > 0, "no proposal was rebuilt from a digest");
+    assert!(gossiped > 0, "no peer queued gossip");
 
     // The event stream reports the next block.
     let mut events = reqwest::get(format!("{}/v1/events", cluster.manifest.nodes[2].api))

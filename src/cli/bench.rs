@@ -130,6 +130,48 @@ pub struct NodeUsage {
     /// Cores used on average over the run.
     pub cores: f64,
     pub peak_rss_mb: f64,
+    /// What the node's admission did with its peers' gossip over the whole run (its
+    /// `kasane_gossip_*_total` counters), when its metrics could be read.
+    pub gossip: Option<GossipFigures>,
+}
+
+/// Transactions a node received as gossip, by what admission did with them.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GossipFigures {
+    pub admitted: u64,
+    pub already_held: u64,
+    pub queue_full: u64,
+    pub refused: u64,
+}
+
+impl GossipFigures {
+    /// Reads the counters from a node's Prometheus text; `None` if any is missing.
+    pub fn from_metrics(text: &str) -> Option<GossipFigures> {
+        let counter = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+        };
+        Some(GossipFigures {
+            admitted: counter("kasane_gossip_admitted_total")?,
+            already_held: counter("kasane_gossip_already_held_total")?,
+            queue_full: counter("kasane_gossip_queue_full_total")?,
+            refused: counter("kasane_gossip_refused_total")?,
+        })
+    }
+}
+
+/// Each node's gossip counters, in `urls` order.
+async fn gossip_figures(http: &reqwest::Client, urls: &[String]) -> Vec<Option<GossipFigures>> {
+    let mut figures = Vec::with_capacity(urls.len());
+    for url in urls {
+        let text = match http.get(format!("{url}/metrics")).send().await {
+            Ok(response) => response.text().await.ok(),
+            Err(_) => None,
+        };
+        figures.push(text.as_deref().and_then(GossipFigures::from_metrics));
+    }
+    figures
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -564,6 +606,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let heads_agree = heads.iter().all(|head| *head == heads[0] && !head.1.is_null());
+    let gossip = gossip_figures(&http, urls).await;
 
     let admission = admission.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -611,7 +654,8 @@ async fn measure(
     let per_node = names
         .iter()
         .zip(usage_before.iter().zip(&usage_after))
-        .map(|(name, (before, after))| {
+        .zip(gossip)
+        .map(|((name, (before, after)), gossip)| {
             let (cpu_before, _) = before.unwrap_or((0.0, 0.0));
             let (cpu_after, peak) = after.unwrap_or((cpu_before, 0.0));
             NodeUsage {
@@ -619,6 +663,7 @@ async fn measure(
                 cpu_s: cpu_after - cpu_before,
                 cores: (cpu_after - cpu_before) / wall.max(1e-9),
                 peak_rss_mb: peak,
+                gossip,
             }
         })
         .collect();
@@ -731,8 +776,14 @@ pub fn print_report(report: &BenchReport) {
         report.blocks, report.blocks_per_s, report.tx_per_block, report.view_changes, report.heads_agree
     );
     for node in &report.per_node {
+        let gossip = node.gossip.map_or(String::new(), |gossip| {
+            format!(
+                ", gossip received: {} queued, {} already held, {} refused (queue full), {} refused (other)",
+                gossip.admitted, gossip.already_held, gossip.queue_full, gossip.refused
+            )
+        });
         println!(
-            "bench:   {} cpu {:.1} s ({:.2} cores) peak rss {:.0} MiB",
+            "bench:   {} cpu {:.1} s ({:.2} cores) peak rss {:.0} MiB{gossip}",
             node.name, node.cpu_s, node.cores, node.peak_rss_mb
         );
     }

@@ -1052,6 +1052,30 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "Proposal digests that needed transactions fetched from their sender.",
         Metrics::get(&metrics.proposal_fetches),
     );
+    for (name, help, counter) in [
+        (
+            "kasane_gossip_admitted_total",
+            "Transactions gossiped by peers and queued here.",
+            &metrics.gossip_admitted,
+        ),
+        (
+            "kasane_gossip_already_held_total",
+            "Transactions gossiped by peers that were already queued or committed here: duplicates.",
+            &metrics.gossip_already_held,
+        ),
+        (
+            "kasane_gossip_queue_full_total",
+            "Transactions gossiped by peers and refused because the queue was full.",
+            &metrics.gossip_queue_full,
+        ),
+        (
+            "kasane_gossip_refused_total",
+            "Transactions gossiped by peers and refused for another reason (signature, expiry, chain).",
+            &metrics.gossip_refused,
+        ),
+    ] {
+        write_metric(&mut out, name, "counter", help, Metrics::get(counter));
+    }
     write_summary(
         &mut out,
         "kasane_proposal_step_seconds",

@@ -407,6 +407,15 @@ impl Driver {
         metrics
             .proposal_fetches
             .store(counts.fetches, std::sync::atomic::Ordering::Relaxed);
+        let gossip = self.replica.gossip_counts();
+        for (gauge, value) in [
+            (&metrics.gossip_admitted, gossip.admitted),
+            (&metrics.gossip_already_held, gossip.already_held),
+            (&metrics.gossip_queue_full, gossip.queue_full),
+            (&metrics.gossip_refused, gossip.refused),
+        ] {
+            Metrics::set(gauge, value);
+        }
     }
 
     fn fire_timers(&mut self) {

@@ -328,6 +328,12 @@ pub struct Metrics {
     /// transactions fetched from their sender first.
     pub proposal_digests: AtomicU64,
     pub proposal_fetches: AtomicU64,
+    /// Transactions peers gossiped: queued, already held here, refused for a full queue, and
+    /// refused for anything else (`kasane_consensus::replica::GossipCounts`).
+    pub gossip_admitted: AtomicU64,
+    pub gossip_already_held: AtomicU64,
+    pub gossip_queue_full: AtomicU64,
+    pub gossip_refused: AtomicU64,
     /// Time the consensus task spent on a received proposal: validation, execution, voting.
     pub proposal_step: Latency,
     /// From admission on this node to commit, for transactions submitted here.
