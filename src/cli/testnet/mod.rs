@@ -218,9 +218,13 @@ pub fn run(args: TestnetArgs) -> anyhow::Result<ExitCode> {
     let temporary = tempfile::tempdir().context("creating a temporary directory")?;
     let dir = args.dir.clone().unwrap_or_else(|| temporary.path().join("cluster"));
     let report = runtime()?.block_on(async {
+        // SIGTERM too (`timeout`, `kill`): dropping the experiment stops every node it started.
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         tokio::select! {
             report = experiment(manifest, &dir, args.dir.is_some()) => report,
             _ = tokio::signal::ctrl_c() => bail!("interrupted; every node was stopped"),
+            _ = terminate.recv() => bail!("terminated; every node was stopped"),
         }
     })?;
     print_report(&report);
