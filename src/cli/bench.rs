@@ -112,6 +112,17 @@ pub struct BenchArgs {
     /// cost on this machine now, without starting a cluster. Prints one JSON line.
     #[arg(long)]
     pub ceiling_only: bool,
+    /// Find the cluster's capacity with short probes, then run at 0.8x, 1.05x and 2x of it and
+    /// judge issue 16's targets (`super::capacity`, docs/BENCHMARKS.md). `--duration` is the
+    /// length of the 0.8x and 1.05x runs; the 2x run lasts half of it.
+    #[arg(long)]
+    pub capacity: bool,
+    /// Probes of the capacity search (each halves the interval it searches).
+    #[arg(long, default_value_t = 5)]
+    pub probes: u32,
+    /// Seconds of load in each probe.
+    #[arg(long, default_value_t = 20)]
+    pub probe_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -418,6 +429,15 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         }
         report
     })
+}
+
+/// The same-run ceiling without a cluster: the signature check timed now on a few thousand
+/// freshly signed bench transfers.
+pub fn ceiling_now(args: &BenchArgs) -> anyhow::Result<Ceiling> {
+    let chain: ChainId = crate::testnet::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
+    let total = 4 * ceiling::BATCH_TRANSACTIONS as u64;
+    let batches = presign(&chain, total, ceiling::BATCH_TRANSACTIONS, args.accounts, 0, true);
+    measure_ceiling(&batches, args.nodes).context("timing the signature check")
 }
 
 /// Times the signature check on the first few thousand of the run's own transactions
@@ -979,12 +999,11 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--accounts must be at least 2");
     }
     if args.ceiling_only {
-        let chain: ChainId = crate::testnet::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
-        let total = 4 * ceiling::BATCH_TRANSACTIONS as u64;
-        let batches = presign(&chain, total, ceiling::BATCH_TRANSACTIONS, args.accounts, 0, true);
-        let ceiling = measure_ceiling(&batches, args.nodes).context("timing the signature check")?;
-        println!("{}", serde_json::to_string(&ceiling)?);
+        println!("{}", serde_json::to_string(&ceiling_now(&args)?)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.capacity {
+        return super::capacity::run(&args);
     }
     if !args.sweep {
         let report = run_once(&args)?;
@@ -1011,6 +1030,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     block_txs_max,
                     block_time_ms,
                     sweep: false,
+                    capacity: false,
                     quiet: true,
                     dir: None,
                     ..args.clone()

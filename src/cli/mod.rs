@@ -1,6 +1,7 @@
 //! Subcommands of the `kasane` binary.
 
 pub mod bench;
+pub mod capacity;
 pub mod ceiling;
 pub mod client;
 pub mod cluster;
