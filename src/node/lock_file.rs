@@ -45,7 +45,11 @@ impl From<RecordV1> for LockRecord {
 #[derive(Debug)]
 pub struct FileLockStore {
     path: PathBuf,
+    /// The record found at open, until the first save. Saved records are not kept in memory:
+    /// a commit vote's record holds the whole locked block, and a copy of it per height was
+    /// work for nothing, since only a starting replica loads the record.
     record: Option<LockRecord>,
+    saved: bool,
 }
 
 fn encode(record: &LockRecord) -> Vec<u8> {
@@ -98,6 +102,7 @@ impl FileLockStore {
         Ok(FileLockStore {
             path: path.to_path_buf(),
             record,
+            saved: false,
         })
     }
 
@@ -122,11 +127,27 @@ impl LockStore for FileLockStore {
             tracing::error!(path = %self.path.display(), %error, "cannot persist the consensus lock record: stopping");
             std::process::exit(70);
         }
-        self.record = Some(record.clone());
+        self.record = None;
+        self.saved = true;
     }
 
+    /// The newest record: the one found at open or, after a save, the file read again.
     fn load(&self) -> Option<LockRecord> {
-        self.record.clone()
+        if !self.saved {
+            return self.record.clone();
+        }
+        match std::fs::read(&self.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| decode(&bytes))
+        {
+            Ok(record) => Some(record),
+            Err(error) => {
+                // Saved and synced a moment ago: unreadable now means the disk failed under
+                // the node, and voting on without the record could vote twice.
+                tracing::error!(path = %self.path.display(), %error, "cannot read back the consensus lock record: stopping");
+                std::process::exit(70);
+            }
+        }
     }
 }
 
@@ -154,6 +175,7 @@ mod tests {
         assert_eq!(store.load(), None);
         store.save(&record(5));
         store.save(&record(6));
+        assert_eq!(store.load(), Some(record(6)), "read back from the file");
         assert_eq!(FileLockStore::open(&path).expect("reopen").load(), Some(record(6)));
         let mut bytes = std::fs::read(&path).expect("read");
         for index in 0..bytes.len() {
