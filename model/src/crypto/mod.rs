@@ -320,16 +320,30 @@ impl<K, V> Default for Generations<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V> Generations<K, V> {
+    /// Generations whose first is allocated for `per_generation` entries at once.
+    fn with_capacity(per_generation: usize) -> Self {
+        Generations {
+            current: HashMap::with_capacity_and_hasher(per_generation, ahash::RandomState::default()),
+            previous: HashMap::default(),
+        }
+    }
+
     fn get(&self, key: &K) -> Option<&V> {
         self.current.get(key).or_else(|| self.previous.get(key))
     }
 
     fn insert(&mut self, key: K, value: V, limit: usize) {
-        if self.current.len() >= (limit / 2).max(1) {
+        let half = (limit / 2).max(1);
+        if self.current.len() >= half {
             // The emptied table keeps its allocation, so the next generation fills it without
-            // growing (and rehashing) through every size again.
+            // growing (and rehashing) through every size again. The table that comes back may
+            // be smaller (none at all after the first generation): it is grown once, now,
+            // empty. Growing while it filled rehashed the whole generation under the lock
+            // every verifier and the consensus task share, a stall of the whole cluster 17 and
+            // 37 s into a run at 13,000 tx/s (docs/BENCHMARKS.md).
             std::mem::swap(&mut self.previous, &mut self.current);
             self.current.clear();
+            self.current.reserve(half);
         }
         self.current.insert(key, value);
     }
@@ -361,6 +375,9 @@ impl KeyCache {
             inner: Arc::new(CacheInner {
                 keys_max: keys_max.max(2),
                 verified_max: verified_max.max(2),
+                // A node's cache: its first generation is allocated whole, like the others, so
+                // that it never grows under load (memory is touched only as it fills).
+                verified: Mutex::new(Generations::with_capacity(verified_max.max(2) / 2)),
                 ..CacheInner::default()
             }),
         }
@@ -540,6 +557,31 @@ mod tests {
         assert!(generations.len() <= 4);
         assert!(generations.get(&9).is_some() && generations.get(&8).is_some());
         assert!(generations.get(&0).is_none());
+    }
+
+    /// A generation never grows (and rehashes) while it fills: under load the rehash of a
+    /// quarter-million signatures, under the lock every verifier shares, stalled the cluster.
+    #[test]
+    fn a_generation_is_allocated_whole_when_it_starts() {
+        let mut generations: Generations<u64, ()> = Generations::default();
+        for key in 0..=1000u64 {
+            generations.insert(key, (), 2000);
+        }
+        // Key 1000 started the second generation, in the table that came back empty.
+        let capacity = generations.current.capacity();
+        assert!(capacity >= 1000, "{capacity}");
+        for key in 1001..2000u64 {
+            generations.insert(key, (), 2000);
+        }
+        assert_eq!(generations.current.len(), 1000);
+        assert_eq!(
+            generations.current.capacity(),
+            capacity,
+            "the generation grew while it filled"
+        );
+        // A node's cache allocates its first generation whole too.
+        let cache = KeyCache::with_limits(4, 2000);
+        assert!(locked(&cache.inner.verified).current.capacity() >= 1000);
     }
 
     #[test]
