@@ -2,7 +2,7 @@
 //! the three loads issue 16 judges throughput by, each beside the ceiling measured in its own
 //! run (docs/BENCHMARKS.md, "Capacity and its targets").
 //!
-//! 1. **Search.** Short probes (`--probe-secs`, 20 s by default) bisect between 0 and the
+//! 1. **Search.** Probes (`--probe-secs`, `--duration` by default) bisect between 0 and the
 //!    same-run ceiling, which no cluster can pass. A probe *keeps up* when it commits what it
 //!    was offered: at least 95% of the offered rate in the steady window, at least 99% of what
 //!    was submitted accepted, at most 1% of the load left unsent by the generator, and every
@@ -202,13 +202,14 @@ pub fn targets(capacity: u64, runs: &[Run]) -> Vec<Target> {
 fn search(args: &BenchArgs, ceiling_tps: f64) -> anyhow::Result<(Search, Vec<Outcome>)> {
     let mut search = Search::new(ceiling_tps as u64);
     let mut probes = Vec::new();
+    let seconds = args.probe_secs.unwrap_or(args.duration);
     for probe in 1..=args.probes {
         let Some(rate) = search.next() else { break };
         eprintln!(
-            "capacity: probe {probe} of {}: {rate} tx/s for {} s (kept up so far: {}, not: {})",
-            args.probes, args.probe_secs, search.low, search.high
+            "capacity: probe {probe} of {}: {rate} tx/s for {seconds} s (kept up so far: {}, not: {})",
+            args.probes, search.low, search.high
         );
-        let report = run_once(&quiet_run(args, rate, args.probe_secs))?;
+        let report = run_once(&quiet_run(args, rate, seconds))?;
         let outcome = Outcome::of(&report);
         eprintln!(
             "capacity:   {}: {}",
@@ -232,7 +233,7 @@ fn search(args: &BenchArgs, ceiling_tps: f64) -> anyhow::Result<(Search, Vec<Out
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.probes == 0 || args.probe_secs == 0 {
+    if args.probes == 0 || args.probe_secs == Some(0) {
         bail!("--probes and --probe-secs must be positive");
     }
     let ceiling = ceiling_now(args)?;
