@@ -112,9 +112,10 @@ pub struct BenchArgs {
     /// cost on this machine now, without starting a cluster. Prints one JSON line.
     #[arg(long)]
     pub ceiling_only: bool,
-    /// Find the cluster's capacity with short probes, then run at 0.8x, 1.05x and 2x of it and
-    /// judge issue 16's targets (`super::capacity`, docs/BENCHMARKS.md). `--duration` is the
-    /// length of the 0.8x and 1.05x runs; the 2x run lasts half of it.
+    /// Find the cluster's capacity with probes as long as the runs, then run at 0.8x, 1.05x and
+    /// 2x of it and judge issue 16's targets (`super::capacity`, docs/BENCHMARKS.md).
+    /// `--duration` is the length of the probes and of the 0.8x and 1.05x runs; the 2x run lasts
+    /// half of it.
     #[arg(long)]
     pub capacity: bool,
     /// Probes of the capacity search (each halves the interval it searches).
