@@ -123,12 +123,19 @@ impl TransactionQueue {
         }
     }
 
-    /// The oldest `count` transactions, left in the queue until a block commits them.
-    pub fn oldest(&self, count: usize) -> Vec<(SignedTransaction, TransactionHashes)> {
+    /// The oldest transactions, at most `count` of them and at most `bytes` of encodings
+    /// together (it stops at the first that would pass either), left in the queue until a block
+    /// commits them.
+    pub fn oldest(&self, count: usize, bytes: usize) -> Vec<(SignedTransaction, TransactionHashes)> {
+        let mut taken_bytes = 0usize;
         self.order
             .iter()
             .filter_map(|entry| self.live(entry))
             .take(count)
+            .take_while(|queued| {
+                taken_bytes += queued.hashes.encoded_bytes;
+                taken_bytes <= bytes
+            })
             .map(|queued| (queued.transaction.clone(), queued.hashes))
             .collect()
     }
@@ -238,10 +245,28 @@ mod tests {
         queue.remove_payloads(&[hashes[0].payload, hashes[3].payload]);
         assert_eq!(queue.len(), 2);
         assert!(queue.by_transaction_hash(&hashes[0].transaction).is_none());
-        let oldest: Vec<Hash> = queue.oldest(5).iter().map(|(_, hashes)| hashes.payload).collect();
+        let oldest: Vec<Hash> = queue
+            .oldest(5, usize::MAX)
+            .iter()
+            .map(|(_, hashes)| hashes.payload)
+            .collect();
         assert_eq!(oldest, [hashes[1].payload, hashes[2].payload]);
         assert_eq!(queue.push(transactions[3].clone(), hashes[3]), Ok(()));
-        assert_eq!(queue.oldest(1)[0].1, hashes[1]);
+        assert_eq!(queue.oldest(1, usize::MAX)[0].1, hashes[1]);
+    }
+
+    /// The oldest stop at the byte budget as at the count: never a transaction past either.
+    #[test]
+    fn oldest_stops_at_the_byte_budget() {
+        let (queue, _, hashes) = three_queued(3, 3);
+        let payloads = |taken: Vec<(SignedTransaction, TransactionHashes)>| -> Vec<Hash> {
+            taken.iter().map(|(_, hashes)| hashes.payload).collect()
+        };
+        let two = hashes[0].encoded_bytes + hashes[1].encoded_bytes;
+        assert_eq!(payloads(queue.oldest(3, two)), [hashes[0].payload, hashes[1].payload]);
+        assert_eq!(payloads(queue.oldest(3, two - 1)), [hashes[0].payload]);
+        assert_eq!(payloads(queue.oldest(1, two)), [hashes[0].payload]);
+        assert!(queue.oldest(3, hashes[0].encoded_bytes - 1).is_empty());
     }
 
     /// A transaction that left from the middle of the queue leaves a stale entry in the order:
@@ -252,7 +277,11 @@ mod tests {
         let (mut queue, transactions, hashes) = three_queued(100_000, 3);
         assert_eq!(queue.remove_payloads(&[hashes[1].payload]), [hashes[1].payload]);
         assert_eq!(queue.push(transactions[1].clone(), hashes[1]), Ok(()));
-        let oldest: Vec<Hash> = queue.oldest(10).iter().map(|(_, hashes)| hashes.payload).collect();
+        let oldest: Vec<Hash> = queue
+            .oldest(10, usize::MAX)
+            .iter()
+            .map(|(_, hashes)| hashes.payload)
+            .collect();
         assert_eq!(oldest, [hashes[0].payload, hashes[2].payload, hashes[1].payload]);
 
         let many: Vec<SignedTransaction> = (10..20_010).map(transaction).collect();
@@ -275,7 +304,7 @@ mod tests {
             "{}",
             queue.order.len()
         );
-        let oldest = queue.oldest(usize::MAX);
+        let oldest = queue.oldest(usize::MAX, usize::MAX);
         assert_eq!(oldest.len(), 10_003);
         assert_eq!(oldest[3].1, many_hashes[0]);
         assert_eq!(oldest[4].1, many_hashes[2]);

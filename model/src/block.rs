@@ -18,6 +18,12 @@ use crate::transaction::SignedTransaction;
 pub const BLOCK_TRANSACTIONS_MAX: usize = 16_384;
 /// Largest encoded committed block (block and certificate).
 pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most bytes a block's transactions may take, counted as the sum of their versioned encodings
+/// (each at least as long as its encoding inside the block). The rest of [`BLOCK_BYTES_MAX`]
+/// is left to the header, its view-change proof and the commit certificate: 4 MiB holds both
+/// signature lists for more than 20,000 validators. A block that fits this fits Kura and a
+/// proposal message, so a block honest replicas vote for can always be stored.
+pub const BLOCK_TRANSACTION_BYTES_MAX: usize = BLOCK_BYTES_MAX - 4 * 1024 * 1024;
 /// Domain separation of block hashes.
 const BLOCK_HASH_DOMAIN: &[u8] = b"kasane:block:v1";
 /// Domain separation of vote signatures.

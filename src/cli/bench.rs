@@ -57,7 +57,7 @@ pub struct BenchArgs {
     pub tx_size: Option<usize>,
     /// Most transactions in a block. Large blocks amortise each consensus round's fixed costs
     /// (votes, certificates, fsync, the state commitment); docs/BENCHMARKS.md has the sweep.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::block_txs_max)]
     pub block_txs_max: usize,
     /// How long a leader waits for a full block before proposing what it has. At 20,000
     /// offered, 300 ms fills blocks of about 9,700 against 5,500 at 100 ms, for about 2-5%
@@ -101,7 +101,7 @@ pub struct BenchArgs {
     pub sweep: bool,
     #[arg(long, value_delimiter = ',', default_value = "5000,10000,20000,40000")]
     pub sweep_rates: Vec<u64>,
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = super::block_txs_max)]
     pub sweep_block_txs: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "50,200")]
     pub sweep_block_ms: Vec<u64>,

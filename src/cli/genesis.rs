@@ -56,7 +56,7 @@ pub struct GenesisArgs {
     pub block_time_ms: Option<u64>,
     #[arg(long)]
     pub commit_timeout_ms: Option<u64>,
-    #[arg(long)]
+    #[arg(long, value_parser = super::block_txs_max)]
     pub block_txs_max: Option<usize>,
     /// Transactions a node queues before answering 503 (admission control).
     #[arg(long, default_value_t = 65_536)]

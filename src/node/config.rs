@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
 use kasane_consensus::Config as ConsensusConfig;
+use kasane_model::block::BLOCK_TRANSACTIONS_MAX;
 use kasane_model::{KeyPair, PublicKey};
 use kasane_p2p::FaultRules;
 use serde::{Deserialize, Serialize};
@@ -256,6 +257,11 @@ impl NodeConfig {
             consensus.block_time_ms > 0 && consensus.commit_timeout_ms > 0 && consensus.block_txs_max > 0,
             "consensus: block_time_ms, commit_timeout_ms and block_txs_max must be positive"
         );
+        ensure!(
+            consensus.block_txs_max <= BLOCK_TRANSACTIONS_MAX,
+            "consensus.block_txs_max is {}; a block holds at most {BLOCK_TRANSACTIONS_MAX} transactions",
+            consensus.block_txs_max
+        );
         kasane_p2p::faults::Faults::new(self.faults.clone())?;
         Ok(())
     }
@@ -336,5 +342,15 @@ admin_listen = "127.0.0.1:40002"
                 .trim_interval_ms,
             0
         );
+    }
+
+    /// A block size no replica would accept is refused at start, not found by a stalled chain.
+    #[test]
+    fn block_txs_max_stays_within_the_block_limit() {
+        let at_limit = config(&format!("[consensus]\nblock_txs_max = {BLOCK_TRANSACTIONS_MAX}")).unwrap();
+        assert_eq!(at_limit.consensus.block_txs_max, BLOCK_TRANSACTIONS_MAX);
+        let error = config("[consensus]\nblock_txs_max = 20000").unwrap_err().to_string();
+        assert!(error.contains("a block holds at most 16384 transactions"), "{error}");
+        assert!(config("[consensus]\nblock_txs_max = 0").is_err());
     }
 }

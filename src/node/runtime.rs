@@ -520,6 +520,16 @@ impl Driver {
                     }
                     log_restore(&event);
                 }
+                ReplicaEvent::BuildFailed {
+                    height,
+                    error,
+                    dropped: Some(payload),
+                } => tracing::warn!(height, %error, %payload, "left out of the block and dropped from the queue"),
+                ReplicaEvent::BuildFailed {
+                    height,
+                    error,
+                    dropped: None,
+                } => tracing::error!(height, %error, "could not build a block: proposing nothing"),
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");

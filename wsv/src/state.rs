@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX};
+use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX};
 use kasane_model::ids::{AccountId, DomainId, Name};
 use kasane_model::transaction::{
     ChainId, StatelessError, TransactionHashes, FUTURE_SKEW_MS_MAX, TRANSACTION_BYTES_MAX, TTL_MS_MAX,
@@ -75,6 +75,8 @@ pub enum ApplyError {
     TimeWentBack { height: u64, previous: u64, found: u64 },
     #[error("block {height}: {count} transactions, over the limit of {BLOCK_TRANSACTIONS_MAX}")]
     TooManyTransactions { height: u64, count: usize },
+    #[error("block {height}: transactions of {bytes} bytes, over the limit of {BLOCK_TRANSACTION_BYTES_MAX}")]
+    TooManyBytes { height: u64, bytes: usize },
     #[error("block {height}: {hashes} transaction hashes for {transactions} transactions")]
     HashCountMismatch {
         height: u64,
@@ -457,6 +459,10 @@ impl Wsv {
             });
         }
         check_hash_count(height, transactions, hashes)?;
+        let bytes = hashes.iter().map(|hash| hash.encoded_bytes).sum::<usize>();
+        if bytes > BLOCK_TRANSACTION_BYTES_MAX {
+            return Err(ApplyError::TooManyBytes { height, bytes });
+        }
         let mut state = Layered::new(&self.world);
         let mut outcomes = Vec::with_capacity(transactions.len());
         let mut replay_entries = Vec::with_capacity(transactions.len());

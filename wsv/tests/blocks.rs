@@ -256,3 +256,52 @@ fn a_merkle_root_that_does_not_match_the_hashes_is_refused() {
     block.header.tx_merkle_root = kasane_model::Hash::of(b"not the root");
     assert_refused(&mut wsv, &block, &hashes, ApplyError::MerkleRootMismatch { height: 3 });
 }
+
+/// R4's limits hold for every block, whoever built it: more than `BLOCK_TRANSACTIONS_MAX`
+/// transactions, or transactions whose encodings add up to more than
+/// `BLOCK_TRANSACTION_BYTES_MAX`, and the block is refused whole (a block that could not be
+/// stored in Kura with its certificate must never collect votes).
+#[test]
+fn blocks_over_the_count_or_byte_limit_are_refused() {
+    use kasane_model::block::{BLOCK_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX};
+    use kasane_model::instruction::CONTRACT_CALL_BYTES_MAX;
+    let mut wsv = wsv_at_height_2();
+    let height = wsv.height() + 1;
+    let now = next_time(&wsv);
+
+    let small = tx(&wsv, ALICE, &alice_key(), vec![transfer(coin(ALICE), BOB, 1)], 0);
+    let many = vec![small; BLOCK_TRANSACTIONS_MAX + 1];
+    let hashes = hashes_of(&many);
+    assert_eq!(
+        wsv.execute(height, now, &many, &hashes)
+            .map(|executed| executed.outcomes),
+        Err(ApplyError::TooManyTransactions {
+            height,
+            count: BLOCK_TRANSACTIONS_MAX + 1
+        })
+    );
+    // At the limit the block executes (the copies after the first are replays).
+    assert!(wsv.execute(height, now, &many[1..], &hashes[1..]).is_ok());
+
+    let call = |byte: u8| Instruction::CallContract {
+        contract: name("plasma"),
+        call: vec![byte; CONTRACT_CALL_BYTES_MAX],
+    };
+    let large = tx(&wsv, ALICE, &alice_key(), vec![call(1), call(2), call(3)], 1);
+    let each = large.hashes().encoded_bytes;
+    let fitting = BLOCK_TRANSACTION_BYTES_MAX / each;
+    let heavy = vec![large; fitting + 1];
+    let hashes = hashes_of(&heavy);
+    assert_eq!(
+        wsv.execute(height, now, &heavy, &hashes)
+            .map(|executed| executed.outcomes),
+        Err(ApplyError::TooManyBytes {
+            height,
+            bytes: each * (fitting + 1)
+        })
+    );
+    let (block, hashes) = make_block(&wsv, now, heavy[..fitting].to_vec()).expect("a block at the byte limit executes");
+    wsv.apply_block(&block, &hashes)
+        .expect("a block at the byte limit applies");
+    assert_eq!(wsv.height(), height);
+}

@@ -87,12 +87,40 @@ impl<B: Backend + Sync> Replica<B> {
         let timestamp_ms = now_ms.max(self.wsv.last_timestamp_ms());
         // What expired would only be rejected in the block.
         self.drop_expired(timestamp_ms);
-        if self.queue.is_empty() {
-            return None;
-        }
-        let chosen = self.queue.oldest(max_transactions);
-        let (transactions, hashes): (Vec<SignedTransaction>, Vec<TransactionHashes>) = chosen.into_iter().unzip();
-        let executed = self.wsv.execute(height, timestamp_ms, &transactions, &hashes).ok()?;
+        // The block's own limits bound what a configuration asks for: a block past them would
+        // be refused by every replica, this one included, and the leader would propose nothing
+        // at every height (blocks of 20,000 once halted a cluster so).
+        let count = max_transactions.min(BLOCK_TRANSACTIONS_MAX);
+        let (transactions, hashes, executed) = loop {
+            if self.queue.is_empty() {
+                return None;
+            }
+            let chosen = self.queue.oldest(count, BLOCK_TRANSACTION_BYTES_MAX);
+            let (transactions, hashes): (Vec<SignedTransaction>, Vec<TransactionHashes>) = chosen.into_iter().unzip();
+            match self.wsv.execute(height, timestamp_ms, &transactions, &hashes) {
+                Ok(executed) => break (transactions, hashes, executed),
+                // A validator plugin could not decide on one transaction here (wsv::plugin): no
+                // block may carry it from this replica, so it leaves the queue and the rest go.
+                Err(error @ ApplyError::ExecutionFailure { index, .. }) => {
+                    let payload = hashes[index].payload;
+                    self.queue.remove_payloads([&payload]);
+                    self.holds.release(&[payload]);
+                    self.events.push(ReplicaEvent::BuildFailed {
+                        height,
+                        error: error.to_string(),
+                        dropped: Some(payload),
+                    });
+                }
+                Err(error) => {
+                    self.events.push(ReplicaEvent::BuildFailed {
+                        height,
+                        error: error.to_string(),
+                        dropped: None,
+                    });
+                    return None;
+                }
+            }
+        };
         let transaction_hashes: Vec<Hash> = hashes.iter().map(|hash| hash.transaction).collect();
         let header = BlockHeader {
             height,

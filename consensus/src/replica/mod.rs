@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use kasane_kura::{init, Backend, Kura, KuraConfig, KuraError};
-use kasane_model::block::{tx_merkle_root, BlockHeader};
+use kasane_model::block::{tx_merkle_root, BlockHeader, BLOCK_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX};
 use kasane_model::crypto::{verify_batch, KeyCache, SignedMessage};
 use kasane_model::transaction::{verify_transaction_signatures, SigningMessages, TransactionHashes};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction};
 use kasane_wsv::state::ExecutedBlock;
-use kasane_wsv::{PluginRegistry, TransactionOutcome, Wsv};
+use kasane_wsv::{ApplyError, PluginRegistry, TransactionOutcome, Wsv};
 
 use crate::holding::{HoldStore, Holding, SyncStart, Unsynced, VolatileHolds, HOLD_SYNC_MS};
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
@@ -117,6 +117,14 @@ pub enum ReplicaEvent {
     },
     /// What a restore from a snapshot did.
     Restore(RestoreEvent),
+    /// This replica, as leader, could not build a block from its queue: `error` says why. When
+    /// a validator plugin failed on one transaction, that transaction left the queue
+    /// (`dropped`) and the block was built from the rest; otherwise nothing was proposed.
+    BuildFailed {
+        height: u64,
+        error: String,
+        dropped: Option<Hash>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -576,7 +584,7 @@ impl<B: Backend + Sync> Replica<B> {
         if timed_out && !self.queue.is_empty() {
             let transactions = self
                 .queue
-                .oldest(GOSSIP_TRANSACTIONS_MAX)
+                .oldest(GOSSIP_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX)
                 .into_iter()
                 .map(|(transaction, _)| transaction)
                 .collect();

@@ -47,6 +47,16 @@ pub fn stored_chain(config: FixtureConfig) -> (FixtureChain, MemoryBackend) {
 /// A replica with `key` that opens the store on `disk` (default Kura settings, built-in plugins,
 /// no lock store).
 pub fn replica_on(key: KeyPair, config: Config, disk: MemoryBackend) -> Replica<MemoryBackend> {
+    replica_queueing(key, config, disk, 1_000)
+}
+
+/// [`replica_on`] with a queue of `queue_capacity` transactions.
+pub fn replica_queueing(
+    key: KeyPair,
+    config: Config,
+    disk: MemoryBackend,
+    queue_capacity: usize,
+) -> Replica<MemoryBackend> {
     Replica::open(
         key,
         config,
@@ -54,7 +64,7 @@ pub fn replica_on(key: KeyPair, config: Config, disk: MemoryBackend) -> Replica<
         KuraConfig::default(),
         PluginRegistry::builtin(),
         Box::new(NoLocks),
-        1_000,
+        queue_capacity,
     )
     .unwrap()
 }

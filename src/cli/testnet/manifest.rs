@@ -284,6 +284,10 @@ impl TestnetManifest {
             "the load needs a rate and a duration"
         );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
+        if let Some(block_txs_max) = self.consensus.block_txs_max {
+            crate::cli::check_block_txs_max(block_txs_max)
+                .map_err(|error| anyhow::anyhow!("consensus.block_txs_max: {error}"))?;
+        }
         ensure!(
             (0.0..=100.0).contains(&self.load.sent_percent_min),
             "load.sent_percent_min must be between 0 and 100"
