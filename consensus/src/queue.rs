@@ -19,6 +19,20 @@ pub enum QueueError {
     Duplicate,
 }
 
+/// Whose transaction a push queues, which sets how full the queue may be for it. A client's is
+/// refused once the queue holds its capacity: that is the door, where overload is refused
+/// before any work. A peer's (gossip, or a held transaction restored at start) was admitted
+/// by some validator within that validator's own capacity and is about to be proposed; it is
+/// queued until the queue holds twice the capacity. With one bound for both, a node whose
+/// queue clients had filled refused its peers' gossip, then fetched nearly every proposal's
+/// missing bodies from the leader (a round trip per block), and its peers' transactions lacked
+/// holders: under overload the cluster committed less than at capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Peer,
+}
+
 #[derive(Debug)]
 struct Queued {
     transaction: SignedTransaction,
@@ -79,14 +93,22 @@ impl TransactionQueue {
         self.entries.is_empty()
     }
 
-    pub fn push(&mut self, transaction: SignedTransaction, hashes: TransactionHashes) -> Result<(), QueueError> {
+    /// Queues a transaction at the back, within the bound its origin allows (see [`Origin`]).
+    pub fn push(
+        &mut self,
+        transaction: SignedTransaction,
+        hashes: TransactionHashes,
+        origin: Origin,
+    ) -> Result<(), QueueError> {
         if self.entries.contains_key(&hashes.payload) {
             return Err(QueueError::Duplicate);
         }
-        if self.entries.len() >= self.capacity {
-            return Err(QueueError::Full {
-                capacity: self.capacity,
-            });
+        let bound = match origin {
+            Origin::Client => self.capacity,
+            Origin::Peer => self.capacity.saturating_mul(2),
+        };
+        if self.entries.len() >= bound {
+            return Err(QueueError::Full { capacity: bound });
         }
         let sequence = self.next_sequence;
         self.next_sequence += 1;
@@ -220,7 +242,10 @@ mod tests {
         let transactions: Vec<SignedTransaction> = (0..count).map(transaction).collect();
         let hashes: Vec<TransactionHashes> = transactions.iter().map(SignedTransaction::hashes).collect();
         for index in 0..3 {
-            assert_eq!(queue.push(transactions[index].clone(), hashes[index]), Ok(()));
+            assert_eq!(
+                queue.push(transactions[index].clone(), hashes[index], Origin::Client),
+                Ok(())
+            );
         }
         (queue, transactions, hashes)
     }
@@ -229,11 +254,11 @@ mod tests {
     fn keeps_order_bounds_and_finds_by_transaction_hash() {
         let (mut queue, transactions, hashes) = three_queued(3, 4);
         assert_eq!(
-            queue.push(transactions[0].clone(), hashes[0]),
+            queue.push(transactions[0].clone(), hashes[0], Origin::Client),
             Err(QueueError::Duplicate)
         );
         assert_eq!(
-            queue.push(transactions[3].clone(), hashes[3]),
+            queue.push(transactions[3].clone(), hashes[3], Origin::Client),
             Err(QueueError::Full { capacity: 3 })
         );
         let found = queue
@@ -251,8 +276,35 @@ mod tests {
             .map(|(_, hashes)| hashes.payload)
             .collect();
         assert_eq!(oldest, [hashes[1].payload, hashes[2].payload]);
-        assert_eq!(queue.push(transactions[3].clone(), hashes[3]), Ok(()));
+        assert_eq!(queue.push(transactions[3].clone(), hashes[3], Origin::Client), Ok(()));
         assert_eq!(queue.oldest(1, usize::MAX)[0].1, hashes[1]);
+    }
+
+    /// A queue full for clients still takes peers' transactions, up to twice its capacity.
+    #[test]
+    fn peers_fill_the_queue_to_twice_its_capacity() {
+        let (mut queue, transactions, hashes) = three_queued(3, 7);
+        assert_eq!(
+            queue.push(transactions[3].clone(), hashes[3], Origin::Client),
+            Err(QueueError::Full { capacity: 3 })
+        );
+        for index in 3..6 {
+            assert_eq!(
+                queue.push(transactions[index].clone(), hashes[index], Origin::Peer),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            queue.push(transactions[6].clone(), hashes[6], Origin::Peer),
+            Err(QueueError::Full { capacity: 6 })
+        );
+        // Below twice the capacity but above it, still closed to clients.
+        queue.remove_payloads(&[hashes[0].payload]);
+        assert_eq!(
+            queue.push(transactions[6].clone(), hashes[6], Origin::Client),
+            Err(QueueError::Full { capacity: 3 })
+        );
+        assert_eq!(queue.len(), 5);
     }
 
     /// The oldest stop at the byte budget as at the count: never a transaction past either.
@@ -276,7 +328,7 @@ mod tests {
     fn what_left_is_skipped_once_and_the_order_stays_bounded() {
         let (mut queue, transactions, hashes) = three_queued(100_000, 3);
         assert_eq!(queue.remove_payloads(&[hashes[1].payload]), [hashes[1].payload]);
-        assert_eq!(queue.push(transactions[1].clone(), hashes[1]), Ok(()));
+        assert_eq!(queue.push(transactions[1].clone(), hashes[1], Origin::Client), Ok(()));
         let oldest: Vec<Hash> = queue
             .oldest(10, usize::MAX)
             .iter()
@@ -287,7 +339,7 @@ mod tests {
         let many: Vec<SignedTransaction> = (10..20_010).map(transaction).collect();
         let many_hashes: Vec<TransactionHashes> = many.iter().map(SignedTransaction::hashes).collect();
         for (transaction, hashes) in many.iter().zip(&many_hashes) {
-            assert_eq!(queue.push(transaction.clone(), *hashes), Ok(()));
+            assert_eq!(queue.push(transaction.clone(), *hashes, Origin::Client), Ok(()));
         }
         // Every other one leaves, never the front: the stale entries are dropped in one pass
         // once they pass the slack.

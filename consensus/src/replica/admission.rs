@@ -78,8 +78,13 @@ impl<B: Backend + Sync> Replica<B> {
                 .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
                     let copy = gossip.then(|| transaction.clone());
+                    let origin = if source == Source::Client {
+                        Origin::Client
+                    } else {
+                        Origin::Peer
+                    };
                     self.queue
-                        .push(transaction, hashes)
+                        .push(transaction, hashes, origin)
                         .map(|()| copy)
                         .map_err(|error| match error {
                             QueueError::Duplicate => "already queued".to_string(),
@@ -261,7 +266,7 @@ impl<B: Backend + Sync> Replica<B> {
             let hashes = transaction.hashes();
             let payload = hashes.payload;
             let kept = self.check_transaction(now_ms, &transaction, &hashes, true).is_ok()
-                && self.queue.push(transaction, hashes).is_ok();
+                && self.queue.push(transaction, hashes, Origin::Peer).is_ok();
             if kept {
                 queued += 1;
             } else if !self.queue.contains(&payload) {

@@ -16,7 +16,7 @@ use kasane_wsv::{ApplyError, PluginRegistry, TransactionOutcome, Wsv};
 use crate::holding::{HoldStore, Holding, SyncStart, Unsynced, VolatileHolds, HOLD_SYNC_MS};
 use crate::io::{Config, Effect, Input, LockRecord, Timer, Verdict};
 use crate::message::{Message, Proposal, ProposalDigest, SnapshotManifest, GOSSIP_TRANSACTIONS_MAX};
-use crate::queue::{QueueError, TransactionQueue};
+use crate::queue::{Origin, QueueError, TransactionQueue};
 use crate::sumeragi::{Sumeragi, BLOCKS_PER_HEIGHT_MAX};
 use crate::wire::{self, Found, Wire, WireCounts};
 
