@@ -53,19 +53,11 @@ impl ProgressLine {
     }
 }
 
-/// Parses a block size in transactions for the command line (see [`check_block_txs_max`]).
+/// Parses a block size in transactions for the command line
+/// ([`crate::node::config::check_block_txs_max`]).
 pub fn block_txs_max(text: &str) -> Result<usize, String> {
-    check_block_txs_max(text.parse().map_err(|error| format!("{error}"))?)
-}
-
-/// A block size in transactions must be at least 1 and at most the block limit every replica
-/// enforces: a larger setting would build blocks no replica accepts.
-pub fn check_block_txs_max(value: usize) -> Result<usize, String> {
-    use kasane_model::block::BLOCK_TRANSACTIONS_MAX;
-    if value == 0 || value > BLOCK_TRANSACTIONS_MAX {
-        return Err(format!(
-            "blocks hold 1 to {BLOCK_TRANSACTIONS_MAX} transactions, not {value}"
-        ));
-    }
-    Ok(value)
+    let value = text.parse().map_err(|error| format!("{error}"))?;
+    crate::node::config::check_block_txs_max(value)
+        .map(|()| value)
+        .map_err(|error| error.to_string())
 }

@@ -254,14 +254,10 @@ impl NodeConfig {
         }
         let consensus = &self.consensus;
         ensure!(
-            consensus.block_time_ms > 0 && consensus.commit_timeout_ms > 0 && consensus.block_txs_max > 0,
-            "consensus: block_time_ms, commit_timeout_ms and block_txs_max must be positive"
+            consensus.block_time_ms > 0 && consensus.commit_timeout_ms > 0,
+            "consensus: block_time_ms and commit_timeout_ms must be positive"
         );
-        ensure!(
-            consensus.block_txs_max <= BLOCK_TRANSACTIONS_MAX,
-            "consensus.block_txs_max is {}; a block holds at most {BLOCK_TRANSACTIONS_MAX} transactions",
-            consensus.block_txs_max
-        );
+        check_block_txs_max(consensus.block_txs_max)?;
         kasane_p2p::faults::Faults::new(self.faults.clone())?;
         Ok(())
     }
@@ -288,6 +284,16 @@ impl NodeConfig {
             })
             .collect()
     }
+}
+
+/// `consensus.block_txs_max` (and the flags and manifests that set it) must be 1 to the block
+/// limit every replica enforces: a larger setting builds blocks no replica accepts.
+pub fn check_block_txs_max(value: usize) -> anyhow::Result<()> {
+    ensure!(
+        (1..=BLOCK_TRANSACTIONS_MAX).contains(&value),
+        "consensus.block_txs_max is {value}; a block holds 1 to {BLOCK_TRANSACTIONS_MAX} transactions"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -350,7 +356,7 @@ admin_listen = "127.0.0.1:40002"
         let at_limit = config(&format!("[consensus]\nblock_txs_max = {BLOCK_TRANSACTIONS_MAX}")).unwrap();
         assert_eq!(at_limit.consensus.block_txs_max, BLOCK_TRANSACTIONS_MAX);
         let error = config("[consensus]\nblock_txs_max = 20000").unwrap_err().to_string();
-        assert!(error.contains("a block holds at most 16384 transactions"), "{error}");
+        assert!(error.contains("a block holds 1 to 16384 transactions"), "{error}");
         assert!(config("[consensus]\nblock_txs_max = 0").is_err());
     }
 }

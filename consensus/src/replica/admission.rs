@@ -55,6 +55,7 @@ impl<B: Backend + Sync> Replica<B> {
         let mut results = Vec::with_capacity(transactions.len());
         let mut accepted = 0usize;
         let gossip = source == Source::Client;
+        let origin = if gossip { Origin::Client } else { Origin::Peer };
         // Only a client's transactions are gossiped on; the rest move into the queue uncloned.
         let mut to_gossip = Vec::new();
         // Payload hashes now held here: a client's, to count; a peer's, to tell it.
@@ -78,11 +79,6 @@ impl<B: Backend + Sync> Replica<B> {
                 .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
                     let copy = gossip.then(|| transaction.clone());
-                    let origin = if source == Source::Client {
-                        Origin::Client
-                    } else {
-                        Origin::Peer
-                    };
                     self.queue
                         .push(transaction, hashes, origin)
                         .map(|()| copy)

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Executions one build may try, each after leaving out a transaction a plugin could not decide.
+const BUILD_ATTEMPTS_MAX: usize = 8;
+
 impl<B: Backend + Sync> Replica<B> {
     /// R5: the verdict on a block a validator may vote for: valid by the chain
     /// ([`Replica::validate`]), and not stamped more than [`BLOCK_FUTURE_MS_MAX`] ahead of this
@@ -91,8 +94,13 @@ impl<B: Backend + Sync> Replica<B> {
         // be refused by every replica, this one included, and the leader would propose nothing
         // at every height (blocks of 20,000 once halted a cluster so).
         let count = max_transactions.min(BLOCK_TRANSACTIONS_MAX);
+        // Each plugin failure costs an execution of the block; past a few, the rest wait for
+        // the next build, so undecidable transactions cannot make one build cost the queue
+        // times a block.
+        let mut attempts = 0;
         let (transactions, hashes, executed) = loop {
-            if self.queue.is_empty() {
+            attempts += 1;
+            if self.queue.is_empty() || attempts > BUILD_ATTEMPTS_MAX {
                 return None;
             }
             let chosen = self.queue.oldest(count, BLOCK_TRANSACTION_BYTES_MAX);

@@ -285,8 +285,7 @@ impl TestnetManifest {
         );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
         if let Some(block_txs_max) = self.consensus.block_txs_max {
-            crate::cli::check_block_txs_max(block_txs_max)
-                .map_err(|error| anyhow::anyhow!("consensus.block_txs_max: {error}"))?;
+            crate::node::config::check_block_txs_max(block_txs_max)?;
         }
         ensure!(
             (0.0..=100.0).contains(&self.load.sent_percent_min),
