@@ -439,8 +439,8 @@ async fn a_validator_killed_during_load_recovers_from_kura_and_converges() {
     };
     let load = tokio::spawn(async move { load(&args).await });
     let saved = cluster.wait_local_checkpoint(3, Duration::from_secs(40)).await;
-    // Killed past the block after the checkpoint, which proves it: a node stopped right at a
-    // checkpoint height starts from the one before (here: genesis).
+    // Killed past the checkpoint: it is saved once the block binding its root (8 heights on,
+    // which proves it at the restart) is committed.
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = loop {
         let height = cluster.status(3).await.expect("status")["height"]

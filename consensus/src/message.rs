@@ -210,15 +210,19 @@ pub enum Message {
     },
 }
 
-/// What a snapshot holds, as a peer states it: the header of the checkpoint block, the hash of
-/// each chunk (`kasane_wsv::snapshot::chunk_hash`), and the certified block after the
-/// checkpoint, whose commitment binds the snapshot's root and whose previous hash names the
-/// header. Trusted only once the state it describes proves itself against that block.
+/// What a snapshot holds, as a peer states it: the header of the checkpoint block `c`, the hash
+/// of each chunk (`kasane_wsv::snapshot::chunk_hash`), the headers of `c + 1` up to the binding
+/// block `c + D` (each naming the one before by its previous hash), the binding block's commit
+/// certificate, and its ordinary commitment `link`. The root of the chunks bound to `link` must
+/// give the certified header's commitment (docs/PROTOCOL.md section 8.1); nothing in it is
+/// trusted before that holds and the chunks prove canonical.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
     pub header: BlockHeader,
     pub chunks: Vec<Hash>,
-    pub next: CommittedBlock,
+    pub headers: Vec<BlockHeader>,
+    pub certificate: Certificate,
+    pub link: Hash,
 }
 
 impl Versioned for Message {
@@ -228,7 +232,9 @@ impl Versioned for Message {
     /// 3: [`Message::Held`]; a node of version 2 would never acknowledge its peers' clients.
     /// 4: the snapshot messages, and checkpoint commitments every 100 heights
     /// (docs/PROTOCOL.md section 8.1); a node of version 3 computes other commitments there.
-    const VERSION: u8 = 4;
+    /// 5: a checkpoint's root is bound 8 blocks after it, not by the next block, and a manifest
+    /// carries the headers up to that block, its certificate and its link.
+    const VERSION: u8 = 5;
     const ENCODED_BYTES_MAX: usize = MESSAGE_BYTES_MAX;
 }
 

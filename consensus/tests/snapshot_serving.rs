@@ -1,7 +1,8 @@
-//! Serving snapshots (docs/PROTOCOL.md section 8.1): a replica past a checkpoint answers for its
-//! latest checkpoint with the checkpoint block's header and the chunk hashes, and with each
-//! chunk; what it serves restores a state that the certified block after the checkpoint proves.
-//! Anything else is answered "not held", never with a panic.
+//! Serving snapshots (docs/PROTOCOL.md section 8.1): a replica that committed the block binding
+//! a checkpoint answers for that checkpoint with the checkpoint block's header, the chunk
+//! hashes, the headers up to the binding block, its certificate and link, and with each chunk;
+//! what it serves restores a state whose root the certified binding header names. Anything else
+//! is answered "not held", never with a panic.
 
 mod common;
 
@@ -10,21 +11,31 @@ use kasane_consensus::{Config, Message, SnapshotManifest};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::MemoryBackend;
 use kasane_model::{KeyPair, SignedTransaction};
-use kasane_wsv::snapshot::{chunk_hash, CHECKPOINT_INTERVAL};
+use kasane_wsv::snapshot::{binding_delay, checkpoint_commitment, chunk_hash, root_of, CHECKPOINT_INTERVAL};
 use kasane_wsv::{PluginRegistry, Wsv};
 
-/// A chain one block past its first checkpoint, and a replica that opened a store holding it.
-fn replica_past_a_checkpoint() -> (FixtureChain, Replica<MemoryBackend>) {
+/// A chain at `height`, and a replica that opened a store holding it.
+fn replica_at(height: u64) -> (FixtureChain, Replica<MemoryBackend>) {
     let (chain, disk) = common::stored_chain(FixtureConfig {
-        blocks: CHECKPOINT_INTERVAL,
+        blocks: height - 1,
         transactions_per_block: 2,
         accounts: 16,
         validators: 4,
         seed: 11,
     });
     let replica = common::replica_on(KeyPair::derive(b"snapshot-serving", 0), Config::default(), disk);
-    assert_eq!(replica.wsv().height(), CHECKPOINT_INTERVAL + 1);
+    assert_eq!(replica.wsv().height(), height);
     (chain, replica)
+}
+
+/// The block that binds the first checkpoint.
+fn binding_height() -> u64 {
+    CHECKPOINT_INTERVAL + binding_delay(CHECKPOINT_INTERVAL)
+}
+
+/// A chain at the block that binds its first checkpoint, and a replica holding it.
+fn replica_past_a_checkpoint() -> (FixtureChain, Replica<MemoryBackend>) {
+    replica_at(binding_height())
 }
 
 /// The one message `replica` answers `asked` with.
@@ -39,12 +50,19 @@ fn answer(replica: &mut Replica<MemoryBackend>, asked: Message) -> Message {
 }
 
 #[test]
-fn a_served_snapshot_restores_and_the_next_block_proves_it() {
+fn a_served_snapshot_restores_and_the_binding_block_proves_it() {
     let (chain, mut replica) = replica_past_a_checkpoint();
     let height = CHECKPOINT_INTERVAL;
     let Message::SnapshotManifest {
         height: answered,
-        manifest: Some(SnapshotManifest { header, chunks, next }),
+        manifest:
+            Some(SnapshotManifest {
+                header,
+                chunks,
+                headers,
+                certificate,
+                link,
+            }),
     } = answer(&mut replica, Message::SnapshotWanted { height })
     else {
         panic!("no manifest for the latest checkpoint");
@@ -66,10 +84,18 @@ fn a_served_snapshot_restores_and_the_next_block_proves_it() {
         bytes.push(chunk);
     }
 
-    // The client's side: the certified block after the checkpoint names the header's hash, and
-    // executing it on the restored state gives the commitment it claims.
-    assert_eq!(next, replica.kura().read(height + 1).unwrap());
-    assert_eq!(next.block.header.previous_hash, header.hash());
+    // The client's side: the headers lead from the checkpoint to the binding block, whose
+    // certified commitment is the root of the chunks bound to the link; the restored state then
+    // executes the blocks up to it to the same state as the server's.
+    let binding = replica.kura().read(binding_height()).unwrap();
+    assert_eq!(headers.len() as u64, binding_delay(CHECKPOINT_INTERVAL));
+    assert_eq!(headers.last(), Some(&binding.block.header));
+    assert_eq!(certificate, binding.certificate);
+    assert_eq!(headers[0].previous_hash, header.hash());
+    assert_eq!(
+        checkpoint_commitment(&link, &root_of(height, &chunks)),
+        binding.block.header.state_commitment
+    );
     let mut restored = Wsv::from_snapshot(
         chain.wsv.chain().clone(),
         chain.genesis_key.public_key(),
@@ -79,16 +105,20 @@ fn a_served_snapshot_restores_and_the_next_block_proves_it() {
         &bytes,
     )
     .unwrap();
-    let hashes: Vec<_> = next.block.transactions.iter().map(SignedTransaction::hashes).collect();
-    restored.apply_block(&next.block, &hashes).unwrap();
+    for at in height + 1..=binding_height() {
+        let next = replica.kura().read(at).unwrap();
+        let hashes: Vec<_> = next.block.transactions.iter().map(SignedTransaction::hashes).collect();
+        restored.apply_block(&next.block, &hashes).unwrap();
+    }
     assert_eq!(restored.state_commitment(), replica.wsv().state_commitment());
+    assert_eq!(restored.checkpoint_link(), Some(link));
     assert_eq!(restored.head_hash(), replica.wsv().head_hash());
 }
 
 #[test]
 fn what_is_not_held_is_answered_as_such() {
     let (_, mut replica) = replica_past_a_checkpoint();
-    for height in [0, 1, 99, 101, 200, u64::MAX] {
+    for height in [0, 1, 99, 101, 108, 200, u64::MAX] {
         assert_eq!(
             answer(&mut replica, Message::SnapshotWanted { height }),
             Message::SnapshotManifest { height, manifest: None }
@@ -125,5 +155,26 @@ fn what_is_not_held_is_answered_as_such() {
         bytes: Some(vec![1, 2, 3]),
     };
     assert!(replica.on_message(0, peer, unasked).is_empty());
-    assert_eq!(replica.wsv().height(), CHECKPOINT_INTERVAL + 1);
+    assert_eq!(replica.wsv().height(), binding_height());
+}
+
+/// Between a checkpoint and the block that binds it, the checkpoint is being encoded and not
+/// yet proven by any block: it is not served, and neither is the one before it, which the
+/// replica never held.
+#[test]
+fn a_checkpoint_not_yet_bound_is_not_served() {
+    let (_, mut replica) = replica_at(binding_height() - 1);
+    assert!(replica.wsv().checkpoint().is_none());
+    assert_eq!(
+        answer(
+            &mut replica,
+            Message::SnapshotWanted {
+                height: CHECKPOINT_INTERVAL
+            }
+        ),
+        Message::SnapshotManifest {
+            height: CHECKPOINT_INTERVAL,
+            manifest: None
+        }
+    );
 }

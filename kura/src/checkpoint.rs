@@ -4,13 +4,13 @@
 //!
 //! Each file, `checkpoint-<height, 20 digits>.kura`, has the layout of the base snapshot
 //! (docs/KURA-FORMAT.md): the encoded header of the checkpoint block and the snapshot's chunks,
-//! each with its length and checksum. The newest [`KEPT`] are kept: a node stopped right at a
-//! checkpoint height holds no block after the newest one to prove it, and then starts from the
-//! one before.
+//! each with its length and checksum. The newest [`KEPT`] are kept: a file is written once the
+//! block binding its root is committed, but a crash can lose blocks not yet synced, and a store
+//! without the blocks up to the binding one starts from the checkpoint before.
 //!
 //! A file is an optimisation, never a source of truth: fast init uses one only when its header
-//! is the stored block at its height and the stored block after it, executed on the restored
-//! state, yields the state commitment that block carries (which binds the snapshot's root).
+//! is the stored block at its height and the stored blocks after it up to the one binding its
+//! root, executed on the restored state, yield the state commitment that block carries.
 //! Anything else (a missing, torn, stale or forged file) means an older file or a replay from
 //! genesis, as without them. Strict init never reads them.
 

@@ -93,7 +93,7 @@ pub struct InitReport {
     /// store restored from a snapshot, or the local checkpoint's height.
     pub started_from: u64,
     /// The local checkpoints considered and not used, newest first, each with why (the newest
-    /// has no block after it to prove it when the node stopped right at its height).
+    /// lacks the blocks up to the one binding its root when a crash lost them).
     pub checkpoints_refused: Vec<String>,
 }
 
@@ -371,7 +371,7 @@ fn start_state<B: Backend + Sync>(
 }
 
 /// The state at the newest local checkpoint above the base (if any) that proves itself, with the
-/// block after it applied; the others tried are in the report's refusals.
+/// blocks up to its binding block applied; the others tried are in the report's refusals.
 fn newest_local_checkpoint<B: Backend + Sync>(
     kura: &Kura<B>,
     before_genesis: &Wsv,
@@ -399,9 +399,9 @@ fn newest_local_checkpoint<B: Backend + Sync>(
     None
 }
 
-/// The state at the local checkpoint of height `height`, with the block after it applied to
-/// prove it; the reason when the file cannot be used. The header must be the stored block at
-/// `height`, and the block after it must be stored and not above `target`.
+/// The state at the local checkpoint of height `height`, with the blocks up to the one that
+/// binds its root applied to prove it; the reason when the file cannot be used. The header must
+/// be the stored block at `height`, and the binding block must be stored and not above `target`.
 fn local_checkpoint<B: Backend + Sync>(
     kura: &Kura<B>,
     before_genesis: &Wsv,
@@ -415,10 +415,10 @@ fn local_checkpoint<B: Backend + Sync>(
     if header.height != height {
         return Err(format!("its header is of height {}", header.height));
     }
-    let next = height + 1;
-    if next > target {
+    let binding = height + kasane_wsv::snapshot::binding_delay(before_genesis.checkpoint_interval());
+    if binding > target {
         return Err(format!(
-            "it is of height {height}, and the replay goes only to {target}, so no block after it proves it"
+            "it is of height {height}, and the replay goes only to {target}, below block {binding}, which proves it"
         ));
     }
     if kura.hash_at(height) != Some(header.hash()) {
@@ -437,16 +437,22 @@ fn local_checkpoint<B: Backend + Sync>(
     )
     .map_err(|error| format!("its snapshot of height {height}: {error}"))?;
     drop(chunks);
-    let block = kura
-        .read(next)
-        .map_err(|error| format!("reading block {next}, which proves it: {error}"))?;
-    let hashes: Vec<TransactionHashes> = block.block.transactions.iter().map(SignedTransaction::hashes).collect();
-    let applied = wsv
-        .apply_block(&block.block, &hashes)
-        .map_err(|error| format!("block {next} executed on it does not give its stored commitment: {error}"))?;
-    report.blocks += 1;
-    report.transactions += hashes.len() as u64;
-    report.rejected_transactions += applied.rejected_count() as u64;
+    // Counted only if the checkpoint proves itself: otherwise the replay starts elsewhere.
+    let (mut transactions, mut rejected) = (0, 0);
+    for next in height + 1..=binding {
+        let block = kura.read(next).map_err(|error| {
+            format!("reading block {next}, on the way to block {binding}, which proves it: {error}")
+        })?;
+        let hashes: Vec<TransactionHashes> = block.block.transactions.iter().map(SignedTransaction::hashes).collect();
+        let applied = wsv
+            .apply_block(&block.block, &hashes)
+            .map_err(|error| format!("block {next} executed on it does not give its stored commitment: {error}"))?;
+        transactions += hashes.len() as u64;
+        rejected += applied.rejected_count() as u64;
+    }
+    report.blocks += binding - height;
+    report.transactions += transactions;
+    report.rejected_transactions += rejected;
     report.started_from = height;
     Ok(wsv)
 }

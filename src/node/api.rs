@@ -1007,7 +1007,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         &mut out,
         "kasane_state_sync_restores_total",
         "counter",
-        "Checkpoint snapshots restored, proven by the next block and installed (state sync).",
+        "Checkpoint snapshots restored, proven by the certified block binding their root, and installed (state sync).",
         Metrics::get(&metrics.state_sync_restores),
     );
     write_metric(

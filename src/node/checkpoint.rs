@@ -2,10 +2,11 @@
 //! written beside the block store (the newest two are kept), so that a restart replays from it
 //! instead of from genesis (docs/NODE.md, "Restart").
 //!
-//! The snapshot is already encoded: the world state encodes it at every checkpoint height on
-//! commit, to serve it to nodes that restore. Writing it (tens of MB, synced) is the slow part,
-//! so it runs on a blocking thread, one write at a time; a checkpoint that comes while the
-//! last one is still being written is skipped, and the next one replaces it.
+//! The snapshot is already encoded: the world state encodes it on its own thread at every
+//! checkpoint height, and holds it from the commit of the block that binds its root, to serve it
+//! to nodes that restore. Writing it (tens of MB, synced) is the slow part, so it runs on a
+//! blocking thread, one write at a time; a checkpoint that comes while the last one is still
+//! being written is skipped, and the next one replaces it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

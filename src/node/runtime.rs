@@ -146,7 +146,7 @@ fn log_restore(event: &RestoreEvent) {
             chunks,
             bytes,
             fetch_ms,
-            "state sync: the snapshot proved itself with the next block"
+            "state sync: the snapshot proved itself against the certified block binding its root"
         ),
         RestoreEvent::Installed {
             checkpoint,

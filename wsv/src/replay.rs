@@ -11,6 +11,7 @@
 //! depends only on its expiry, never on when memory is freed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kasane_model::Hash;
 
@@ -36,8 +37,9 @@ pub struct ReplayGuard {
     current: StateMap<Hash, u64>,
     draining: StateMap<Hash, u64>,
     /// Expiry second -> the payloads that expire in it with their expiry, in the order they
-    /// were recorded.
-    buckets: BTreeMap<u64, Vec<(Hash, u64)>>,
+    /// were recorded. Shared with the copies [`ReplayGuard::frozen`] hands out, and copied on
+    /// the first write after one was taken: a checkpoint copies nothing at once.
+    buckets: BTreeMap<u64, Arc<Vec<(Hash, u64)>>>,
     /// Where the move from `draining` stands: (bucket, index in it). Every entry of `draining`
     /// is filed in a bucket at or after it.
     cursor: (u64, usize),
@@ -68,9 +70,9 @@ impl ReplayGuard {
         while let Some(mut first) = self.buckets.first_entry() {
             let whole = (*first.key() + 1) * BUCKET_MS <= now_ms;
             let expired: Vec<(Hash, u64)> = if whole {
-                first.remove()
+                Arc::unwrap_or_clone(first.remove())
             } else {
-                let bucket = first.get_mut();
+                let bucket = Arc::make_mut(first.get_mut());
                 let (gone, kept): (Vec<_>, Vec<_>) = bucket.drain(..).partition(|(_, expiry)| *expiry < now_ms);
                 *bucket = kept;
                 if bucket.is_empty() {
@@ -100,14 +102,14 @@ impl ReplayGuard {
             let second = expiry / BUCKET_MS;
             if run_second != Some(second) {
                 if let Some(previous) = run_second {
-                    self.buckets.entry(previous).or_default().append(&mut run);
+                    Arc::make_mut(self.buckets.entry(previous).or_default()).append(&mut run);
                 }
                 run_second = Some(second);
             }
             run.push((hash, expiry));
         }
         if let Some(second) = run_second {
-            self.buckets.entry(second).or_default().append(&mut run);
+            Arc::make_mut(self.buckets.entry(second).or_default()).append(&mut run);
         }
     }
 
@@ -162,19 +164,27 @@ impl ReplayGuard {
     /// order that follows from the blocks alone, so every peer walks the same sequence
     /// (snapshots, wsv/src/snapshot.rs).
     pub fn entries(&self) -> impl Iterator<Item = &(Hash, u64)> {
-        self.buckets.values().flatten()
+        self.buckets.values().flat_map(|bucket| bucket.iter())
+    }
+
+    /// The entries as they are now, for encoding elsewhere while the guard goes on: the
+    /// buckets are shared, not copied, until the guard next writes to each.
+    pub fn frozen(&self) -> FrozenEntries {
+        FrozenEntries {
+            buckets: self.buckets.clone(),
+        }
     }
 
     /// The guard that remembers `entries`, given in the order of [`ReplayGuard::entries`].
     pub fn from_entries(entries: Vec<(Hash, u64)>) -> ReplayGuard {
         let mut current = StateMap::with_capacity_and_hasher(entries.len(), Default::default());
-        let mut buckets: BTreeMap<u64, Vec<(Hash, u64)>> = BTreeMap::new();
+        let mut buckets: BTreeMap<u64, Arc<Vec<(Hash, u64)>>> = BTreeMap::new();
         for (hash, expiry) in entries {
             // A payload is filed once at a time (it is re-added only after its entry expired and
             // was dropped); should a list repeat one, the latest expiry is the one that counts.
             let kept = current.entry(hash).or_insert(expiry);
             *kept = (*kept).max(expiry);
-            buckets.entry(expiry / BUCKET_MS).or_default().push((hash, expiry));
+            Arc::make_mut(buckets.entry(expiry / BUCKET_MS).or_default()).push((hash, expiry));
         }
         ReplayGuard {
             current,
@@ -189,7 +199,7 @@ impl ReplayGuard {
         use kasane_model::footprint::{map_bytes, vec_bytes};
         map_bytes(&self.current)
             + map_bytes(&self.draining)
-            + self.buckets.values().map(vec_bytes).sum::<usize>()
+            + self.buckets.values().map(|bucket| vec_bytes(bucket)).sum::<usize>()
             // The bucket map's own nodes: a key, a vector header and the node's share, roughly.
             + self.buckets.len() * 64
     }
@@ -201,6 +211,19 @@ impl ReplayGuard {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The entries of a [`ReplayGuard`] at one moment ([`ReplayGuard::frozen`]), in the order of
+/// [`ReplayGuard::entries`].
+#[derive(Debug, Clone, Default)]
+pub struct FrozenEntries {
+    buckets: BTreeMap<u64, Arc<Vec<(Hash, u64)>>>,
+}
+
+impl FrozenEntries {
+    pub fn entries(&self) -> impl Iterator<Item = &(Hash, u64)> {
+        self.buckets.values().flat_map(|bucket| bucket.iter())
     }
 }
 
@@ -226,6 +249,25 @@ mod tests {
         guard.record_block(vec![], 2_301);
         assert_eq!(guard.len(), 0);
         assert!(guard.buckets.is_empty());
+    }
+
+    /// A frozen copy keeps the entries of its moment while the guard adds to, drains and drops
+    /// the buckets it shares.
+    #[test]
+    fn a_frozen_copy_does_not_follow_the_guard() {
+        let mut guard = ReplayGuard::default();
+        let hash = |value: u64| Hash::of(&value.to_le_bytes());
+        guard.record_block(vec![(hash(1), 1_500), (hash(2), 2_500)], 0);
+        let frozen = guard.frozen();
+        let before: Vec<(Hash, u64)> = guard.entries().copied().collect();
+        // Adds to the bucket of second 2, drains part of second 1's, then drops it whole.
+        guard.record_block(vec![(hash(3), 2_600)], 1_000);
+        guard.record_block(vec![], 2_000);
+        assert_eq!(frozen.entries().copied().collect::<Vec<_>>(), before);
+        assert_eq!(
+            guard.entries().copied().collect::<Vec<_>>(),
+            vec![(hash(2), 2_500), (hash(3), 2_600)]
+        );
     }
 
     /// One long-lived entry recorded first does not hold back the short-lived ones after it:
@@ -273,7 +315,10 @@ mod tests {
             let expiry = 1_000 + 10 * (value / 50);
             assert_eq!(guard.seen(&hash(value), now), expiry >= now, "entry {value}");
         }
-        assert_eq!(guard.len(), guard.buckets.values().map(Vec::len).sum::<usize>());
+        assert_eq!(
+            guard.len(),
+            guard.buckets.values().map(|bucket| bucket.len()).sum::<usize>()
+        );
         // Re-adding an expired payload remembers it again.
         guard.record_block(vec![(hash(0), 10_000)], now + 1);
         assert!(guard.seen(&hash(0), now + 1));

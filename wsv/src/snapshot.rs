@@ -4,18 +4,27 @@
 //! default: a Kura chunk), a validator encodes its whole committed state `W(c)` (the world, the
 //! replay memory, the leader failures of R1, the last block time and the transaction count) as a
 //! sequence of entries cut into chunks of about [`CHUNK_BYTES_TARGET`], and hashes them into a
-//! root. The commitment of the next block binds that root:
+//! root. The commitment of block `c + D` binds that root, `D` the binding delay
+//! ([`binding_delay`]: [`CHECKPOINT_BINDING_DELAY`] heights, at most the interval):
 //!
 //! ```text
-//! commitment(c + 1) = H(checkpoint domain || link || root(W(c)))
-//! link              = H(domain || commitment(c) || writes(c + 1))   (wsv/src/commitment.rs)
+//! commitment(c + D) = H(checkpoint domain || link || root(W(c)))
+//! link              = H(domain || commitment(c + D - 1) || writes(c + D))   (wsv/src/commitment.rs)
 //! ```
 //!
-//! So a node that holds the certified header of `c + 1` can check a snapshot of `W(c)` that it
-//! fetched from anyone: it restores the snapshot ([`Wsv::from_snapshot`], which also checks that
-//! the chunks are the canonical encoding of what they restore), executes block `c + 1` on it
-//! and compares the commitment with the certified header's. A forged snapshot would need a
-//! second preimage of the hash.
+//! The delay lets the encoding run on its own thread, from a copy of the state taken at the
+//! commit of `c` (the replay memory's buckets are shared, not copied), while blocks `c + 1` to
+//! `c + D - 1` go on: encoding and hashing a million replay entries takes over 100 ms, which in
+//! the commit path stalled every node at once at every checkpoint (docs/BENCHMARKS.md). The
+//! block `c + D` waits for the encoding only if it is not done by then.
+//!
+//! A node that holds the certified header of `c + D`, the headers between it and `c`, and the
+//! `link` of `c + D` (which the manifest states) can check a snapshot of `W(c)` that it fetched
+//! from anyone: the root of its chunks bound to `link` must give the certified commitment, and
+//! the chunks must be the canonical encoding of what they restore ([`Wsv::from_snapshot`]). A
+//! forged snapshot, or a forged `link`, would need a second preimage of the hash.
+//!
+//! [`Wsv::from_snapshot`]: crate::Wsv::from_snapshot
 //!
 //! The encoding is deterministic: the same state gives the same bytes, chunk boundaries
 //! included, on every peer, whatever order its hash maps iterate in. Entries are byte strings
@@ -41,12 +50,16 @@ use serde::{Deserialize, Serialize};
 use crate::commitment::{
     Encoded, TAG_ACCOUNT, TAG_ASSET, TAG_ASSET_DEFINITION, TAG_DOMAIN, TAG_PEER, TAG_RETIRED, TAG_STORE,
 };
-use crate::replay::ReplayGuard;
+use crate::replay::{FrozenEntries, ReplayGuard};
 use crate::world::World;
 
 /// Heights between checkpoints unless a chain says otherwise: one Kura chunk, so that a store
 /// restored from a snapshot at `c` starts with a whole chunk.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
+/// Heights between a checkpoint and the block whose commitment binds its root, unless the
+/// interval is shorter ([`binding_delay`]): at a few hundred milliseconds a block under load,
+/// over a second for the encoding to finish off the commit path.
+pub const CHECKPOINT_BINDING_DELAY: u64 = 8;
 /// A chunk is cut after the entry that takes it to this many bytes.
 pub const CHUNK_BYTES_TARGET: usize = 1 << 20;
 /// Largest chunk a restore accepts: the target plus one entry, which the transaction size
@@ -124,8 +137,28 @@ pub fn root_of(height: u64, manifest: &[Hash]) -> Hash {
     Hash(hasher.finalize().into())
 }
 
-/// The commitment of the block after a checkpoint: its ordinary commitment (`link`) bound to
-/// the checkpoint's root.
+/// Heights between a checkpoint and the block that binds its root, for a chain whose
+/// checkpoints are `interval` heights apart: [`CHECKPOINT_BINDING_DELAY`], or the interval if
+/// that is shorter, so that a checkpoint is bound before the next one is taken.
+pub fn binding_delay(interval: u64) -> u64 {
+    CHECKPOINT_BINDING_DELAY.min(interval.max(1))
+}
+
+/// The checkpoint whose root block `height` binds, if it binds one.
+pub fn bound_checkpoint(height: u64, interval: u64) -> Option<u64> {
+    let checkpoint = height.checked_sub(binding_delay(interval))?;
+    (checkpoint > 0 && checkpoint % interval.max(1) == 0).then_some(checkpoint)
+}
+
+/// The newest checkpoint whose binding block is at or below `height`, if any.
+pub fn newest_bound_checkpoint(height: u64, interval: u64) -> Option<u64> {
+    let interval = interval.max(1);
+    let checkpoint = height.saturating_sub(binding_delay(interval)) / interval * interval;
+    (checkpoint > 0).then_some(checkpoint)
+}
+
+/// The commitment of the block that binds a checkpoint: its ordinary commitment (`link`) bound
+/// to the checkpoint's root.
 pub fn checkpoint_commitment(link: &Hash, root: &Hash) -> Hash {
     Hash::of_parts(&[CHECKPOINT_DOMAIN, link.as_bytes(), root.as_bytes()])
 }
@@ -181,7 +214,7 @@ impl Snapshot {
     pub fn encode(
         height: u64,
         world: &World,
-        replay: &ReplayGuard,
+        replay: &FrozenEntries,
         last_timestamp_ms: u64,
         transactions: u64,
         leader_failures: &VecDeque<(u64, Vec<PublicKey>)>,
@@ -349,7 +382,7 @@ fn decode_pair<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
 }
 
 /// Restores the state a snapshot of height `height` holds. Checks only the structure: the
-/// caller checks the root (canonical re-encoding, then the next block's commitment).
+/// caller checks the root (canonical re-encoding, then the binding block's commitment).
 pub(crate) fn restore<C: AsRef<[u8]>>(height: u64, chunks: &[C]) -> Result<Restored, SnapshotError> {
     if chunks.is_empty() {
         return Err(SnapshotError::Empty);
@@ -484,7 +517,7 @@ mod tests {
     fn many_chunks_round_trip() {
         let replay = replay_of(60_000);
         let failures = VecDeque::from([(7, vec![PublicKey([3; 32])])]);
-        let snapshot = Snapshot::encode(200, &World::default(), &replay, 1_234, 99, &failures);
+        let snapshot = Snapshot::encode(200, &World::default(), &replay.frozen(), 1_234, 99, &failures);
         assert!(snapshot.chunk_count() >= 2, "{} chunks", snapshot.chunk_count());
         for index in 0..snapshot.chunk_count() - 1 {
             let bytes = snapshot.chunk(index).map_or(0, <[u8]>::len);
@@ -501,7 +534,7 @@ mod tests {
         let again = Snapshot::encode(
             200,
             &restored.world,
-            &restored.replay,
+            &restored.replay.frozen(),
             1_234,
             99,
             &restored.leader_failures,
@@ -510,6 +543,29 @@ mod tests {
         // The restored guard answers like the original.
         let probe = Hash::of(&59_999u64.to_le_bytes());
         assert_eq!(restored.replay.seen(&probe, 60_000), replay.seen(&probe, 60_000));
+    }
+
+    /// Block `c + D` binds checkpoint `c`; nothing else binds one; the delay never reaches the
+    /// next checkpoint.
+    #[test]
+    fn which_block_binds_which_checkpoint() {
+        assert_eq!(binding_delay(100), CHECKPOINT_BINDING_DELAY);
+        assert_eq!(binding_delay(3), 3);
+        assert_eq!(binding_delay(0), 1);
+        assert_eq!(bound_checkpoint(108, 100), Some(100));
+        assert_eq!(bound_checkpoint(101, 100), None);
+        assert_eq!(bound_checkpoint(8, 100), None);
+        assert_eq!(bound_checkpoint(6, 3), Some(3));
+        assert_eq!(bound_checkpoint(3, 3), None);
+        assert_eq!(bound_checkpoint(2, 1), Some(1));
+        assert_eq!(newest_bound_checkpoint(107, 100), None);
+        assert_eq!(newest_bound_checkpoint(108, 100), Some(100));
+        assert_eq!(newest_bound_checkpoint(307, 100), Some(200));
+        for height in 0..1_000 {
+            if let Some(checkpoint) = bound_checkpoint(height, 100) {
+                assert_eq!(newest_bound_checkpoint(height, 100), Some(checkpoint));
+            }
+        }
     }
 
     /// A replay entry whose expiry does not decode, or a key of the wrong length, is an error.

@@ -2,7 +2,8 @@
 //! recent transactions; block execution and atomic commit.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX};
 use kasane_model::ids::{AccountId, DomainId, Name};
@@ -104,6 +105,8 @@ pub struct ExecutedBlock {
     pub timestamp_ms: u64,
     pub state_commitment: Hash,
     pub outcomes: Vec<TransactionOutcome>,
+    /// The ordinary commitment, before a checkpoint root is bound to it.
+    link: Hash,
     changes: BlockChanges,
     replay_entries: Vec<(Hash, u64)>,
     recent: Vec<(AccountId, Hash)>,
@@ -170,9 +173,87 @@ pub struct Wsv {
     plugins: PluginRegistry,
     /// Heights between checkpoints (wsv/src/snapshot.rs); the same on every node of a chain.
     checkpoint_interval: u64,
-    /// The state at the latest checkpoint height, encoded: bound by the next block's commitment
-    /// and served to nodes that restore from it.
+    /// The newest checkpoint whose root a committed block binds, or the one this view was
+    /// restored from: the state at its height, encoded, served to nodes that restore.
     checkpoint: Option<Arc<Snapshot>>,
+    /// The ordinary commitment (`link`) of the block that bound `checkpoint`, once this view
+    /// committed that block: a manifest states it, so that a restoring node can check the root
+    /// against the certified header.
+    checkpoint_link: Option<Hash>,
+    /// The checkpoint taken at the last checkpoint height and not bound yet, encoding on its
+    /// own thread.
+    encoding: Option<Encoding>,
+}
+
+/// A checkpoint's snapshot being encoded on its own thread, from a copy of the state taken when
+/// its height was committed. Copies of the view share it; the first to need the result waits
+/// for the thread.
+#[derive(Clone)]
+struct Encoding {
+    height: u64,
+    thread: Arc<Mutex<Option<JoinHandle<Snapshot>>>>,
+    done: Arc<OnceLock<Arc<Snapshot>>>,
+}
+
+impl Encoding {
+    fn start(wsv: &Wsv) -> Encoding {
+        let height = wsv.height;
+        let done = Arc::new(OnceLock::new());
+        let (world, replay) = (wsv.world.clone(), wsv.replay.frozen());
+        let (last_timestamp_ms, transactions) = (wsv.last_timestamp_ms, wsv.transactions);
+        let leader_failures = wsv.leader_failures.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kasane-checkpoint".into())
+            .spawn(move || {
+                Snapshot::encode(
+                    height,
+                    &world,
+                    &replay,
+                    last_timestamp_ms,
+                    transactions,
+                    &leader_failures,
+                )
+            });
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            // No thread to be had: encode here, as before the delay existed.
+            Err(_) => {
+                let _ = done.set(Arc::new(wsv.encode_snapshot()));
+                None
+            }
+        };
+        Encoding {
+            height,
+            thread: Arc::new(Mutex::new(thread)),
+            done,
+        }
+    }
+
+    /// The snapshot, waiting for the thread if it is still encoding.
+    fn wait(&self) -> Arc<Snapshot> {
+        if let Some(snapshot) = self.done.get() {
+            return snapshot.clone();
+        }
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = thread.take() {
+            // The encoder has no input but our own state: a panic there is a bug, raised here.
+            let snapshot = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let _ = self.done.set(Arc::new(snapshot));
+        }
+        self.done
+            .get()
+            .expect("the thread that took the handle set the snapshot before releasing the lock")
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoding")
+            .field("height", &self.height)
+            .field("done", &self.done.get().is_some())
+            .finish()
+    }
 }
 
 impl Wsv {
@@ -219,6 +300,8 @@ impl Wsv {
             plugins,
             checkpoint_interval: CHECKPOINT_INTERVAL,
             checkpoint: None,
+            checkpoint_link: None,
+            encoding: None,
         }
     }
 
@@ -234,16 +317,24 @@ impl Wsv {
         self.checkpoint_interval
     }
 
-    /// The encoded state at the latest checkpoint height this view passed, if any.
+    /// The encoded state at the newest checkpoint whose root a block this view committed binds
+    /// (or the one it was restored from), if any.
     pub fn checkpoint(&self) -> Option<&Arc<Snapshot>> {
         self.checkpoint.as_ref()
     }
 
+    /// The ordinary commitment of the block that bound [`Wsv::checkpoint`], once this view
+    /// committed that block (`link` in wsv/src/snapshot.rs).
+    pub fn checkpoint_link(&self) -> Option<Hash> {
+        self.checkpoint_link
+    }
+
     /// The state a snapshot holds, headed by `header` (the checkpoint block, whose hash the
-    /// caller knows from the certified block after it). Checks the structure and that the chunks
-    /// are the canonical encoding of the restored state; whether that state is the chain's is
-    /// proven by executing the next block on it, whose commitment binds the snapshot's root
-    /// ([`Wsv::apply_block`] does). On error nothing is built.
+    /// caller knows from the certified binding block and the headers between). Checks the
+    /// structure and that the chunks are the canonical encoding of the restored state; whether
+    /// that state is the chain's is proven by the binding block's commitment, which binds the
+    /// snapshot's root (the caller checks it against a stated link, or executes the blocks up to
+    /// it: [`Wsv::apply_block`] does). On error nothing is built.
     pub fn from_snapshot<C: AsRef<[u8]>>(
         chain: ChainId,
         genesis_key: PublicKey,
@@ -283,25 +374,26 @@ impl Wsv {
         Snapshot::encode(
             self.height,
             &self.world,
-            &self.replay,
+            &self.replay.frozen(),
             self.last_timestamp_ms,
             self.transactions,
             &self.leader_failures,
         )
     }
 
-    /// The commitment of block `height` whose ordinary commitment is `link`: bound to the
-    /// checkpoint root when the block before it is a checkpoint.
+    /// The commitment of block `height` whose ordinary commitment is `link`: bound to the root
+    /// of the checkpoint it binds, if it binds one (wsv/src/snapshot.rs).
     fn sealed_commitment(&self, height: u64, link: Hash) -> Hash {
-        let previous = height.saturating_sub(1);
-        if previous == 0 || previous % self.checkpoint_interval != 0 {
+        let Some(checkpoint) = snapshot::bound_checkpoint(height, self.checkpoint_interval) else {
             return link;
-        }
-        let root = match &self.checkpoint {
-            Some(checkpoint) if checkpoint.height() == previous => checkpoint.root(),
-            // Every commit at a checkpoint height encodes the state, so this is not reached;
-            // if it were, the root is computed here rather than trusted from elsewhere.
-            _ => self.encode_snapshot().root(),
+        };
+        let root = match (&self.encoding, &self.checkpoint) {
+            (Some(encoding), _) if encoding.height == checkpoint => encoding.wait().root(),
+            (_, Some(snapshot)) if snapshot.height() == checkpoint => snapshot.root(),
+            // A view reaches a checkpoint height by committing it (which starts the encoding)
+            // or by being restored at it, and the binding delay is at most the interval, so the
+            // checkpoint a block binds is always the one encoding or the one held.
+            _ => panic!("block {height} binds checkpoint {checkpoint}, which this view never took"),
         };
         snapshot::checkpoint_commitment(&link, &root)
     }
@@ -507,6 +599,7 @@ impl Wsv {
             timestamp_ms,
             state_commitment,
             outcomes,
+            link,
             changes,
             replay_entries,
             recent,
@@ -623,6 +716,7 @@ impl Wsv {
             timestamp_ms,
             state_commitment,
             outcomes,
+            link,
             changes,
             replay_entries,
             recent,
@@ -657,8 +751,16 @@ impl Wsv {
         self.commitment = state_commitment;
         self.last_timestamp_ms = timestamp_ms;
         self.transactions += outcomes.len() as u64;
+        if let Some(checkpoint) = snapshot::bound_checkpoint(height, self.checkpoint_interval) {
+            if let Some(encoding) = self.encoding.take_if(|encoding| encoding.height == checkpoint) {
+                self.checkpoint = Some(encoding.wait());
+            }
+            if self.checkpoint.as_ref().is_some_and(|held| held.height() == checkpoint) {
+                self.checkpoint_link = Some(link);
+            }
+        }
         if height % self.checkpoint_interval == 0 {
-            self.checkpoint = Some(Arc::new(self.encode_snapshot()));
+            self.encoding = Some(Encoding::start(self));
         }
         AppliedBlock {
             height,

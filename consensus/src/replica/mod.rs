@@ -206,6 +206,9 @@ pub struct Replica<B: Backend + Sync> {
     restore: Option<restore::Restore>,
     /// Peers whose snapshot or chunk did not check out: not asked again.
     snapshot_refused: BTreeSet<PublicKey>,
+    /// The manifest of the checkpoint this replica serves, built at the first request for it
+    /// (it reads the blocks up to the binding block from Kura once, not once per request).
+    served_manifest: Option<SnapshotManifest>,
     /// The blocks below the base of a store restored from a snapshot, being fetched (`fill.rs`).
     fill: Option<fill::Fill>,
     /// Whether a `Timer::Restore` is pending (one serves the restore and the fill).
@@ -307,6 +310,7 @@ impl<B: Backend + Sync> Replica<B> {
             syncing: VecDeque::new(),
             restore: None,
             snapshot_refused: BTreeSet::new(),
+            served_manifest: None,
             fill: None,
             tick_armed: false,
             restores_abandoned: 0,
@@ -733,19 +737,38 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     /// The manifest of this replica's checkpoint at `height`, if it holds that one (only the
-    /// latest is kept) and has committed the block after it.
-    fn snapshot_manifest(&self, height: u64) -> Option<SnapshotManifest> {
+    /// newest bound one is kept) and has committed the block that binds it.
+    fn snapshot_manifest(&mut self, height: u64) -> Option<SnapshotManifest> {
+        if let Some(served) = self
+            .served_manifest
+            .as_ref()
+            .filter(|served| served.header.height == height)
+        {
+            return Some(served.clone());
+        }
         let checkpoint = self
             .wsv
             .checkpoint()
             .filter(|checkpoint| checkpoint.height() == height)?;
+        let link = self.wsv.checkpoint_link()?;
+        let binding = height.checked_add(kasane_wsv::snapshot::binding_delay(self.wsv.checkpoint_interval()))?;
         let header = self.kura.read(height).ok()?.block.header;
-        let next = self.kura.read(height.checked_add(1)?).ok()?;
-        Some(SnapshotManifest {
+        let mut headers = Vec::new();
+        let mut certificate = None;
+        for at in height + 1..=binding {
+            let block = self.kura.read(at).ok()?;
+            headers.push(block.block.header);
+            certificate = Some(block.certificate);
+        }
+        let manifest = SnapshotManifest {
             header,
             chunks: checkpoint.manifest().to_vec(),
-            next,
-        })
+            headers,
+            certificate: certificate?,
+            link,
+        };
+        self.served_manifest = Some(manifest.clone());
+        Some(manifest)
     }
 
     /// Up to `count` blocks from `from_height` as Kura stores them, stopping before the response

@@ -1,20 +1,23 @@
 //! State sync (docs/PROTOCOL.md section 8.1): a replica far behind the cluster restores the
-//! state of a recent checkpoint from its peers, proves it with the certified block after the
-//! checkpoint, and goes on from there; the blocks below the checkpoint come later (`fill.rs`).
+//! state of a recent checkpoint from its peers, proves it with the certified block that binds
+//! the checkpoint's root, and goes on from there; the blocks below the checkpoint come later
+//! (`fill.rs`).
 //!
 //! 1. *Start*: the cluster height (claimed by `f + 1` validators) is more than
 //!    [`RESTORE_CHECKPOINTS_BEHIND`] checkpoints above this replica's; the checkpoint `c` is the
-//!    newest one whose next block the cluster has committed. Every validator is asked for its
-//!    manifest of `c`.
-//! 2. *Manifest*: the first whose certified block `c + 1` checks out (its commit certificate by
-//!    this replica's validators, its previous hash the manifest header's) is chosen; a validator
-//!    that sends the same manifest becomes a source of chunks too.
+//!    newest one whose binding block `c + D` the cluster has committed. Every validator is asked
+//!    for its manifest of `c`.
+//! 2. *Manifest*: the first that checks out is chosen: the headers from `c` to `c + D` each name
+//!    the one before, the last carries a commit certificate by this replica's validators, and the
+//!    root of the listed chunks bound to the stated link gives that header's commitment. A
+//!    validator that sends the same manifest becomes a source of chunks too.
 //! 3. *Chunks*: at most [`CHUNKS_IN_FLIGHT_PER_PEER`] requests per source, each chunk checked
 //!    against the manifest on arrival. A wrong chunk, or an answer "not held", drops its sender
 //!    as a source; a request unanswered for [`CHUNK_TIMEOUT_MS`] goes to another source.
-//! 4. *Proof*: the chunks restore a state at `c`, on which block `c + 1` must execute to the
-//!    commitment in its certified header, which binds the snapshot's root. A snapshot that fails
-//!    makes every source of its manifest refused, and the restore starts again.
+//! 4. *Proof*: the chunks, each of which matched its listed hash, must restore a state at `c`
+//!    whose canonical encoding they are (so the state is the one the certified root names). A
+//!    snapshot that fails makes every source of its manifest refused, and the restore starts
+//!    again.
 //! 5. *Install*: Kura starts from `c` (the snapshot is kept beside its chunks, so a restart
 //!    replays from it), the restored state becomes this replica's, and consensus and block sync
 //!    go on from `c + 1` with execution. The blocks up to `c` are fetched in the background and
@@ -27,7 +30,7 @@
 //! (checked: certificates below `c` are checked with it); with live membership the fill would
 //! need each height's validators.
 
-use kasane_model::block::VoteKind;
+use kasane_model::block::{Certificate, Vote, VoteKind};
 use kasane_wsv::snapshot::chunk_hash;
 
 use super::*;
@@ -50,12 +53,14 @@ const RESTORES_ABANDONED_BEFORE_SYNC_RUNS: u32 = 2;
 /// Most peers remembered as having sent a snapshot or chunk that did not check out.
 const REFUSED_PEERS_MAX: usize = 1024;
 
-/// A manifest whose next block checked out.
+/// A manifest that checked out.
 struct Chosen {
     header: BlockHeader,
     header_hash: Hash,
     chunks: Vec<Hash>,
-    next: CommittedBlock,
+    /// The binding block's hash and link: another manifest naming the same ones is the same.
+    binding_hash: Hash,
+    link: Hash,
 }
 
 /// A restore under way.
@@ -89,7 +94,7 @@ impl Restore {
 pub enum RestoreEvent {
     /// Every validator was asked for its manifest of `checkpoint`.
     Started { checkpoint: u64, height: u64 },
-    /// The snapshot of `checkpoint` restored and proved itself with the next block.
+    /// The snapshot of `checkpoint` restored, canonical, to the root its binding block names.
     Proven {
         checkpoint: u64,
         chunks: usize,
@@ -117,8 +122,10 @@ impl<B: Backend + Sync> Replica<B> {
         let interval = self.wsv.checkpoint_interval();
         let height = self.kura.height();
         let cluster = self.core.cluster_height();
-        // The newest checkpoint whose next block the cluster committed.
-        let checkpoint = cluster.saturating_sub(1) / interval * interval;
+        // The newest checkpoint whose binding block the cluster committed.
+        let Some(checkpoint) = kasane_wsv::snapshot::newest_bound_checkpoint(cluster, interval) else {
+            return;
+        };
         if cluster <= height + RESTORE_CHECKPOINTS_BEHIND * interval || checkpoint <= height {
             return;
         }
@@ -178,6 +185,7 @@ impl<B: Backend + Sync> Replica<B> {
             return out;
         }
         let header_hash = manifest.header.hash();
+        let binding_hash = manifest.headers.last().map(BlockHeader::hash);
         let chosen_matches = self
             .restore
             .as_ref()
@@ -185,7 +193,8 @@ impl<B: Backend + Sync> Replica<B> {
             .map(|chosen| {
                 chosen.header_hash == header_hash
                     && chosen.chunks == manifest.chunks
-                    && chosen.next.block.hash() == manifest.next.block.hash()
+                    && Some(chosen.binding_hash) == binding_hash
+                    && chosen.link == manifest.link
             });
         match chosen_matches {
             Some(true) => {}
@@ -193,10 +202,10 @@ impl<B: Backend + Sync> Replica<B> {
             // decides, and a failed proof starts again without the chosen one's sources.
             Some(false) => return out,
             None => {
-                if !self.manifest_checks_out(height, &manifest) {
+                let Some(binding_hash) = binding_hash.filter(|_| self.manifest_checks_out(height, &manifest)) else {
                     self.refuse_snapshot_peer(from);
                     return out;
-                }
+                };
                 let Some(restore) = self.restore.as_mut() else {
                     return out;
                 };
@@ -205,7 +214,8 @@ impl<B: Backend + Sync> Replica<B> {
                     header: manifest.header,
                     header_hash,
                     chunks: manifest.chunks,
-                    next: manifest.next,
+                    binding_hash,
+                    link: manifest.link,
                 });
                 restore.last_progress_ms = now_ms;
             }
@@ -217,24 +227,42 @@ impl<B: Backend + Sync> Replica<B> {
         out
     }
 
-    /// The manifest's next block is certified by this replica's validators and follows its
-    /// header, which is of the checkpoint height.
+    /// The manifest's header is of the checkpoint height, its headers lead from it to the
+    /// binding block, whose header is certified by this replica's validators and whose
+    /// commitment is the root of the listed chunks bound to the stated link.
     fn manifest_checks_out(&mut self, height: u64, manifest: &SnapshotManifest) -> bool {
-        let next = &manifest.next;
-        manifest.header.height == height
-            && !manifest.chunks.is_empty()
-            && next.block.header.height == height + 1
-            && next.block.header.previous_hash == manifest.header.hash()
-            && self.certified(next)
+        let delay = kasane_wsv::snapshot::binding_delay(self.wsv.checkpoint_interval());
+        if manifest.header.height != height || manifest.chunks.is_empty() || manifest.headers.len() as u64 != delay {
+            return false;
+        }
+        let mut previous = &manifest.header;
+        for header in &manifest.headers {
+            if header.height != previous.height + 1 || header.previous_hash != previous.hash() {
+                return false;
+            }
+            previous = header;
+        }
+        let root = kasane_wsv::snapshot::root_of(height, &manifest.chunks);
+        kasane_wsv::snapshot::checkpoint_commitment(&manifest.link, &root) == previous.state_commitment
+            && self.certified_header(previous, &manifest.certificate)
     }
 
     /// Whether `block` carries a commit certificate for itself by this replica's validators.
     pub(super) fn certified(&mut self, block: &CommittedBlock) -> bool {
-        let vote = block.expected_vote();
-        block.certificate.vote == vote
-            && vote.kind == VoteKind::Commit
-            && block
-                .certificate
+        self.certified_header(&block.block.header, &block.certificate)
+    }
+
+    /// Whether `certificate` is a commit certificate for `header` by this replica's validators.
+    fn certified_header(&mut self, header: &BlockHeader, certificate: &Certificate) -> bool {
+        // The view it was committed in is the certificate's (CommittedBlock::expected_vote).
+        let vote = Vote {
+            kind: VoteKind::Commit,
+            height: header.height,
+            view: certificate.vote.view,
+            block_hash: header.hash(),
+        };
+        certificate.vote == vote
+            && certificate
                 .verify(&vote, &self.core.topology().validators(), &mut self.cache)
                 .is_ok()
     }
@@ -317,7 +345,8 @@ impl<B: Backend + Sync> Replica<B> {
         out
     }
 
-    /// Step 4: restores the snapshot and executes the next block on it.
+    /// Step 4: restores the snapshot; its chunks must be the canonical encoding of what they
+    /// restore, so that the state is the one whose root the binding block names.
     fn prove(&mut self, now_ms: u64, out: &mut Vec<Outbound>) {
         let Some(mut restore) = self.restore.take() else {
             return;
@@ -338,21 +367,10 @@ impl<B: Backend + Sync> Replica<B> {
             &chunks,
         );
         drop(chunks);
-        // Checked, not applied: the restored state is installed at `c`, and block `c + 1` comes
-        // by block sync like any other.
-        let proof = restored.map_err(|error| error.to_string()).and_then(|restored| {
-            let hashes: Vec<TransactionHashes> = chosen
-                .next
-                .block
-                .transactions
-                .iter()
-                .map(SignedTransaction::hashes)
-                .collect();
-            restored
-                .verify_block(&chosen.next.block, &hashes)
-                .map(|_| restored)
-                .map_err(|error| error.to_string())
-        });
+        // The root was checked against the certified binding header when the manifest was
+        // chosen, and every chunk against the manifest on arrival; `from_snapshot` checked that
+        // the chunks are the canonical encoding of the state they restore.
+        let proof = restored.map_err(|error| error.to_string());
         let validators = self.core.topology().validators();
         match proof {
             Ok(restored) if restored.validators() == validators => {
@@ -414,9 +432,9 @@ impl<B: Backend + Sync> Replica<B> {
         // answered "not held", before a manifest was chosen or after) and a newer checkpoint in
         // the cluster, the restore starts again from the newest one.
         let moved_on = restore.sources.is_empty() && restore.in_flight.is_empty();
-        let newer = self.core.cluster_height().saturating_sub(1) / self.wsv.checkpoint_interval()
-            * self.wsv.checkpoint_interval()
-            > restore.checkpoint;
+        let newer =
+            kasane_wsv::snapshot::newest_bound_checkpoint(self.core.cluster_height(), self.wsv.checkpoint_interval())
+                .is_some_and(|newest| newest > restore.checkpoint);
         let stalled = now_ms.saturating_sub(restore.last_progress_ms) > RESTORE_STALL_MS;
         if stalled || (moved_on && newer) {
             self.abandon_restore(

@@ -33,8 +33,8 @@ pub struct Chain {
     pub blocks: Vec<CommittedBlock>,
     /// `codec::encode` of each block: what Kura stores as the record payload.
     pub encoded: Vec<Vec<u8>>,
-    /// The snapshot the fixture's state made at each checkpoint height: the encoded header of
-    /// the checkpoint block and the snapshot's chunks.
+    /// The snapshot the fixture's state made at each checkpoint height whose binding block the
+    /// chain holds: the encoded header of the checkpoint block and the snapshot's chunks.
     pub checkpoints: BTreeMap<u64, (Vec<u8>, Vec<Vec<u8>>)>,
 }
 
@@ -47,17 +47,15 @@ impl Chain {
         let mut checkpoints = BTreeMap::new();
         for _ in 1..heights {
             blocks.push(fixture.next_block().expect("fixture block").0);
-            let height = blocks.len() as u64;
-            if let Some(checkpoint) = fixture
-                .wsv
-                .checkpoint()
-                .filter(|checkpoint| checkpoint.height() == height)
-            {
-                let chunks = (0..checkpoint.chunk_count())
-                    .map(|index| checkpoint.chunk(index).expect("chunk").to_vec())
-                    .collect();
-                let header = codec::encode_body(&blocks[height as usize - 1].block.header);
-                checkpoints.insert(height, (header, chunks));
+            // A checkpoint is held from the block that binds its root on.
+            if let Some(checkpoint) = fixture.wsv.checkpoint() {
+                let height = checkpoint.height();
+                checkpoints.entry(height).or_insert_with(|| {
+                    let chunks = (0..checkpoint.chunk_count())
+                        .map(|index| checkpoint.chunk(index).expect("chunk").to_vec())
+                        .collect();
+                    (codec::encode_body(&blocks[height as usize - 1].block.header), chunks)
+                });
             }
         }
         let encoded = blocks.iter().map(codec::encode).collect();
