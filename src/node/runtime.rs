@@ -28,6 +28,9 @@ use super::state::{ChainEvent, Metrics, Status, TxState, TxTable};
 
 pub type NodeReplica = Replica<FileBackend>;
 
+/// A consensus step at least this long is logged (info, "slow consensus step").
+const SLOW_STEP: Duration = Duration::from_millis(100);
+
 /// A read of the replica's state, run on the consensus task between steps.
 pub type ReadFn = Box<dyn FnOnce(&NodeReplica) + Send>;
 
@@ -393,10 +396,17 @@ impl Driver {
                 "block-sync response"
             );
         }
+        let (kind, height) = (message.kind(), self.replica.wsv().height());
         let started = Instant::now();
         let out = tokio::task::block_in_place(|| self.replica.on_prepared(now_ms(), from, message, hashes));
+        let elapsed = started.elapsed();
         if is_proposal {
-            self.shared.metrics.proposal_step.record(started.elapsed());
+            self.shared.metrics.proposal_step.record(elapsed);
+        }
+        // Every message waits behind a slow step: name them, so a latency spike in a benchmark
+        // can be traced to the step (and height) that made it.
+        if elapsed >= SLOW_STEP {
+            tracing::info!(kind, height, ms = elapsed.as_millis() as u64, "slow consensus step");
         }
         self.after_step(out);
         let counts = self.replica.wire_counts();
