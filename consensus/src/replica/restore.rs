@@ -198,8 +198,8 @@ impl<B: Backend + Sync> Replica<B> {
             });
         match chosen_matches {
             Some(true) => {}
-            // Another manifest than the chosen one: one of the two senders lies; the proof
-            // decides, and a failed proof starts again without the chosen one's sources.
+            // Another manifest than the chosen one: both cannot check out (that takes two
+            // certified blocks at one height, or a second preimage), so it is ignored.
             Some(false) => return out,
             None => {
                 let Some(binding_hash) = binding_hash.filter(|_| self.manifest_checks_out(height, &manifest)) else {
