@@ -18,8 +18,12 @@ use kasane_model::Hash;
 use crate::world::StateMap;
 
 /// Entries moved from the draining table per entry recorded: enough that the draining table is
-/// empty long before the current one (twice its size) fills.
-const MIGRATED_PER_INSERT: usize = 4;
+/// empty before the current one (twice its size) fills (after half as many inserts as it held,
+/// when the current one is three quarters full), and no more: each move is a remove and an
+/// insert in tables of tens of MB, each a cache miss. 4 made a block of 6,000 entries cost
+/// 14-28 ms for 24 blocks after the growth at 458,752 entries; 2 costs 4-7 ms for about 40
+/// (docs/BENCHMARKS.md).
+const MIGRATED_PER_INSERT: usize = 2;
 
 /// Width of an expiry bucket.
 const BUCKET_MS: u64 = 1_000;
