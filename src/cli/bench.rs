@@ -474,8 +474,13 @@ async fn measure(
         .build()
         .context("HTTP client")?;
     let start_height = clients[0].status().await?["height"].as_u64().unwrap_or(0);
+    // The maps of accepted and committed transactions are sized for the whole workload at once:
+    // grown as they fill, each rehashes hundreds of thousands of entries in one step (at 458,752
+    // the first time past 2^19 slots), stalling the follower that times the commits.
+    let workload: usize = batches.iter().map(|batch| batch.hashes.len()).sum();
     let seen = Arc::new(Mutex::new(Seen {
         height: start_height,
+        blocks: HashMap::with_capacity(workload),
         ..Seen::default()
     }));
     let stop = Arc::new(AtomicBool::new(false));
@@ -483,7 +488,10 @@ async fn measure(
     let pids = node_pids(dir, names);
     let usage_before: Vec<Option<(f64, f64)>> = pids.iter().map(|pid| process_usage(*pid)).collect();
 
-    let admission = Arc::new(Mutex::new(Admission::default()));
+    let admission = Arc::new(Mutex::new(Admission {
+        accepted: HashMap::with_capacity(workload),
+        ..Admission::default()
+    }));
     let in_flight = Arc::new(AtomicU64::new(0));
     let submitted = Arc::new(AtomicU64::new(0));
     let not_sent = Arc::new(AtomicU64::new(0));
