@@ -17,45 +17,36 @@ use kasane_model::Hash;
 
 use crate::world::StateMap;
 
-/// Tables the remembered payloads are spread over. A hash table that grows rehashes every
-/// entry in one step: at a million entries and more, a pause of hundreds of milliseconds on the
-/// consensus path of every node at once. Spread over 1,024 tables, each growth rehashes a
-/// thousandth of the entries, in a table small enough to stay in cache (1 MB at 12 million
-/// entries, ten minutes at 20,000 tx/s), and the tables reach their thresholds tens of blocks
-/// apart, not all together (docs/BENCHMARKS.md, "The replay memory in shards").
-const SHARDS: usize = 1_024;
+/// Entries moved from the draining table per entry recorded: enough that the draining table is
+/// empty before the current one (twice its size) fills (after half as many inserts as it held,
+/// when the current one is three quarters full), and no more: each move is a remove and an
+/// insert in tables of tens of MB, each a cache miss. 4 made a block of 6,000 entries cost
+/// 14-28 ms for 24 blocks after the growth at 458,752 entries; 2 costs 4-7 ms for about 40
+/// (docs/BENCHMARKS.md).
+const MIGRATED_PER_INSERT: usize = 2;
 
 /// Width of an expiry bucket.
 const BUCKET_MS: u64 = 1_000;
 
 /// The memory of committed payload hashes.
 ///
-/// The payload -> expiry map is split into [`SHARDS`] tables, chosen by a hash of the payload
-/// keyed per process (its own key, not the tables' own, so that the entries of one table do not
-/// share the bits its buckets are found by): a client who grinds payload hashes cannot pile its
-/// entries into one table and bring back the one-step growth. Which table holds a payload
-/// changes nothing but speed; what the guard answers and the order of [`ReplayGuard::entries`]
-/// follow from the blocks alone.
-#[derive(Debug, Clone)]
+/// A hash map that grows rehashes every entry in one step; at a million entries and more that is
+/// a pause of hundreds of milliseconds on the consensus path, on every node at once (seen in
+/// long benchmark runs, docs/BENCHMARKS.md). So the guard grows incrementally: when the current
+/// table is full, it becomes the draining table, a new table of twice the capacity takes the
+/// inserts, and every insert moves a few entries across, walking the buckets in order. Lookups
+/// look in both.
+#[derive(Debug, Clone, Default)]
 pub struct ReplayGuard {
-    shards: Vec<StateMap<Hash, u64>>,
-    chooser: ahash::RandomState,
-    len: usize,
+    current: StateMap<Hash, u64>,
+    draining: StateMap<Hash, u64>,
     /// Expiry second -> the payloads that expire in it with their expiry, in the order they
     /// were recorded. Shared with the copies [`ReplayGuard::frozen`] hands out, and copied on
     /// the first write after one was taken: a checkpoint copies nothing at once.
     buckets: BTreeMap<u64, Arc<Vec<(Hash, u64)>>>,
-}
-
-impl Default for ReplayGuard {
-    fn default() -> Self {
-        ReplayGuard {
-            shards: (0..SHARDS).map(|_| StateMap::default()).collect(),
-            chooser: ahash::RandomState::new(),
-            len: 0,
-            buckets: BTreeMap::new(),
-        }
-    }
+    /// Where the move from `draining` stands: (bucket, index in it). Every entry of `draining`
+    /// is filed in a bucket at or after it.
+    cursor: (u64, usize),
 }
 
 impl ReplayGuard {
@@ -64,12 +55,16 @@ impl ReplayGuard {
         self.expiry(payload).is_some_and(|expiry| expiry >= now_ms)
     }
 
-    fn shard(&self, payload: &Hash) -> usize {
-        (self.chooser.hash_one(payload) >> (64 - SHARDS.trailing_zeros())) as usize
-    }
-
     fn expiry(&self, payload: &Hash) -> Option<u64> {
-        self.shards[self.shard(payload)].get(payload).copied()
+        // The draining table is empty except while the guard grows: skip hashing for it then.
+        self.current
+            .get(payload)
+            .or_else(|| {
+                (!self.draining.is_empty())
+                    .then(|| self.draining.get(payload))
+                    .flatten()
+            })
+            .copied()
     }
 
     /// Remembers a block's payload hashes with their expiry times, and forgets what expired
@@ -90,12 +85,12 @@ impl ReplayGuard {
                 gone
             };
             for (hash, expiry) in expired {
-                let shard = self.shard(&hash);
-                let table = &mut self.shards[shard];
                 // A later block may have re-added the same payload after it expired; keep it.
-                if table.get(&hash) == Some(&expiry) {
-                    table.remove(&hash);
-                    self.len -= 1;
+                if self.expiry(&hash) == Some(expiry) {
+                    self.current.remove(&hash);
+                    if !self.draining.is_empty() {
+                        self.draining.remove(&hash);
+                    }
                 }
             }
             if !whole {
@@ -122,12 +117,50 @@ impl ReplayGuard {
         }
     }
 
-    /// Files `hash` in its table; an entry for the same payload there is older, and the new one
-    /// replaces it.
     fn insert(&mut self, hash: Hash, expiry: u64) {
-        let shard = self.shard(&hash);
-        if self.shards[shard].insert(hash, expiry).is_none() {
-            self.len += 1;
+        if self.current.len() >= self.current.capacity() && self.draining.is_empty() && !self.current.is_empty() {
+            let capacity = 2 * self.current.capacity();
+            let full = std::mem::replace(
+                &mut self.current,
+                StateMap::with_capacity_and_hasher(capacity, Default::default()),
+            );
+            self.draining = full;
+            self.cursor = (self.buckets.first_key_value().map_or(0, |(second, _)| *second), 0);
+        }
+        // An entry for the same payload in the draining table is older: the new one replaces it.
+        if !self.draining.is_empty() {
+            self.draining.remove(&hash);
+        }
+        self.current.insert(hash, expiry);
+        self.migrate(MIGRATED_PER_INSERT);
+    }
+
+    /// Moves up to `count` entries from the draining table into the current one.
+    fn migrate(&mut self, mut count: usize) {
+        while count > 0 && !self.draining.is_empty() {
+            let (second, position) = self.cursor;
+            // The cursor's bucket, or the next one if it was dropped.
+            let Some((&at, hashes)) = self.buckets.range(second..).next() else {
+                // Every bucket was walked: what is left (nothing, if the invariant holds) goes
+                // across at once.
+                let rest = std::mem::take(&mut self.draining);
+                self.current.extend(rest);
+                return;
+            };
+            let position = if at == second { position } else { 0 };
+            match hashes.get(position) {
+                Some((hash, _)) => {
+                    if let Some(expiry) = self.draining.remove(hash) {
+                        self.current.insert(*hash, expiry);
+                        count -= 1;
+                    }
+                    self.cursor = (at, position + 1);
+                }
+                None => self.cursor = (at + 1, 0),
+            }
+        }
+        if self.draining.is_empty() && self.draining.capacity() > 0 {
+            self.draining = StateMap::default();
         }
     }
 
@@ -148,33 +181,28 @@ impl ReplayGuard {
 
     /// The guard that remembers `entries`, given in the order of [`ReplayGuard::entries`].
     pub fn from_entries(entries: Vec<(Hash, u64)>) -> ReplayGuard {
-        let mut guard = ReplayGuard::default();
-        for shard in &mut guard.shards {
-            shard.reserve(entries.len() / SHARDS + entries.len() / (4 * SHARDS));
-        }
+        let mut current = StateMap::with_capacity_and_hasher(entries.len(), Default::default());
+        let mut buckets: BTreeMap<u64, Arc<Vec<(Hash, u64)>>> = BTreeMap::new();
         for (hash, expiry) in entries {
             // A payload is filed once at a time (it is re-added only after its entry expired and
             // was dropped); should a list repeat one, the latest expiry is the one that counts.
-            let shard = guard.shard(&hash);
-            match guard.shards[shard].entry(hash) {
-                std::collections::hash_map::Entry::Occupied(mut kept) => {
-                    let latest = (*kept.get()).max(expiry);
-                    kept.insert(latest);
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(expiry);
-                    guard.len += 1;
-                }
-            }
-            Arc::make_mut(guard.buckets.entry(expiry / BUCKET_MS).or_default()).push((hash, expiry));
+            let kept = current.entry(hash).or_insert(expiry);
+            *kept = (*kept).max(expiry);
+            Arc::make_mut(buckets.entry(expiry / BUCKET_MS).or_default()).push((hash, expiry));
         }
-        guard
+        ReplayGuard {
+            current,
+            draining: StateMap::default(),
+            buckets,
+            cursor: (0, 0),
+        }
     }
 
     /// Bytes the guard's tables hold (estimate, `kasane_model::footprint`).
     pub fn footprint(&self) -> usize {
         use kasane_model::footprint::{map_bytes, vec_bytes};
-        self.shards.iter().map(map_bytes).sum::<usize>()
+        map_bytes(&self.current)
+            + map_bytes(&self.draining)
             + self.buckets.values().map(|bucket| vec_bytes(bucket)).sum::<usize>()
             // The bucket map's own nodes: a key, a vector header and the node's share, roughly.
             + self.buckets.len() * 64
@@ -182,7 +210,7 @@ impl ReplayGuard {
 
     /// Payload hashes remembered now.
     pub fn len(&self) -> usize {
-        self.len
+        self.current.len() + self.draining.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -266,19 +294,25 @@ mod tests {
         assert!(!guard.seen(&hash(0), 99_000));
     }
 
-    /// Through the growth of every table, nothing is lost or kept past its expiry, whatever the
-    /// order of growth, expiry and re-adds.
+    /// Growth moves entries across a few at a time; nothing is lost or kept past its expiry on
+    /// the way, whatever the order of growth, expiry and re-adds.
     #[test]
-    fn grows_and_loses_nothing() {
+    fn grows_incrementally_and_loses_nothing() {
         let mut guard = ReplayGuard::default();
         let hash = |value: u64| Hash::of(&value.to_le_bytes());
+        let mut grew = false;
         // 300 blocks of 50 entries; block b expires at 1_000 + 10 * b.
         for block in 0..300u64 {
             let entries = (0..50)
                 .map(|index| (hash(block * 50 + index), 1_000 + 10 * block))
                 .collect();
             guard.record_block(entries, 900 + 10 * block);
+            grew |= !guard.draining.is_empty();
+            // The draining table empties before the current one fills (else the current one
+            // would rehash in one step after all).
+            assert!(guard.draining.is_empty() || guard.current.len() < guard.current.capacity());
         }
+        assert!(grew, "the guard never grew through the draining table");
         // At 900 + 10 * 299 = 3890, blocks up to 288 have expired and been dropped.
         let now = 3_890;
         for value in 0..300 * 50 {
@@ -292,22 +326,5 @@ mod tests {
         // Re-adding an expired payload remembers it again.
         guard.record_block(vec![(hash(0), 10_000)], now + 1);
         assert!(guard.seen(&hash(0), now + 1));
-    }
-
-    /// The payloads are spread over the tables: none holds more than twice its share, so no
-    /// table's growth rehashes much more than a thousandth of the entries.
-    #[test]
-    fn entries_are_spread_over_the_tables() {
-        let mut guard = ReplayGuard::default();
-        let hash = |value: u64| Hash::of(&value.to_le_bytes());
-        let total = 200 * SHARDS as u64;
-        guard.record_block((0..total).map(|value| (hash(value), 5_000)).collect(), 0);
-        assert_eq!(guard.len(), total as usize);
-        let largest = guard.shards.iter().map(|shard| shard.len()).max().expect("tables");
-        assert!(largest < 2 * 200, "largest table holds {largest} of an average of 200");
-        assert!((0..total).all(|value| guard.seen(&hash(value), 5_000)));
-        guard.record_block(vec![], 5_001);
-        assert!(guard.is_empty());
-        assert!(guard.shards.iter().all(|shard| shard.is_empty()));
     }
 }
