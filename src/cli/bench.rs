@@ -474,15 +474,10 @@ async fn measure(
         .build()
         .context("HTTP client")?;
     let start_height = clients[0].status().await?["height"].as_u64().unwrap_or(0);
-    // The maps of accepted and committed transactions are sized for the whole workload at once:
-    // grown as they fill, each rehashes hundreds of thousands of entries in one step (at 458,752
-    // the first time past 2^19 slots), stalling the follower that times the commits.
+    // The maps of committed and accepted transactions are sized for the whole workload at once
+    // (`Seen::starting_at`).
     let workload: usize = batches.iter().map(|batch| batch.hashes.len()).sum();
-    let seen = Arc::new(Mutex::new(Seen {
-        height: start_height,
-        blocks: HashMap::with_capacity(workload),
-        ..Seen::default()
-    }));
+    let seen = Arc::new(Mutex::new(Seen::starting_at(start_height, workload)));
     let stop = Arc::new(AtomicBool::new(false));
     let follower = tokio::spawn(follow(vec![clients[0].clone()], seen.clone(), stop.clone()));
     let pids = node_pids(dir, names);

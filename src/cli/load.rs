@@ -141,7 +141,10 @@ pub struct LoadReport {
     pub ok: bool,
 }
 
-#[derive(Default)]
+/// Most transactions the maps of a load run are sized for at the start (about 200 MB of
+/// tables each at this bound; a longer run grows them past it).
+const PRESIZED_ENTRIES_MAX: usize = 1 << 22;
+
 pub(crate) struct Seen {
     /// Transaction hash -> the blocks it was seen in.
     pub(crate) blocks: HashMap<Hash, Inclusions>,
@@ -224,6 +227,17 @@ pub(crate) struct Tally {
 }
 
 impl Seen {
+    /// Following from `height`, with room for `expected` transactions at once: grown as it
+    /// fills, the map rehashes hundreds of thousands of entries in one step (at 458,752 the first
+    /// time past 2^19 slots), under the lock of the follower that times the commits.
+    pub(crate) fn starting_at(height: u64, expected: usize) -> Seen {
+        Seen {
+            blocks: HashMap::with_capacity(expected),
+            height,
+            blocks_read: 0,
+        }
+    }
+
     /// How many of `accepted` no block seen so far holds.
     pub(crate) fn missing<'a>(&self, accepted: impl Iterator<Item = &'a Hash>) -> usize {
         accepted.filter(|hash| !self.blocks.contains_key(*hash)).count()
@@ -346,10 +360,12 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         .map_err(|error| anyhow::anyhow!("chain id: {error}"))?;
     let start_height = status["height"].as_u64().unwrap_or(0);
 
-    let seen = Arc::new(Mutex::new(Seen {
-        height: start_height,
-        ..Seen::default()
-    }));
+    // Sized for the whole run, like the map of accepted transactions below (`Seen::starting_at`),
+    // up to a bound: the flags are the user's, and a long soak's maps may grow later.
+    let expected = usize::try_from(args.rate.saturating_mul(args.duration))
+        .unwrap_or(usize::MAX)
+        .min(PRESIZED_ENTRIES_MAX);
+    let seen = Arc::new(Mutex::new(Seen::starting_at(start_height, expected)));
     let stop = Arc::new(AtomicBool::new(false));
     let followed = if args.follow.is_empty() {
         vec![clients[0].clone()]
@@ -360,7 +376,10 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             .collect::<anyhow::Result<_>>()?
     };
     let follower = tokio::spawn(follow(followed, seen.clone(), stop.clone()));
-    let sent = Arc::new(Mutex::new(Sent::default()));
+    let sent = Arc::new(Mutex::new(Sent {
+        accepted: HashMap::with_capacity(expected),
+        ..Sent::default()
+    }));
     let counters = Arc::new(Counters::default());
     let in_flight: Vec<Arc<AtomicU64>> = clients.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
     // Mean request time in microseconds (an exponential moving average over answers), for the
