@@ -7,6 +7,8 @@
 #
 #   scripts/profile-bench.sh BINARY TAG        (RATE=12000 DURATION=30 OUT=/tmp/profile-bench)
 #
+# BENCH_ARGS adds flags to the bench, e.g. BENCH_ARGS="--payload opaque".
+#
 # Writes OUT/TAG.log (the bench's output), OUT/TAG.json and OUT/TAG.samples.
 set -euo pipefail
 if [ $# -ne 2 ]; then
@@ -18,7 +20,7 @@ tag=$2
 out=${OUT:-/tmp/profile-bench}
 mkdir -p "$out"
 perf record -a -F "${FREQUENCY:-499}" -o "$out/$tag.data" -- \
-  "$binary" bench --rate "${RATE:-12000}" --duration "${DURATION:-30}" --json "$out/$tag.json" > "$out/$tag.log" 2>&1
+  "$binary" bench --rate "${RATE:-12000}" --duration "${DURATION:-30}" --json "$out/$tag.json" ${BENCH_ARGS:-} > "$out/$tag.log" 2>&1
 perf script -i "$out/$tag.data" -F comm,pid,tid,ip,sym > "$out/$tag.samples" 2>/dev/null
 rm -f "$out/$tag.data"
 grep -E "committed tps|cpu per" "$out/$tag.log" || true

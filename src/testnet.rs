@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kasane_model::ids::{AccountId, AssetId};
 use kasane_model::instruction::{Instruction, MetadataTarget, METADATA_VALUE_BYTES_MAX};
-use kasane_model::transaction::{ChainId, TTL_MS_MAX};
+use kasane_model::transaction::{ChainId, Payloads, TTL_MS_MAX};
 use kasane_model::{CommittedBlock, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
 use kasane_wsv::genesis::GenesisBuilder;
 use serde::{Deserialize, Serialize};
@@ -115,9 +115,32 @@ fn build_transfer(
     SignedTransaction::sign(payload, &[&key])
 }
 
+/// An unsigned transaction of `bytes` opaque bytes for a chain of [`Payloads::Opaque`]: the
+/// workload of a consensus-only benchmark. `index` makes the payload (and so its replay key)
+/// unique; the creator is one no chain registers, since none is consulted.
+pub fn opaque_transaction(chain: &ChainId, index: u64, created_at_ms: u64, bytes: usize) -> SignedTransaction {
+    let mut body = vec![0u8; bytes];
+    for (at, byte) in index.to_le_bytes().iter().enumerate().take(bytes) {
+        body[at] = *byte;
+    }
+    let payload = TransactionPayload {
+        chain: chain.clone(),
+        creator: AccountId::new("opaque", TEST_DOMAIN).expect("constant names are valid"),
+        instructions: vec![Instruction::Opaque { bytes: body }],
+        created_at_ms,
+        ttl_ms: TTL_MS_MAX,
+        nonce: index as u32,
+    };
+    SignedTransaction {
+        payload,
+        signatures: Vec::new(),
+    }
+}
+
 /// The genesis block: validators as peers, and `accounts` funded test accounts. With
 /// `plasma_l2`, the test domain is checked by the plasma plugin: its accounts send only plasma
-/// transactions, and the chain is a plasma L2 (docs/PLASMA.md).
+/// transactions, and the chain is a plasma L2 (docs/PLASMA.md). With [`Payloads::Opaque`], the
+/// chain also orders unsigned opaque payloads (docs/PROTOCOL.md section 1.2).
 pub fn build_genesis(
     chain: &ChainId,
     authority: KeyPair,
@@ -125,10 +148,14 @@ pub fn build_genesis(
     accounts: usize,
     timestamp_ms: u64,
     plasma_l2: bool,
+    payloads: Payloads,
 ) -> anyhow::Result<CommittedBlock> {
     let mut builder = GenesisBuilder::new(chain.clone(), authority, timestamp_ms);
     for validator in validators {
         builder.peer(*validator);
+    }
+    if payloads == Payloads::Opaque {
+        builder.opaque_payloads();
     }
     if plasma_l2 {
         builder.domain(

@@ -97,8 +97,72 @@ pub fn decode_body<T: DeserializeOwned>(name: &'static str, body: &[u8]) -> Resu
     Ok(value)
 }
 
+/// `#[serde(with = "kasane_model::codec::bytes")]` for a `Vec<u8>` field: the same postcard
+/// encoding as the default (a length, then the bytes), written and read as one slice instead
+/// of one `u8` at a time through serde's sequence machinery, which for a 512-byte opaque payload
+/// cost more than the rest of the transaction.
+pub mod bytes {
+    use std::fmt;
+
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("bytes")
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        /// Self-describing formats (JSON) write bytes as a sequence of numbers.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The hint is the sender's; the vector grows with what actually arrives.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bytes_encode_like_a_sequence_of_u8_and_read_back_from_either() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Slice(#[serde(with = "super::bytes")] Vec<u8>);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Sequence(Vec<u8>);
+        let data: Vec<u8> = (0..=255).chain(0..44).collect();
+        let slice = postcard::to_allocvec(&Slice(data.clone())).expect("encodes");
+        assert_eq!(slice, postcard::to_allocvec(&Sequence(data.clone())).expect("encodes"));
+        assert_eq!(postcard::from_bytes::<Slice>(&slice).expect("decodes").0, data);
+        let json = serde_json::to_string(&Slice(data.clone())).expect("encodes");
+        assert_eq!(json, serde_json::to_string(&Sequence(data.clone())).expect("encodes"));
+        assert_eq!(serde_json::from_str::<Slice>(&json).expect("decodes").0, data);
+        // Truncated: a clear error, not a panic.
+        assert!(postcard::from_bytes::<Slice>(&slice[..100]).is_err());
+    }
+
     use super::*;
     use serde::Deserialize;
 

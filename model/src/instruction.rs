@@ -133,6 +133,21 @@ pub enum Instruction {
     /// its own section of the world state and the assets it holds (wsv/src/contract.rs).
     CallContract {
         contract: Name,
+        #[serde(with = "crate::codec::bytes")]
         call: Vec<u8>,
     },
+    /// Bytes no node interprets: the payload of a consensus-only benchmark (the workload of
+    /// HotStuff's and Narwhal's benchmarks). It changes no state; only a chain whose genesis
+    /// accepts opaque payloads takes it, and there a transaction of opaque instructions alone
+    /// needs no signature (docs/PROTOCOL.md section 1.2).
+    Opaque {
+        #[serde(with = "crate::codec::bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl Instruction {
+    pub fn is_opaque(&self) -> bool {
+        matches!(self, Instruction::Opaque { .. })
+    }
 }

@@ -86,6 +86,18 @@ impl Versioned for SignedTransaction {
     const ENCODED_BYTES_MAX: usize = TRANSACTION_BYTES_MAX;
 }
 
+/// What a chain takes as transactions, fixed by its genesis block and so the same on every node
+/// (docs/PROTOCOL.md section 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payloads {
+    /// Signed transactions of ordinary instructions only.
+    #[default]
+    Signed,
+    /// Also [`Instruction::Opaque`] bytes, and unsigned transactions that carry nothing else:
+    /// a consensus-only chain for benchmarks.
+    Opaque,
+}
+
 /// A transaction refused before it touches any state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatelessError {
@@ -105,6 +117,8 @@ pub enum StatelessError {
     TtlTooLong { ttl_ms: u64 },
     #[error("transaction is {bytes} bytes, over the limit of {TRANSACTION_BYTES_MAX}")]
     TooLarge { bytes: usize },
+    #[error("transaction carries opaque payloads, which this chain does not take")]
+    OpaqueNotAccepted,
 }
 
 impl SignedTransaction {
@@ -153,9 +167,16 @@ impl SignedTransaction {
         (hashes, bytes)
     }
 
-    /// Checks what needs no state: chain, counts, duplicate signers, time-to-live. Signatures
-    /// themselves are checked by the caller, in batches (see [`Self::signed_messages`]).
-    pub fn check_stateless(&self, chain: &ChainId) -> Result<(), StatelessError> {
+    /// Carries opaque payloads alone and no signature: on a chain of [`Payloads::Opaque`], it
+    /// needs neither a signature nor a registered creator.
+    pub fn is_unsigned_opaque(&self) -> bool {
+        self.signatures.is_empty() && self.payload.instructions.iter().all(Instruction::is_opaque)
+    }
+
+    /// Checks what needs no state: chain, counts, duplicate signers, time-to-live, and whether
+    /// the chain takes what the transaction carries. Signatures themselves are checked by the
+    /// caller, in batches (see [`Self::signed_messages`]).
+    pub fn check_stateless(&self, chain: &ChainId, payloads: Payloads) -> Result<(), StatelessError> {
         if self.payload.chain != *chain {
             return Err(StatelessError::WrongChain {
                 expected: chain.to_string(),
@@ -169,7 +190,12 @@ impl SignedTransaction {
         if instructions > INSTRUCTIONS_MAX {
             return Err(StatelessError::TooManyInstructions { count: instructions });
         }
+        let opaque = self.payload.instructions.iter().any(Instruction::is_opaque);
+        if opaque && payloads != Payloads::Opaque {
+            return Err(StatelessError::OpaqueNotAccepted);
+        }
         match self.signatures.len() {
+            0 if self.is_unsigned_opaque() => {}
             0 => return Err(StatelessError::NoSignatures),
             count if count > TRANSACTION_SIGNATURES_MAX => return Err(StatelessError::TooManySignatures { count }),
             _ => {}
@@ -296,5 +322,59 @@ mod tests {
         let (same, encoding) = transaction.hashes_and_encoding();
         assert_eq!(same, hashes);
         assert_eq!(encoding, codec::encode(&transaction));
+    }
+
+    fn payload(instructions: Vec<Instruction>) -> TransactionPayload {
+        TransactionPayload {
+            chain: "c".parse().expect("name"),
+            creator: "a@d".parse().expect("id"),
+            instructions,
+            created_at_ms: 5,
+            ttl_ms: 10,
+            nonce: 3,
+        }
+    }
+
+    #[test]
+    fn only_an_opaque_chain_takes_opaque_payloads_and_unsigned_ones_carry_nothing_else() {
+        let chain: ChainId = "c".parse().expect("name");
+        let key = KeyPair::derive(b"tx-tests", 1);
+        let opaque = || Instruction::Opaque { bytes: vec![7; 512] };
+        let peer = Instruction::RegisterPeer { peer: key.public_key() };
+        let unsigned = SignedTransaction {
+            payload: payload(vec![opaque(), opaque()]),
+            signatures: Vec::new(),
+        };
+        assert!(unsigned.is_unsigned_opaque());
+        assert_eq!(unsigned.check_stateless(&chain, Payloads::Opaque), Ok(()));
+        assert_eq!(
+            unsigned.check_stateless(&chain, Payloads::Signed),
+            Err(StatelessError::OpaqueNotAccepted)
+        );
+        // Signed, an opaque payload is still one only an opaque chain takes.
+        let signed = SignedTransaction::sign(payload(vec![opaque()]), &[&key]);
+        assert_eq!(signed.check_stateless(&chain, Payloads::Opaque), Ok(()));
+        assert_eq!(
+            signed.check_stateless(&chain, Payloads::Signed),
+            Err(StatelessError::OpaqueNotAccepted)
+        );
+        // An ordinary instruction beside opaque ones needs its signature on every chain.
+        let mixed = SignedTransaction {
+            payload: payload(vec![opaque(), peer.clone()]),
+            signatures: Vec::new(),
+        };
+        assert!(!mixed.is_unsigned_opaque());
+        assert_eq!(
+            mixed.check_stateless(&chain, Payloads::Opaque),
+            Err(StatelessError::NoSignatures)
+        );
+        let plain = SignedTransaction {
+            payload: payload(vec![peer]),
+            signatures: Vec::new(),
+        };
+        assert_eq!(
+            plain.check_stateless(&chain, Payloads::Opaque),
+            Err(StatelessError::NoSignatures)
+        );
     }
 }

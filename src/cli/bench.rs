@@ -30,12 +30,12 @@ use serde_json::{json, Value};
 
 use super::ceiling::{self, Ceiling, CpuPerTransaction};
 use super::cluster::{down, up};
-use super::genesis::{write_cluster, GenesisArgs};
+use super::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use super::http::ApiClient;
 use super::load::{follow, Seen};
 use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
 use crate::node::runtime::now_ms;
-use crate::testnet::padded_transfer;
+use crate::testnet::{opaque_transaction, padded_transfer};
 
 /// Requests in flight before batches are counted as not sent (the generator never waits).
 const IN_FLIGHT_MAX: usize = 1024;
@@ -51,8 +51,14 @@ pub struct BenchArgs {
     /// Seconds of offered load.
     #[arg(long, default_value_t = 60)]
     pub duration: u64,
+    /// What the load is: `signed` transfers between funded accounts, or `opaque` unsigned
+    /// payloads on a chain that takes them, the workload of HotStuff's and Narwhal's
+    /// benchmarks: everything but the signature checks and the execution is real (QUIC, fsync,
+    /// Kura, replay protection). docs/PROTOCOL.md section 1.2.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Signed)]
+    pub payload: PayloadKind,
     /// Approximate bytes per transaction; transfers are padded with a metadata write. Default:
-    /// plain transfers.
+    /// plain transfers (about 190 bytes), or 512 with `--payload opaque`.
     #[arg(long)]
     pub tx_size: Option<usize>,
     /// Most transactions in a block. Large blocks amortise each consensus round's fixed costs
@@ -199,6 +205,8 @@ pub struct Second {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub nodes: usize,
+    /// "signed" or "opaque" (`--payload`).
+    pub payload: String,
     pub offered_tps: u64,
     pub duration_s: u64,
     pub tx_bytes: usize,
@@ -267,8 +275,66 @@ fn machine() -> Value {
     })
 }
 
-/// Signs `total` transfers on every core and packs them into batches of `per_batch`.
-fn presign(chain: &ChainId, total: u64, per_batch: usize, accounts: usize, padding: usize, quiet: bool) -> Vec<Batch> {
+/// The transactions of a run (`--payload`).
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    /// Transfers between `accounts` funded accounts, padded with `padding` bytes of metadata.
+    Transfers { accounts: usize, padding: usize },
+    /// Unsigned opaque payloads of `bytes` bytes.
+    Opaque { bytes: usize },
+}
+
+/// Bytes a transaction carries besides its padding or opaque bytes: about 190 for a transfer.
+const ENCODING_OVERHEAD_GUESS: usize = 40;
+
+impl Workload {
+    /// The workload whose transactions encode to about `tx_size` bytes.
+    fn sized(chain: &ChainId, payload: PayloadKind, accounts: usize, tx_size: Option<usize>) -> Workload {
+        match payload {
+            PayloadKind::Signed => {
+                let plain = Workload::Transfers { accounts, padding: 0 }.encoded_len(chain);
+                let padding = tx_size.map_or(0, |size| size.saturating_sub(plain + ENCODING_OVERHEAD_GUESS));
+                Workload::Transfers { accounts, padding }
+            }
+            PayloadKind::Opaque => {
+                let bare = Workload::Opaque { bytes: 0 }.encoded_len(chain);
+                Workload::Opaque {
+                    bytes: tx_size.unwrap_or(OPAQUE_TX_BYTES).saturating_sub(bare),
+                }
+            }
+        }
+    }
+
+    fn transaction(&self, chain: &ChainId, index: usize, created_at_ms: u64) -> SignedTransaction {
+        match *self {
+            Workload::Transfers { accounts, padding } => {
+                let sender = index % accounts;
+                padded_transfer(
+                    chain,
+                    sender,
+                    (sender + 1) % accounts,
+                    1,
+                    index as u32,
+                    created_at_ms,
+                    padding,
+                )
+            }
+            Workload::Opaque { bytes } => opaque_transaction(chain, index as u64, created_at_ms, bytes),
+        }
+    }
+
+    fn encoded_len(&self, chain: &ChainId) -> usize {
+        codec::encode(&self.transaction(chain, 0, now_ms())).len()
+    }
+}
+
+/// Default encoded size of an opaque transaction: the 512 bytes of asonnino/hotstuff's and
+/// Narwhal's benchmarks.
+const OPAQUE_TX_BYTES: usize = 512;
+
+/// Makes (signs, for transfers) `total` transactions on every core and packs them into batches
+/// of `per_batch`.
+fn presign(chain: &ChainId, total: u64, per_batch: usize, workload: Workload, quiet: bool) -> Vec<Batch> {
     let created_at_ms = now_ms();
     let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let batches = (total as usize).div_ceil(per_batch);
@@ -288,18 +354,7 @@ fn presign(chain: &ChainId, total: u64, per_batch: usize, accounts: usize, paddi
                     let from = batch * per_batch;
                     let to = ((batch + 1) * per_batch).min(total as usize);
                     let transactions: Vec<SignedTransaction> = (from..to)
-                        .map(|index| {
-                            let sender = index % accounts;
-                            padded_transfer(
-                                chain,
-                                sender,
-                                (sender + 1) % accounts,
-                                1,
-                                index as u32,
-                                created_at_ms,
-                                padding,
-                            )
-                        })
+                        .map(|index| workload.transaction(chain, index, created_at_ms))
                         .collect();
                     let hashes = transactions
                         .iter()
@@ -317,14 +372,14 @@ fn presign(chain: &ChainId, total: u64, per_batch: usize, accounts: usize, paddi
                 std::thread::sleep(Duration::from_millis(50));
                 if last.elapsed() >= Duration::from_secs(2) {
                     last = Instant::now();
-                    eprintln!("bench: signed {} of {total}", done.load(Ordering::Relaxed));
+                    eprintln!("bench: made {} of {total}", done.load(Ordering::Relaxed));
                 }
             }
         }
     });
     if !quiet {
         eprintln!(
-            "bench: signed {total} transactions in {:.1} s",
+            "bench: made {total} transactions in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }
@@ -381,25 +436,30 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         queue_capacity: args.queue_capacity.unwrap_or(2 * args.block_txs_max),
         force: true,
         plasma_l2: false,
+        payload: args.payload,
     };
     let manifest = write_cluster(&genesis)?;
     let chain = manifest.chain_id()?;
     let per_batch = ((args.rate * args.batch_ms.max(1)) / 1000).max(1) as usize;
     let total = args.rate * args.duration;
-    // A plain transfer is about 190 bytes encoded; pad up to the asked size.
-    let plain = codec::encode(&padded_transfer(&chain, 0, 1, 1, 0, now_ms(), 0)).len();
-    let padding = args.tx_size.map_or(0, |size| size.saturating_sub(plain + 40));
-    let tx_bytes = codec::encode(&padded_transfer(&chain, 0, 1, 1, 0, now_ms(), padding)).len();
+    let workload = Workload::sized(&chain, args.payload, args.accounts, args.tx_size);
+    let tx_bytes = workload.encoded_len(&chain);
     if !args.quiet {
         eprintln!(
             "bench: {} nodes, {} tx/s for {} s ({total} transactions of {tx_bytes} bytes, batches of {per_batch}), blocks of up to {} every {} ms",
             args.nodes, args.rate, args.duration, args.block_txs_max, args.block_time_ms
         );
     }
-    let batches = presign(&chain, total, per_batch, args.accounts, padding, args.quiet);
-    let ceiling = measure_ceiling(&batches, args.nodes);
+    let batches = presign(&chain, total, per_batch, workload, args.quiet);
+    let ceiling = match workload {
+        Workload::Transfers { .. } => measure_ceiling(&batches, args.nodes),
+        Workload::Opaque { .. } => None,
+    };
     if !args.quiet {
         match &ceiling {
+            _ if matches!(workload, Workload::Opaque { .. }) => {
+                eprintln!("bench: no signature ceiling: opaque payloads carry no signature")
+            }
             Some(ceiling) => eprintln!(
                 "bench: ceiling {:.0} tx/s: batch verify {:.2} us per signature on one core, {} cores, {} verifiers",
                 ceiling.tps, ceiling.us_per_signature, ceiling.cores, ceiling.verifiers
@@ -423,8 +483,11 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .block_on(measure(args, &dir, &manifest.api_urls(), &names, batches, tx_bytes));
     let _ = down(&dir, Duration::from_secs(10));
     result.map(|mut report| {
+        let cpu_s: f64 = report.per_node.iter().map(|node| node.cpu_s).sum();
+        if let Workload::Opaque { .. } = workload {
+            report.cpu_per_transaction = CpuPerTransaction::unsigned(cpu_s, report.committed);
+        }
         if let Some(ceiling) = ceiling {
-            let cpu_s: f64 = report.per_node.iter().map(|node| node.cpu_s).sum();
             report.ceiling_tps = Some(ceiling.tps);
             report.ceiling_fraction = Some(ceiling.fraction(report.committed_tps));
             report.cpu_per_transaction = ceiling.split(cpu_s, report.committed);
@@ -439,7 +502,11 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 pub fn ceiling_now(args: &BenchArgs) -> anyhow::Result<Ceiling> {
     let chain: ChainId = crate::testnet::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
     let total = 4 * ceiling::BATCH_TRANSACTIONS as u64;
-    let batches = presign(&chain, total, ceiling::BATCH_TRANSACTIONS, args.accounts, 0, true);
+    let workload = Workload::Transfers {
+        accounts: args.accounts,
+        padding: 0,
+    };
+    let batches = presign(&chain, total, ceiling::BATCH_TRANSACTIONS, workload, true);
     measure_ceiling(&batches, args.nodes).context("timing the signature check")
 }
 
@@ -700,6 +767,7 @@ async fn measure(
     let _ = load_seconds;
     Ok(BenchReport {
         nodes: args.nodes,
+        payload: args.payload.as_str().to_string(),
         offered_tps: args.rate,
         duration_s: args.duration,
         tx_bytes,
@@ -750,11 +818,12 @@ fn batch_len_hint(args: &BenchArgs) -> usize {
 
 pub fn print_report(report: &BenchReport) {
     println!(
-        "bench: {} nodes, offered {} tx/s for {} s, {}-byte transactions, blocks of up to {} every {} ms, fsync {}",
+        "bench: {} nodes, offered {} tx/s for {} s, {}-byte {} transactions, blocks of up to {} every {} ms, fsync {}",
         report.nodes,
         report.offered_tps,
         report.duration_s,
         report.tx_bytes,
+        report.payload,
         report.block_txs_max,
         report.block_time_ms,
         report.fsync
@@ -789,6 +858,9 @@ pub fn print_report(report: &BenchReport) {
             ceiling.verifiers,
             100.0 * fraction
         ),
+        _ if report.payload == PayloadKind::Opaque.as_str() => {
+            println!("bench: no signature ceiling: opaque payloads carry no signature")
+        }
         _ => println!("bench: no ceiling measured"),
     }
     if let Some(cpu) = &report.cpu_per_transaction {
@@ -1009,6 +1081,9 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.capacity {
+        if args.payload == PayloadKind::Opaque {
+            bail!("--capacity searches below the signature ceiling, which opaque payloads do not have: give --rate, or --sweep");
+        }
         return super::capacity::run(&args);
     }
     if !args.sweep {

@@ -100,6 +100,19 @@ pub struct CpuPerTransaction {
     pub other_us: f64,
 }
 
+impl CpuPerTransaction {
+    /// `cpu_s` seconds of node CPU over `committed` transactions that carry no signature
+    /// (opaque payloads).
+    pub fn unsigned(cpu_s: f64, committed: u64) -> Option<CpuPerTransaction> {
+        let total_us = cpu_s * 1e6 / (committed > 0).then_some(committed as f64)?;
+        Some(CpuPerTransaction {
+            total_us,
+            signatures_us: 0.0,
+            other_us: total_us,
+        })
+    }
+}
+
 impl Ceiling {
     /// `committed_tps / tps`.
     pub fn fraction(&self, committed_tps: f64) -> f64 {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::client::check_proof;
 use super::cluster::{down, up};
-use super::genesis::{write_cluster, GenesisArgs};
+use super::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use super::http::{runtime, ApiClient};
 use super::load::{load, print_report, LoadArgs};
 
@@ -56,6 +56,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         queue_capacity: 65_536,
         force: args.dir.is_some(),
         plasma_l2: false,
+        payload: PayloadKind::Signed,
     };
     write_cluster(&genesis)?;
     println!("demo: starting the nodes");

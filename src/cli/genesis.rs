@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context};
 use clap::Args;
+use kasane_model::transaction::Payloads;
 use kasane_model::{codec, KeyPair};
 use serde_json::json;
 
@@ -71,6 +72,35 @@ pub struct GenesisArgs {
     /// the plasma plugin, so they send only plasma transactions.
     #[arg(long)]
     pub plasma_l2: bool,
+    /// What the chain takes: `signed` transactions, or also `opaque` payloads that need no
+    /// signature (a consensus-only benchmark's chain; docs/PROTOCOL.md section 1.2).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Signed)]
+    pub payload: PayloadKind,
+}
+
+/// `--payload` of `kasane genesis` and `kasane bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadKind {
+    Signed,
+    Opaque,
+}
+
+impl PayloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Signed => "signed",
+            PayloadKind::Opaque => "opaque",
+        }
+    }
+}
+
+impl From<PayloadKind> for Payloads {
+    fn from(kind: PayloadKind) -> Payloads {
+        match kind {
+            PayloadKind::Signed => Payloads::Signed,
+            PayloadKind::Opaque => Payloads::Opaque,
+        }
+    }
 }
 
 /// Three ports per node: (p2p, api, admin).
@@ -182,6 +212,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
         args.accounts,
         now_ms(),
         args.plasma_l2,
+        args.payload.into(),
     )?;
     write_private(&out.join("genesis.key"), &hex::encode(authority.secret_bytes()))?;
     std::fs::write(out.join("genesis.block"), codec::encode(&genesis)).context("writing genesis.block")?;

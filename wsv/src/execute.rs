@@ -24,6 +24,7 @@ use kasane_model::PublicKey;
 use crate::contract::ContractContext;
 use crate::layer::Layered;
 use crate::plugin::PluginRegistry;
+use crate::state::PAYLOADS_KEY;
 use crate::world::{Account, AssetDefinition, Domain, Metadata, RetiredId};
 
 /// Most permissions one account may hold.
@@ -180,6 +181,9 @@ impl Executor<'_, '_> {
             Instruction::GrantPermission { account, permission } => self.change_permission(account, permission, true),
             Instruction::RevokePermission { account, permission } => self.change_permission(account, permission, false),
             Instruction::CallContract { contract, call } => self.call_contract(contract, call),
+            // Only a chain that takes opaque payloads lets one this far (`check_stateless`), and
+            // there it is ordered, not interpreted.
+            Instruction::Opaque { .. } => Ok(()),
         }
     }
 
@@ -466,6 +470,16 @@ impl Executor<'_, '_> {
     }
 
     fn set_key_value(&mut self, target: &MetadataTarget, key: &Name, value: Option<&String>) -> Outcome {
+        if self.height > 1
+            && key.as_str() == PAYLOADS_KEY
+            && *target == MetadataTarget::Account(self.genesis_authority.clone())
+        {
+            // What the chain takes is fixed by its genesis block (docs/PROTOCOL.md section 1.2).
+            return Err(InstructionError::NotPermitted {
+                authority: self.authority.clone(),
+                action: format!("change the chain's {PAYLOADS_KEY} after genesis"),
+            });
+        }
         if let Some(value) = value {
             if value.len() > METADATA_VALUE_BYTES_MAX {
                 return Err(InstructionError::LimitExceeded {

@@ -2,12 +2,17 @@
 
 use kasane_model::block::{tx_merkle_root, BlockHeader, Certificate};
 use kasane_model::ids::{AccountId, AssetDefinitionId, AssetId, DomainId, Name};
-use kasane_model::instruction::{Instruction, Mintable};
+use kasane_model::instruction::{Instruction, MetadataTarget, Mintable};
+#[cfg(doc)]
+use kasane_model::transaction::Payloads;
 use kasane_model::transaction::{ChainId, INSTRUCTIONS_MAX, TTL_MS_MAX};
 use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransaction, TransactionPayload};
 
 use crate::plugin::{PluginRegistry, DEFAULT_PLUGIN};
-use crate::state::{ApplyError, RejectionReason, TransactionOutcome, Wsv};
+use crate::state::{
+    ApplyError, RejectionReason, TransactionOutcome, Wsv, GENESIS_ACCOUNT, GENESIS_DOMAIN, PAYLOADS_KEY,
+    PAYLOADS_OPAQUE,
+};
 
 /// Name of the asset definition [`GenesisBuilder::funded_account`] mints, in the account's domain.
 pub const CURRENCY_NAME: &str = "coin";
@@ -93,6 +98,18 @@ impl GenesisBuilder {
             });
         }
         asset
+    }
+
+    /// Makes the chain one of [`Payloads::Opaque`]: it also takes opaque payloads, unsigned
+    /// when they are all a transaction carries (a consensus-only benchmark's chain).
+    pub fn opaque_payloads(&mut self) -> &mut Self {
+        let genesis = AccountId::new(GENESIS_ACCOUNT, GENESIS_DOMAIN).expect("constant names are valid");
+        self.instructions.push(Instruction::SetKeyValue {
+            target: MetadataTarget::Account(genesis),
+            key: Name::new(PAYLOADS_KEY).expect("constant names are valid"),
+            value: PAYLOADS_OPAQUE.to_string(),
+        });
+        self
     }
 
     /// Adds any instruction, run by the genesis authority.

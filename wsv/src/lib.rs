@@ -36,5 +36,7 @@ pub use execute::InstructionError;
 pub use plugin::{PluginContext, PluginRegistry, ValidatorPlugin, Verdict};
 pub use query::Page;
 pub use snapshot::{Snapshot, SnapshotError};
-pub use state::{AppliedBlock, ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv};
+pub use state::{
+    AppliedBlock, ApplyError, ExecutedBlock, RejectionReason, TransactionOutcome, Wsv, PAYLOADS_KEY, PAYLOADS_OPAQUE,
+};
 pub use world::{Account, AssetDefinition, Domain, StoreKey, World};

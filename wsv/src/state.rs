@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use kasane_model::block::{tx_merkle_root, BLOCK_TRANSACTIONS_MAX, BLOCK_TRANSACTION_BYTES_MAX};
 use kasane_model::ids::{AccountId, DomainId, Name};
 use kasane_model::transaction::{
-    ChainId, StatelessError, TransactionHashes, FUTURE_SKEW_MS_MAX, TRANSACTION_BYTES_MAX, TTL_MS_MAX,
+    ChainId, Payloads, StatelessError, TransactionHashes, FUTURE_SKEW_MS_MAX, TRANSACTION_BYTES_MAX, TTL_MS_MAX,
 };
 use kasane_model::{Block, BlockHeader, Hash, PublicKey, SignedTransaction};
 
@@ -30,6 +30,13 @@ pub const RECENT_TRANSACTIONS_PER_ACCOUNT: usize = 32;
 pub const GENESIS_DOMAIN: &str = "genesis";
 /// Name of the genesis authority's account, in [`GENESIS_DOMAIN`].
 pub const GENESIS_ACCOUNT: &str = "genesis";
+
+/// The genesis account's metadata key that says what the chain takes: [`PAYLOADS_OPAQUE`] makes
+/// it a chain of [`Payloads::Opaque`]; only the genesis block may set it (docs/PROTOCOL.md
+/// section 1.2).
+pub const PAYLOADS_KEY: &str = "payloads";
+/// The value of [`PAYLOADS_KEY`] for a chain that takes opaque payloads.
+pub const PAYLOADS_OPAQUE: &str = "opaque";
 
 /// Why a transaction was rejected. It stays in its block, rejected, and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -410,6 +417,11 @@ impl Wsv {
         &self.genesis_authority
     }
 
+    /// What this chain takes as transactions, as its genesis block set it.
+    pub fn payloads(&self) -> Payloads {
+        payloads_of(self.world.account(&self.genesis_authority))
+    }
+
     /// Height of the last applied block; 0 before genesis.
     pub fn height(&self) -> u64 {
         self.height
@@ -625,7 +637,8 @@ impl Wsv {
             }
             .into());
         }
-        transaction.check_stateless(&self.chain)?;
+        let payloads = payloads_of(state.account(&self.genesis_authority));
+        transaction.check_stateless(&self.chain, payloads)?;
         if timestamp_ms > payload.expires_at_ms() {
             return Err(RejectionReason::Expired {
                 expires_at_ms: payload.expires_at_ms(),
@@ -637,6 +650,11 @@ impl Wsv {
                 created_at_ms: payload.created_at_ms,
                 block_time_ms: timestamp_ms,
             });
+        }
+        if transaction.is_unsigned_opaque() {
+            // Past `check_stateless`, so the chain takes opaque payloads: no creator to
+            // authorize, nothing to run.
+            return Ok(());
         }
         let creator = state
             .account(&payload.creator)
@@ -653,6 +671,9 @@ impl Wsv {
         transaction: &SignedTransaction,
     ) -> Result<(), Failure> {
         let payload = &transaction.payload;
+        if transaction.is_unsigned_opaque() {
+            return Ok(());
+        }
         let domain = state
             .domain(&payload.creator.domain)
             .ok_or_else(|| Failure::Rejected(RejectionReason::NoSuchCreator(payload.creator.clone())))?;
@@ -842,6 +863,14 @@ fn check_hash_count(
         });
     }
     Ok(())
+}
+
+/// [`Payloads::Opaque`] when the genesis account's metadata says so.
+fn payloads_of(genesis: Option<&Account>) -> Payloads {
+    match genesis.and_then(|account| account.metadata.iter().find(|(key, _)| key.as_str() == PAYLOADS_KEY)) {
+        Some((_, value)) if value == PAYLOADS_OPAQUE => Payloads::Opaque,
+        _ => Payloads::Signed,
+    }
 }
 
 fn check_signing_condition(creator: &Account, transaction: &SignedTransaction) -> Result<(), RejectionReason> {

@@ -147,7 +147,7 @@ impl<B: Backend + Sync> Replica<B> {
         signatures_verified: bool,
     ) -> Result<(), String> {
         transaction
-            .check_stateless(self.wsv.chain())
+            .check_stateless(self.wsv.chain(), self.wsv.payloads())
             .map_err(|error| error.to_string())?;
         if self.wsv.is_committed_payload(&hashes.payload, now_ms) {
             return Err("already committed".to_string());

@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use super::{block_leaves, chain_record, l1_instruction, l2_root, Chain, Wallet};
 use crate::cli::bench::{BenchArgs, BenchReport};
 use crate::cli::cluster::{down, up};
-use crate::cli::genesis::{write_cluster, GenesisArgs};
+use crate::cli::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use crate::cli::http::Submitted;
 use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
 use crate::node::runtime::now_ms;
@@ -258,6 +258,7 @@ fn genesis(args: &PlasmaBenchArgs, out: &Path, l2: bool) -> anyhow::Result<()> {
         queue_capacity: if l2 { 2 * args.l2_block_txs_max } else { 20_000 },
         force: true,
         plasma_l2: l2,
+        payload: PayloadKind::Signed,
     };
     write_cluster(&genesis)?;
     Ok(())

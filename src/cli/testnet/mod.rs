@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::cluster::{log_tail, spawn_node};
-use super::genesis::{write_cluster, GenesisArgs};
+use super::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use super::http::{runtime, ApiClient};
 use super::kura::{verify_store, StoreCheck};
 use super::load::{load, LoadArgs, LoadReport};
@@ -268,6 +268,7 @@ async fn experiment(manifest: TestnetManifest, dir: &Path, overwrite: bool) -> a
         queue_capacity: 65_536,
         force: overwrite,
         plasma_l2: false,
+        payload: PayloadKind::Signed,
     };
     let cluster = write_cluster(&genesis)?;
     let mut nodes = Vec::new();
