@@ -18,7 +18,7 @@ use kasane::cli::client::check_proof;
 use kasane::cli::http::{ApiClient, Submitted};
 use kasane::cli::load::{load, LoadArgs};
 use kasane::node::runtime::now_ms;
-use kasane::testnet::{test_account, transfer, Manifest, TEST_ACCOUNT_COINS};
+use kasane::testnet::{opaque_transaction, test_account, transfer, Manifest, TEST_ACCOUNT_COINS};
 use kasane_model::block::tx_merkle_root;
 use kasane_model::transaction::{ChainId, TTL_MS_MAX};
 use kasane_model::{Hash, KeyPair, SignedTransaction};
@@ -619,15 +619,25 @@ async fn hostile_input_gets_errors_and_the_cluster_keeps_working() {
         "{value}"
     );
 
-    // A transaction with a bad signature, and one for another chain, are refused with reasons.
+    // A transaction with a bad signature, one for another chain, and unsigned opaque bytes on a
+    // chain that takes only signed transactions (docs/PROTOCOL.md section 1.2) are refused with
+    // reasons.
     let chain = cluster.chain();
     let mut forged = transfer(&chain, 5, 6, 1, 1, now_ms());
     forged.signatures[0].signature.0[0] ^= 1;
     let foreign = transfer(&"other-chain".parse().expect("name"), 5, 6, 1, 2, now_ms());
-    match cluster.client(0).submit(vec![forged, foreign]).await.expect("submit") {
+    let opaque = opaque_transaction(&chain, 3, now_ms(), 512);
+    match cluster
+        .client(0)
+        .submit(vec![forged, foreign, opaque])
+        .await
+        .expect("submit")
+    {
         Submitted::Answered(response) => {
             assert_eq!(response.accepted, 0);
             assert!(response.results.iter().all(|result| result.error.is_some()));
+            let reason = response.results[2].error.as_deref().unwrap_or_default();
+            assert!(reason.contains("opaque payloads"), "{reason}");
         }
         Submitted::QueueFull => panic!("queue full"),
         Submitted::NotHeld(answer) => panic!("not held: {answer}"),
