@@ -146,23 +146,6 @@ pub mod bytes {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn bytes_encode_like_a_sequence_of_u8_and_read_back_from_either() {
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Slice(#[serde(with = "super::bytes")] Vec<u8>);
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Sequence(Vec<u8>);
-        let data: Vec<u8> = (0..=255).chain(0..44).collect();
-        let slice = postcard::to_allocvec(&Slice(data.clone())).expect("encodes");
-        assert_eq!(slice, postcard::to_allocvec(&Sequence(data.clone())).expect("encodes"));
-        assert_eq!(postcard::from_bytes::<Slice>(&slice).expect("decodes").0, data);
-        let json = serde_json::to_string(&Slice(data.clone())).expect("encodes");
-        assert_eq!(json, serde_json::to_string(&Sequence(data.clone())).expect("encodes"));
-        assert_eq!(serde_json::from_str::<Slice>(&json).expect("decodes").0, data);
-        // Truncated: a clear error, not a panic.
-        assert!(postcard::from_bytes::<Slice>(&slice[..100]).is_err());
-    }
-
     use super::*;
     use serde::Deserialize;
 
@@ -202,5 +185,22 @@ mod tests {
             decode::<Sample>(&bytes[..2]),
             Err(CodecError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn bytes_encode_like_a_sequence_of_u8_and_read_back_from_either() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Slice(#[serde(with = "super::bytes")] Vec<u8>);
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Sequence(Vec<u8>);
+        let data: Vec<u8> = (0..=255).chain(0..44).collect();
+        let slice = postcard::to_allocvec(&Slice(data.clone())).expect("encodes");
+        assert_eq!(slice, postcard::to_allocvec(&Sequence(data.clone())).expect("encodes"));
+        assert_eq!(postcard::from_bytes::<Slice>(&slice).expect("decodes").0, data);
+        let json = serde_json::to_string(&Slice(data.clone())).expect("encodes");
+        assert_eq!(json, serde_json::to_string(&Sequence(data.clone())).expect("encodes"));
+        assert_eq!(serde_json::from_str::<Slice>(&json).expect("decodes").0, data);
+        // Truncated: a clear error, not a panic.
+        assert!(postcard::from_bytes::<Slice>(&slice[..100]).is_err());
     }
 }

@@ -205,8 +205,8 @@ pub struct Second {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub nodes: usize,
-    /// "signed" or "opaque" (`--payload`).
-    pub payload: String,
+    /// `--payload`: "signed" or "opaque" in the JSON.
+    pub payload: PayloadKind,
     pub offered_tps: u64,
     pub duration_s: u64,
     pub tx_bytes: usize,
@@ -456,15 +456,15 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         Workload::Opaque { .. } => None,
     };
     if !args.quiet {
-        match &ceiling {
-            _ if matches!(workload, Workload::Opaque { .. }) => {
+        match (&ceiling, workload) {
+            (_, Workload::Opaque { .. }) => {
                 eprintln!("bench: no signature ceiling: opaque payloads carry no signature")
             }
-            Some(ceiling) => eprintln!(
+            (Some(ceiling), _) => eprintln!(
                 "bench: ceiling {:.0} tx/s: batch verify {:.2} us per signature on one core, {} cores, {} verifiers",
                 ceiling.tps, ceiling.us_per_signature, ceiling.cores, ceiling.verifiers
             ),
-            None => eprintln!("bench: no ceiling: the signature check could not be timed"),
+            (None, _) => eprintln!("bench: no ceiling: the signature check could not be timed"),
         }
     }
     let manifest = match up(&dir, Duration::from_secs(60)) {
@@ -767,7 +767,7 @@ async fn measure(
     let _ = load_seconds;
     Ok(BenchReport {
         nodes: args.nodes,
-        payload: args.payload.as_str().to_string(),
+        payload: args.payload,
         offered_tps: args.rate,
         duration_s: args.duration,
         tx_bytes,
@@ -823,7 +823,7 @@ pub fn print_report(report: &BenchReport) {
         report.offered_tps,
         report.duration_s,
         report.tx_bytes,
-        report.payload,
+        report.payload.as_str(),
         report.block_txs_max,
         report.block_time_ms,
         report.fsync
@@ -858,7 +858,7 @@ pub fn print_report(report: &BenchReport) {
             ceiling.verifiers,
             100.0 * fraction
         ),
-        _ if report.payload == PayloadKind::Opaque.as_str() => {
+        _ if report.payload == PayloadKind::Opaque => {
             println!("bench: no signature ceiling: opaque payloads carry no signature")
         }
         _ => println!("bench: no ceiling measured"),

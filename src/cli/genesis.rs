@@ -79,7 +79,8 @@ pub struct GenesisArgs {
 }
 
 /// `--payload` of `kasane genesis` and `kasane bench`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PayloadKind {
     Signed,
     Opaque,

@@ -10,8 +10,7 @@ use kasane_model::{Block, CommittedBlock, Hash, KeyPair, PublicKey, SignedTransa
 
 use crate::plugin::{PluginRegistry, DEFAULT_PLUGIN};
 use crate::state::{
-    ApplyError, RejectionReason, TransactionOutcome, Wsv, GENESIS_ACCOUNT, GENESIS_DOMAIN, PAYLOADS_KEY,
-    PAYLOADS_OPAQUE,
+    genesis_account, ApplyError, RejectionReason, TransactionOutcome, Wsv, PAYLOADS_KEY, PAYLOADS_OPAQUE,
 };
 
 /// Name of the asset definition [`GenesisBuilder::funded_account`] mints, in the account's domain.
@@ -103,9 +102,8 @@ impl GenesisBuilder {
     /// Makes the chain one of [`Payloads::Opaque`]: it also takes opaque payloads, unsigned
     /// when they are all a transaction carries (a consensus-only benchmark's chain).
     pub fn opaque_payloads(&mut self) -> &mut Self {
-        let genesis = AccountId::new(GENESIS_ACCOUNT, GENESIS_DOMAIN).expect("constant names are valid");
         self.instructions.push(Instruction::SetKeyValue {
-            target: MetadataTarget::Account(genesis),
+            target: MetadataTarget::Account(genesis_account()),
             key: Name::new(PAYLOADS_KEY).expect("constant names are valid"),
             value: PAYLOADS_OPAQUE.to_string(),
         });

@@ -38,6 +38,11 @@ pub const PAYLOADS_KEY: &str = "payloads";
 /// The value of [`PAYLOADS_KEY`] for a chain that takes opaque payloads.
 pub const PAYLOADS_OPAQUE: &str = "opaque";
 
+/// The genesis authority's account, `genesis@genesis`.
+pub(crate) fn genesis_account() -> AccountId {
+    AccountId::new(GENESIS_ACCOUNT, GENESIS_DOMAIN).expect("constant names are valid")
+}
+
 /// Why a transaction was rejected. It stays in its block, rejected, and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RejectionReason {
@@ -267,7 +272,7 @@ impl Wsv {
     /// The state before the genesis block: the genesis domain and the genesis authority
     /// `genesis@genesis`, whose one signatory is `genesis_key`.
     pub fn new(chain: ChainId, genesis_key: PublicKey, plugins: PluginRegistry) -> Wsv {
-        let genesis_authority = AccountId::new(GENESIS_ACCOUNT, GENESIS_DOMAIN).expect("constant names are valid");
+        let genesis_authority = genesis_account();
         let mut world = World::default();
         world.domains.insert(
             genesis_authority.domain.clone(),
@@ -417,9 +422,17 @@ impl Wsv {
         &self.genesis_authority
     }
 
-    /// What this chain takes as transactions, as its genesis block set it.
+    /// What this chain takes as transactions, as its genesis block set it (the genesis
+    /// account's [`PAYLOADS_KEY`]).
     pub fn payloads(&self) -> Payloads {
-        payloads_of(self.world.account(&self.genesis_authority))
+        let value = self
+            .world
+            .account(&self.genesis_authority)
+            .and_then(|genesis| genesis.metadata.get(PAYLOADS_KEY));
+        match value {
+            Some(value) if value == PAYLOADS_OPAQUE => Payloads::Opaque,
+            _ => Payloads::Signed,
+        }
     }
 
     /// Height of the last applied block; 0 before genesis.
@@ -573,11 +586,13 @@ impl Wsv {
         let mut in_block: StateMap<Hash, ()> = StateMap::default();
         in_block.reserve(transactions.len());
         let mut recent = Vec::with_capacity(transactions.len());
+        // Fixed by the genesis block (a later block may not change it), so read once a block.
+        let payloads = self.payloads();
         for (index, (transaction, hash)) in transactions.iter().zip(hashes).enumerate() {
             let payload = &transaction.payload;
             let outcome = if self.replay.seen(&hash.payload, timestamp_ms) || in_block.contains_key(&hash.payload) {
                 TransactionOutcome::Rejected(RejectionReason::Replayed)
-            } else if let Err(reason) = self.authorize(&state, timestamp_ms, transaction, hash) {
+            } else if let Err(reason) = self.authorize(&state, timestamp_ms, payloads, transaction, hash) {
                 TransactionOutcome::Rejected(reason)
             } else {
                 // Authorized: the payload is spent, whether its instructions succeed or not.
@@ -627,6 +642,7 @@ impl Wsv {
         &self,
         state: &Layered<'_>,
         timestamp_ms: u64,
+        payloads: Payloads,
         transaction: &SignedTransaction,
         hash: &TransactionHashes,
     ) -> Result<(), RejectionReason> {
@@ -637,7 +653,6 @@ impl Wsv {
             }
             .into());
         }
-        let payloads = payloads_of(state.account(&self.genesis_authority));
         transaction.check_stateless(&self.chain, payloads)?;
         if timestamp_ms > payload.expires_at_ms() {
             return Err(RejectionReason::Expired {
@@ -863,14 +878,6 @@ fn check_hash_count(
         });
     }
     Ok(())
-}
-
-/// [`Payloads::Opaque`] when the genesis account's metadata says so.
-fn payloads_of(genesis: Option<&Account>) -> Payloads {
-    match genesis.and_then(|account| account.metadata.iter().find(|(key, _)| key.as_str() == PAYLOADS_KEY)) {
-        Some((_, value)) if value == PAYLOADS_OPAQUE => Payloads::Opaque,
-        _ => Payloads::Signed,
-    }
 }
 
 fn check_signing_condition(creator: &Account, transaction: &SignedTransaction) -> Result<(), RejectionReason> {

@@ -2,6 +2,7 @@
 //! batch), queued, and gossiped on when they came from a client.
 
 use super::*;
+use kasane_model::transaction::Payloads;
 
 /// Where admitted transactions came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,8 @@ impl<B: Backend + Sync> Replica<B> {
         let mut accepted = 0usize;
         let gossip = source == Source::Client;
         let origin = if gossip { Origin::Client } else { Origin::Peer };
+        // Fixed by genesis: read once for the batch, not per transaction.
+        let payloads = self.wsv.payloads();
         // Only a client's transactions are gossiped on; the rest move into the queue uncloned.
         let mut to_gossip = Vec::new();
         // Payload hashes now held here: a client's, to count; a peer's, to tell it.
@@ -76,7 +79,7 @@ impl<B: Backend + Sync> Replica<B> {
             let payload = hashes.payload;
             let mut full = false;
             let result = self
-                .check_transaction(now_ms, &transaction, &hashes, signatures_verified)
+                .check_transaction(now_ms, payloads, &transaction, &hashes, signatures_verified)
                 .and_then(|()| {
                     let copy = gossip.then(|| transaction.clone());
                     self.queue
@@ -139,15 +142,18 @@ impl<B: Backend + Sync> Replica<B> {
         results
     }
 
+    /// Judges one transaction for the queue; `payloads` is what the chain takes
+    /// ([`kasane_wsv::Wsv::payloads`], read once per batch by the caller).
     pub(super) fn check_transaction(
         &mut self,
         now_ms: u64,
+        payloads: Payloads,
         transaction: &SignedTransaction,
         hashes: &TransactionHashes,
         signatures_verified: bool,
     ) -> Result<(), String> {
         transaction
-            .check_stateless(self.wsv.chain(), self.wsv.payloads())
+            .check_stateless(self.wsv.chain(), payloads)
             .map_err(|error| error.to_string())?;
         if self.wsv.is_committed_payload(&hashes.payload, now_ms) {
             return Err("already committed".to_string());
@@ -258,10 +264,13 @@ impl<B: Backend + Sync> Replica<B> {
             return false;
         }
         let (mut queued, mut dropped) = (0usize, Vec::new());
+        let payloads = self.wsv.payloads();
         for transaction in stored {
             let hashes = transaction.hashes();
             let payload = hashes.payload;
-            let kept = self.check_transaction(now_ms, &transaction, &hashes, true).is_ok()
+            let kept = self
+                .check_transaction(now_ms, payloads, &transaction, &hashes, true)
+                .is_ok()
                 && self.queue.push(transaction, hashes, Origin::Peer).is_ok();
             if kept {
                 queued += 1;
