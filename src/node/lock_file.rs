@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use kasane_consensus::replica::LockStore;
+use kasane_consensus::replica::{LockStore, LockStoreError};
 use kasane_consensus::LockRecord;
 use kasane_model::codec;
 
@@ -119,35 +119,28 @@ impl FileLockStore {
     }
 }
 
+/// A failure names the file: a vote must not leave this node unless the record is durable, so
+/// the replica stops on it and the node shuts down (docs/PROTOCOL.md R17).
 impl LockStore for FileLockStore {
-    fn save(&mut self, record: &LockRecord) {
-        if let Err(error) = self.write(record) {
-            // A vote must not leave this node unless the record is durable; there is no safe way
-            // to go on.
-            tracing::error!(path = %self.path.display(), %error, "cannot persist the consensus lock record: stopping");
-            std::process::exit(70);
-        }
+    fn save(&mut self, record: &LockRecord) -> Result<(), LockStoreError> {
+        self.write(record)
+            .map_err(|error| LockStoreError(format!("cannot write {}: {error}", self.path.display())))?;
         self.record = None;
         self.saved = true;
+        Ok(())
     }
 
-    /// The newest record: the one found at open or, after a save, the file read again.
-    fn load(&self) -> Option<LockRecord> {
+    /// The newest record: the one found at open or, after a save, the file read again (saved
+    /// and synced a moment ago, so unreadable means the disk failed under the node).
+    fn load(&self) -> Result<Option<LockRecord>, LockStoreError> {
         if !self.saved {
-            return self.record.clone();
+            return Ok(self.record.clone());
         }
-        match std::fs::read(&self.path)
+        std::fs::read(&self.path)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| decode(&bytes))
-        {
-            Ok(record) => Some(record),
-            Err(error) => {
-                // Saved and synced a moment ago: unreadable now means the disk failed under
-                // the node, and voting on without the record could vote twice.
-                tracing::error!(path = %self.path.display(), %error, "cannot read back the consensus lock record: stopping");
-                std::process::exit(70);
-            }
-        }
+            .map(Some)
+            .map_err(|error| LockStoreError(format!("cannot read back {}: {error:#}", self.path.display())))
     }
 }
 
@@ -172,11 +165,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("consensus.lock");
         let mut store = FileLockStore::open(&path).expect("open");
-        assert_eq!(store.load(), None);
-        store.save(&record(5));
-        store.save(&record(6));
-        assert_eq!(store.load(), Some(record(6)), "read back from the file");
-        assert_eq!(FileLockStore::open(&path).expect("reopen").load(), Some(record(6)));
+        assert_eq!(store.load(), Ok(None));
+        store.save(&record(5)).expect("save 5");
+        store.save(&record(6)).expect("save 6");
+        assert_eq!(store.load(), Ok(Some(record(6))), "read back from the file");
+        assert_eq!(FileLockStore::open(&path).expect("reopen").load(), Ok(Some(record(6))));
         let mut bytes = std::fs::read(&path).expect("read");
         for index in 0..bytes.len() {
             bytes[index] ^= 0x40;
@@ -186,6 +179,24 @@ mod tests {
         }
         std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
         assert!(FileLockStore::open(&path).is_err());
+    }
+
+    /// A disk that fails under the node is an error naming the file, never an exit inside
+    /// the store: the replica stops on it and the node shuts down.
+    #[test]
+    fn a_save_or_read_back_that_fails_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sub = dir.path().join("data");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let path = sub.join("consensus.lock");
+        let mut store = FileLockStore::open(&path).expect("open");
+        store.save(&record(5)).expect("save");
+        std::fs::remove_dir_all(&sub).expect("remove the directory under the store");
+        let error = store.load().expect_err("the record is gone");
+        assert!(error.to_string().contains("consensus.lock"), "{error}");
+        let error = store.save(&record(6)).expect_err("the directory is gone");
+        assert!(error.to_string().contains("cannot write"), "{error}");
+        assert!(error.to_string().contains("consensus.lock"), "{error}");
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Op
         wsv,
         Box::new(lock_store),
         config.api.queue_capacity,
-    )
+    )?
     .with_key_cache(cache)
     .with_hold_store(Box::new(holds))
     // A node that is Byzantine on purpose sends whole proposals, so its rewrites work on blocks.
@@ -297,6 +297,8 @@ pub async fn run(
         let interval = std::time::Duration::from_millis(config.memory.trim_interval_ms);
         tokio::spawn(allocator::trim_every(interval, stop_rx.clone()));
     }
+    let (halt_tx, mut halt_rx) = tokio::sync::watch::channel(None);
+    driver.report_halt(halt_tx);
     let consensus_task = tokio::spawn(driver.run(
         reads_rx,
         commands_rx,
@@ -344,12 +346,20 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
+    let halted = async move {
+        match halt_rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The consensus task ended without saying why: only at shutdown.
+            Err(_) => std::future::pending().await,
+        }
+    };
     let failure = tokio::select! {
         _ = shutdown => None,
         reason = audit_failed => {
             tracing::error!(%reason, "strict init: the audit of the block store failed; stopping the node");
-            Some(reason)
+            Some(format!("the strict audit of the block store failed: {reason}"))
         }
+        reason = halted => Some(format!("consensus stopped: {reason}")),
     };
     tracing::info!("shutting down");
     stop_tx.send_replace(true);
@@ -374,7 +384,7 @@ pub async fn run(
     }
     network.shutdown().await;
     if let Some(reason) = failure {
-        bail!("the strict audit of the block store failed: {reason}");
+        bail!("{reason}");
     }
     Ok(())
 }

@@ -207,6 +207,8 @@ pub struct Driver {
     /// Rewrites what leaves a node that is Byzantine on purpose.
     saboteur: Option<Saboteur>,
     checkpoints: Option<CheckpointSaver>,
+    /// Told why, when the replica stops for good (its lock store failed): the node shuts down.
+    halted: watch::Sender<Option<String>>,
     /// API requests waiting for their transactions to be held by f + 1 validators.
     holding: HoldWaits,
 }
@@ -299,6 +301,7 @@ impl Driver {
             loopback: VecDeque::new(),
             saboteur: None,
             checkpoints: None,
+            halted: watch::channel(None).0,
             holding: HoldWaits::default(),
         }
     }
@@ -306,6 +309,11 @@ impl Driver {
     /// Makes this node misbehave (fault-injection experiments only).
     pub fn set_saboteur(&mut self, saboteur: Saboteur) {
         self.saboteur = Some(saboteur);
+    }
+
+    /// Where to say why the replica stopped for good, if it does; the task then ends.
+    pub fn report_halt(&mut self, halted: watch::Sender<Option<String>>) {
+        self.halted = halted;
     }
 
     /// Saves each new checkpoint beside the block store, for restarts.
@@ -349,6 +357,9 @@ impl Driver {
                     self.after_step(out);
                 }
                 () = sleep => self.fire_timers(),
+            }
+            if self.replica.stopped().is_some() {
+                break;
             }
         }
         self.replica
@@ -540,6 +551,10 @@ impl Driver {
                     error,
                     dropped: None,
                 } => tracing::error!(height, %error, "could not build a block: proposing nothing"),
+                ReplicaEvent::LockStoreFailed { error } => {
+                    tracing::error!(%error, "the consensus lock record failed: no vote may leave without it; stopping");
+                    self.halted.send_replace(Some(error));
+                }
                 ReplicaEvent::ViewChanged { height, view } => {
                     Metrics::add(&self.shared.metrics.view_changes, 1);
                     tracing::info!(height, view, "view change");

@@ -49,6 +49,12 @@ impl<B: Backend + Sync> Replica<B> {
         source: Source,
         out: &mut Vec<Outbound>,
     ) -> Vec<Result<(), String>> {
+        if self.stopped.is_some() {
+            return vec![
+                Err("this node has stopped: its consensus lock record failed".to_string());
+                transactions.len()
+            ];
+        }
         let transactions: Vec<SignedTransaction> = transactions.into_iter().take(GOSSIP_TRANSACTIONS_MAX).collect();
         let mut known = prepared
             .filter(|prepared| prepared.len() == transactions.len())
@@ -219,6 +225,9 @@ impl<B: Backend + Sync> Replica<B> {
     /// answers for that sync and every earlier one still waiting. Anything else is ignored.
     pub fn on_holds_synced(&mut self, ticket: u64, result: Result<(), String>) -> Vec<Outbound> {
         let mut out = Vec::new();
+        if self.stopped.is_some() {
+            return out;
+        }
         while self.syncing.front().is_some_and(|(waiting, _)| *waiting <= ticket) {
             if let Some((_, unsynced)) = self.syncing.pop_front() {
                 out.extend(self.answer_holds(unsynced, result.clone()));

@@ -33,11 +33,18 @@ pub const SYNC_RESPONSE_BYTES_MAX: usize = 8 << 20;
 /// on a clock, and chain time runs ahead of the honest clocks by at most this much.
 pub const BLOCK_FUTURE_MS_MAX: u64 = 10_000;
 
-/// Where the consensus write-ahead record lives (R17). `save` must be durable when it returns.
+/// Where the consensus write-ahead record lives (R17). `save` must be durable when it returns
+/// `Ok`. A store that fails stops the replica: no vote may leave without its record, so after
+/// an error the replica sends nothing more and reports [`ReplicaEvent::LockStoreFailed`].
 pub trait LockStore: Send {
-    fn save(&mut self, record: &LockRecord);
-    fn load(&self) -> Option<LockRecord>;
+    fn save(&mut self, record: &LockRecord) -> Result<(), LockStoreError>;
+    fn load(&self) -> Result<Option<LockRecord>, LockStoreError>;
 }
+
+/// Why a lock store could not save or read its record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("consensus lock record: {0}")]
+pub struct LockStoreError(pub String);
 
 /// What the host must do: talk to peers, or fire a timer later.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +124,11 @@ pub enum ReplicaEvent {
     },
     /// What a restore from a snapshot did.
     Restore(RestoreEvent),
+    /// The lock store failed (R17): the replica has stopped and sends nothing more; the host
+    /// must stop too.
+    LockStoreFailed {
+        error: String,
+    },
     /// This replica, as leader, could not build a block from its queue: `error` says why. When
     /// a validator plugin failed on one transaction, that transaction left the queue
     /// (`dropped`) and the block was built from the rest; otherwise nothing was proposed.
@@ -133,6 +145,8 @@ pub enum ReplicaError {
     Kura(#[from] KuraError),
     #[error("world state init: {0}")]
     Init(#[from] init::InitError),
+    #[error("{0}")]
+    Lock(#[from] LockStoreError),
 }
 
 /// A validated block's transaction hashes and, when it was executed against the current state,
@@ -190,6 +204,8 @@ pub struct Replica<B: Backend + Sync> {
     /// What the host computed for the blocks of the message being handled, by block hash.
     known_hashes: BTreeMap<Hash, PreparedBlock>,
     lock_store: Box<dyn LockStore>,
+    /// Set when the lock store failed: the replica takes no input and sends nothing after it.
+    stopped: Option<String>,
     events: Vec<ReplicaEvent>,
     /// Proposals travel as digests (the wire protocol, `wire.rs`).
     wire: Wire,
@@ -269,7 +285,7 @@ impl<B: Backend + Sync> Replica<B> {
     ) -> Result<Replica<B>, ReplicaError> {
         let (kura, _) = Kura::open(backend, kura_config)?;
         let (wsv, _) = init::fast_init(&kura, plugins, None)?;
-        Ok(Replica::from_parts(key, config, kura, wsv, lock_store, queue_capacity))
+        Replica::from_parts(key, config, kura, wsv, lock_store, queue_capacity)
     }
 
     /// A replica over a store its host opened and a world state it replayed from that store
@@ -281,7 +297,8 @@ impl<B: Backend + Sync> Replica<B> {
         wsv: Wsv,
         lock_store: Box<dyn LockStore>,
         queue_capacity: usize,
-    ) -> Replica<B> {
+    ) -> Result<Replica<B>, ReplicaError> {
+        let record = lock_store.load()?;
         let core = Sumeragi::new(
             key.clone(),
             config,
@@ -289,9 +306,9 @@ impl<B: Backend + Sync> Replica<B> {
             wsv.head_hash(),
             &wsv.validators(),
             &wsv.demoted(),
-            lock_store.load(),
+            record,
         );
-        Replica {
+        Ok(Replica {
             key,
             core,
             kura,
@@ -315,7 +332,13 @@ impl<B: Backend + Sync> Replica<B> {
             tick_armed: false,
             restores_abandoned: 0,
             gossip: GossipCounts::default(),
-        }
+            stopped: None,
+        })
+    }
+
+    /// Why this replica stopped (its lock store failed), if it did: it then sends nothing more.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
     }
 
     /// Makes the replica keep its queue in `holds` (R18b), and queue again at [`Replica::start`]
@@ -445,6 +468,9 @@ impl<B: Backend + Sync> Replica<B> {
         message: Message,
         hashes: PreparedHashes,
     ) -> Vec<Outbound> {
+        if self.stopped.is_some() {
+            return Vec::new();
+        }
         let message = match message {
             Message::Transactions(transactions) => {
                 let prepared = match hashes {
@@ -566,6 +592,9 @@ impl<B: Backend + Sync> Replica<B> {
     }
 
     pub fn on_timer(&mut self, now_ms: u64, timer: Timer) -> Vec<Outbound> {
+        if self.stopped.is_some() {
+            return Vec::new();
+        }
         if timer == Timer::SyncHolds {
             return self.sync_holds();
         }
@@ -656,6 +685,9 @@ impl<B: Backend + Sync> Replica<B> {
     /// timer work is left.
     fn run(&mut self, now_ms: u64, effects: Vec<Effect>) -> Vec<Outbound> {
         let mut out = Vec::new();
+        if self.stopped.is_some() {
+            return out;
+        }
         let mut pending: VecDeque<Effect> = effects.into();
         while let Some(effect) = pending.pop_front() {
             let answer = match effect {
@@ -685,7 +717,10 @@ impl<B: Backend + Sync> Replica<B> {
                     None
                 }
                 Effect::PersistLock { record } => {
-                    self.lock_store.save(&record);
+                    if let Err(error) = self.lock_store.save(&record) {
+                        // What follows (a vote, say) counted on the record: none of it leaves.
+                        return self.stop(error, out);
+                    }
                     None
                 }
                 Effect::ValidateBlock { block } => Some(Input::BlockValidated {
@@ -733,6 +768,15 @@ impl<B: Backend + Sync> Replica<B> {
                 pending.extend(self.core.step(input));
             }
         }
+        out
+    }
+
+    /// The lock store failed: stop for good (R17). What `out` holds came before the record was
+    /// due and goes; nothing after it does.
+    fn stop(&mut self, error: LockStoreError, out: Vec<Outbound>) -> Vec<Outbound> {
+        let error = error.to_string();
+        self.events.push(ReplicaEvent::LockStoreFailed { error: error.clone() });
+        self.stopped = Some(error);
         out
     }
 

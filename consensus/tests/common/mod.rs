@@ -1,9 +1,9 @@
 //! Shared setup of the replica-level tests, and the step-table harness of the core.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod steps;
 
-use kasane_consensus::replica::{LockStore, Replica};
+use kasane_consensus::replica::{LockStore, LockStoreError, Replica};
 use kasane_consensus::{Config, LockRecord};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
@@ -14,10 +14,12 @@ use kasane_wsv::PluginRegistry;
 pub struct NoLocks;
 
 impl LockStore for NoLocks {
-    fn save(&mut self, _: &LockRecord) {}
+    fn save(&mut self, _: &LockRecord) -> Result<(), LockStoreError> {
+        Ok(())
+    }
 
-    fn load(&self) -> Option<LockRecord> {
-        None
+    fn load(&self) -> Result<Option<LockRecord>, LockStoreError> {
+        Ok(None)
     }
 }
 

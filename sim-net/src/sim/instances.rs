@@ -31,14 +31,15 @@ impl SharedLocks {
 }
 
 impl LockStore for SharedLocks {
-    fn save(&mut self, record: &LockRecord) {
+    fn save(&mut self, record: &LockRecord) -> Result<(), LockStoreError> {
         let mut locks = self.locks();
         locks.record = Some(record.clone());
         locks.saved.push(record.clone());
+        Ok(())
     }
 
-    fn load(&self) -> Option<LockRecord> {
-        self.locks().record.clone()
+    fn load(&self) -> Result<Option<LockRecord>, LockStoreError> {
+        Ok(self.locks().record.clone())
     }
 }
 

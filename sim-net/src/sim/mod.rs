@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use kasane_consensus::holding::MemoryHolds;
-use kasane_consensus::replica::{LockStore, Outbound, Replica, ReplicaEvent, RestoreEvent};
+use kasane_consensus::replica::{LockStore, LockStoreError, Outbound, Replica, ReplicaEvent, RestoreEvent};
 use kasane_consensus::{LockRecord, Message, Timer};
 use kasane_kura::fixture::{FixtureChain, FixtureConfig, FIXTURE_GENESIS_MS};
 use kasane_kura::{Kura, KuraConfig, MemoryBackend};
@@ -36,6 +36,9 @@ const CLIENT_RETRY_MS: u64 = 3_000;
 /// How often the client looks whether its next membership change may go out.
 const MEMBERSHIP_POLL_MS: u64 = 250;
 
+// Most events are deliveries: boxing the message would add an allocation per event and save
+// no memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Event {
     Deliver { to: usize, from: usize, message: Message },
