@@ -267,7 +267,7 @@ impl Message {
 }
 
 /// The encoding of `Message::BlockSyncResponse` built from blocks as Kura stores them (each one
-/// [`codec::encode`]d on its own), without decoding them: a peer serving a chunk copies its
+/// [`kasane_model::codec::encode`]d on its own), without decoding them: a peer serving a chunk copies its
 /// records instead of decoding up to [`crate::replica::SYNC_RESPONSE_BYTES_MAX`] of blocks and
 /// encoding them again on its consensus task. The result is byte for byte what
 /// `codec::encode(&Message::BlockSyncResponse { blocks })` gives for the decoded blocks; a

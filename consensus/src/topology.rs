@@ -83,12 +83,12 @@ impl Topology {
         Some(self.order[(start + position) % n])
     }
 
-    /// R3: A[0].
+    /// R3: `A[0]`.
     pub fn leader(&self, view: u64) -> Option<PublicKey> {
         self.at(view, 0)
     }
 
-    /// R3: A[q-1].
+    /// R3: `A[q-1]`.
     pub fn proxy_tail(&self, view: u64) -> Option<PublicKey> {
         self.at(view, self.quorum().saturating_sub(1))
     }

@@ -1,6 +1,8 @@
 //! The certified-block rule (R19, docs/PROTOCOL.md section 8): a block that arrives by block sync
 //! is committed on its commit certificate after its chain, Merkle root and state commitment are
 //! checked; its transaction signatures are verified again only when the rule is off.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -19,7 +21,6 @@ fn chains() -> (FixtureChain, CommittedBlock, CommittedBlock) {
         accounts: 16,
         validators: 4,
         seed: 3,
-        ..FixtureConfig::default()
     })
     .unwrap();
     let mut at_genesis = chain.wsv.clone();

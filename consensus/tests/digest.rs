@@ -17,7 +17,6 @@ fn a_digest_is_rebuilt_from_the_queue_and_what_was_fetched() {
         accounts: 16,
         validators: 4,
         seed: 5,
-        ..FixtureConfig::default()
     })
     .unwrap();
     let (committed, _) = chain.next_block().unwrap();

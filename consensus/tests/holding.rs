@@ -1,6 +1,8 @@
 //! Acknowledgement by f + 1 (docs/PROTOCOL.md section 7.1), through the replica: a client's
 //! transaction is acknowledged once f + 1 validators hold it, a peer's gossip is answered with
 //! what the peer holds, and answers from non-validators do not count.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -58,7 +60,6 @@ fn fixture(transactions_per_block: usize, seed: u64) -> Fixture {
         accounts: 8,
         validators: 4,
         seed,
-        ..FixtureConfig::default()
     })
     .unwrap();
     let (committed, _) = chain.next_block().unwrap();

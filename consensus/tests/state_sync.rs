@@ -5,6 +5,8 @@
 //! replays from genesis to the same state. A restart during the fill starts from the kept
 //! snapshot and finishes the fill. A peer that sends bad chunks or bad blocks below the base is
 //! routed around. Without state sync the same replica executes every block.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Block-sync chunks are served from Kura's records without decoding them (R19): the frame
 //! built from the records must be exactly the encoding of the response message.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use kasane_consensus::message::sync_response_frame;
 use kasane_consensus::Message;
@@ -14,7 +16,6 @@ fn blocks(count: usize) -> Vec<CommittedBlock> {
         accounts: 8,
         validators: 4,
         seed: 11,
-        ..FixtureConfig::default()
     })
     .unwrap();
     (0..count).map(|_| chain.next_block().unwrap().0).collect()

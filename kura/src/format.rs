@@ -275,8 +275,11 @@ fn read_section(bytes: &[u8], at: &mut usize, what: &str) -> Result<Vec<u8>, Str
     Ok(body.to_vec())
 }
 
+/// A base snapshot's parts: the encoded header of the base block, and the snapshot's chunks.
+pub type BaseSnapshot = (Vec<u8>, Vec<Vec<u8>>);
+
 /// Parses a base snapshot into the header bytes and the chunks; the reason when it fails.
-pub fn parse_base_snapshot(bytes: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+pub fn parse_base_snapshot(bytes: &[u8]) -> Result<BaseSnapshot, String> {
     if bytes.len() < 12 || bytes[..8] != BASE_SNAPSHOT_MAGIC {
         return Err("wrong magic".into());
     }

@@ -700,7 +700,7 @@ impl<B: Backend> Kura<B> {
 
     /// The snapshot a store from a base keeps: the encoded header of the base block and the
     /// snapshot's chunks. `None` for a whole store.
-    pub fn base_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>)>, KuraError> {
+    pub fn base_snapshot(&self) -> Result<Option<format::BaseSnapshot>, KuraError> {
         if self.upper.is_none() {
             return Ok(None);
         }

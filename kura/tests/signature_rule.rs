@@ -116,8 +116,7 @@ fn a_cofactored_signature_is_valid_in_every_check_and_a_non_canonical_one_in_non
 
     // Strict init refuses the chain with the non-canonical s, at its block.
     let kura = store(fixture(), vec![honest, broken]);
-    let error = init::strict_init(&kura, PluginRegistry::builtin(), None)
-        .err()
-        .expect("strict init accepted a non-canonical s");
+    let error =
+        init::strict_init(&kura, PluginRegistry::builtin(), None).expect_err("strict init accepted a non-canonical s");
     assert_eq!(error.bad_height(), Some(2), "{error}");
 }

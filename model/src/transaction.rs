@@ -175,7 +175,7 @@ impl SignedTransaction {
 
     /// Checks what needs no state: chain, counts, duplicate signers, time-to-live, and whether
     /// the chain takes what the transaction carries. Signatures themselves are checked by the
-    /// caller, in batches (see [`Self::signed_messages`]).
+    /// caller, in batches (see [`SigningMessages::items`]).
     pub fn check_stateless(&self, chain: &ChainId, payloads: Payloads) -> Result<(), StatelessError> {
         if self.payload.chain != *chain {
             return Err(StatelessError::WrongChain {

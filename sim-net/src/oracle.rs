@@ -313,7 +313,9 @@ mod tests {
         let key = KeyPair::derive(b"oracle", 0);
         let me = key.public_key();
         let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
-        let rows: Vec<(&str, Vec<(CoreView, CoreView, Vec<LockRecord>, Vec<Message>)>)> = vec![
+        // Each case: (before, after, lock records written, messages sent).
+        type Case = (CoreView, CoreView, Vec<LockRecord>, Vec<Message>);
+        let rows: Vec<(&str, Vec<Case>)> = vec![
             (
                 "one vote per view",
                 vec![

@@ -271,7 +271,7 @@ fn unrank_combination(n: usize, k: usize, mut rank: u64) -> Vec<usize> {
 /// of `nodes` are twinned, and each enumerated round is split with probability one in three,
 /// into two or three random groups.
 pub fn sampled(seed: u64, nodes: usize, twins: usize) -> Twins {
-    let mut rng = Rng::new(seed ^ 0x7477_696E_73);
+    let mut rng = Rng::new(seed ^ 0x0074_7769_6E73);
     let mut keys: Vec<usize> = (0..nodes).collect();
     for index in (1..keys.len()).rev() {
         keys.swap(index, rng.below(index as u64 + 1) as usize);

@@ -28,7 +28,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Break the protocol on purpose, for fault-injection experiments: silent, equivocate,
-    /// invalid-block or withhold-commit:<victim node index>. Never on a real network.
+    /// invalid-block or withhold-commit:N (N: the victim's node index). Never on a real network.
     #[arg(long, value_name = "BEHAVIOUR")]
     pub unsafe_byzantine: Option<ByzantineMode>,
 }

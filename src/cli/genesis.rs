@@ -4,7 +4,7 @@
 //! - DIR/genesis.block: the genesis block (validators, funded test accounts);
 //! - DIR/genesis.key: the genesis authority's secret key (for later membership changes);
 //! - DIR/cluster.toml: the manifest (chain, nodes with their keys and addresses);
-//! - DIR/node-<i>/config.toml: each node's configuration, its secret key included.
+//! - `DIR/node-<i>/config.toml`: each node's configuration, its secret key included.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -51,7 +51,7 @@ impl AuditSummary {
     }
 }
 
-/// Waits until the node has caught up (or [`START_WITHIN`]), then audits the store in `dir` up
+/// Waits until the node has caught up (or `START_WITHIN`), then audits the store in `dir` up
 /// to `target` in a child process of this binary, with `shared.auditing` set meanwhile (the
 /// status route shows it). Resolves with the summary, or why the store failed. Dropping the
 /// future kills the child.

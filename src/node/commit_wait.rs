@@ -144,8 +144,8 @@ pub async fn wait_for_commit(
     }
     let mut blocks: BTreeMap<u64, CommittedBlock> = BTreeMap::new();
     for (index, (height, reason)) in found {
-        if !blocks.contains_key(&height) {
-            blocks.insert(height, read_block(shared, height).await?);
+        if let std::collections::btree_map::Entry::Vacant(entry) = blocks.entry(height) {
+            entry.insert(read_block(shared, height).await?);
         }
         let committed = &blocks[&height];
         results[index].block = Some(Inclusion {

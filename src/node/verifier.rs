@@ -202,7 +202,7 @@ fn block_hashes<'a>(
         .collect()
 }
 
-/// Hashes client transactions and checks their signatures (see [`verify_signatures`]).
+/// Hashes client transactions and checks their signatures (see `verify_signatures`).
 pub fn preverify_transactions(cache: &mut KeyCache, transactions: &[SignedTransaction]) -> Vec<PreparedTransaction> {
     let (hashes, encodings) = hash_and_encode_all(transactions);
     let verified = verify_signatures(cache, transactions.iter().zip(&hashes));
@@ -241,7 +241,7 @@ fn dropped_while_catching_up(status: &super::state::Status, message: &Message) -
 }
 
 /// The verifier stage of one traffic class: in order, so the replica sees a class's messages in
-/// the order they arrived. It takes what is waiting (up to [`VERIFY_BATCH_TRANSACTIONS`]) and
+/// the order they arrived. It takes what is waiting (up to `VERIFY_BATCH_TRANSACTIONS`) and
 /// checks it in one batch on the blocking pool. With `gossip` (the gossip class), transaction
 /// gossip is dropped before any work while the node is more than
 /// [`GOSSIP_CHECKED_WITHIN_BLOCKS`] below the cluster height (counted in

@@ -320,7 +320,10 @@ fn encode_world(world: &World) -> Encoded {
     encoded
 }
 
-/// Walks the entries of a list of chunks, each as (chunk index, offset, key, value).
+/// One entry of a chunk: (chunk index, offset, key, value).
+type Entry<'a> = (usize, usize, &'a [u8], &'a [u8]);
+
+/// Walks the entries of a list of chunks.
 struct Entries<'a, C: AsRef<[u8]>> {
     chunks: &'a [C],
     index: usize,
@@ -328,7 +331,7 @@ struct Entries<'a, C: AsRef<[u8]>> {
 }
 
 impl<'a, C: AsRef<[u8]>> Entries<'a, C> {
-    fn next_entry(&mut self) -> Option<Result<(usize, usize, &'a [u8], &'a [u8]), SnapshotError>> {
+    fn next_entry(&mut self) -> Option<Result<Entry<'a>, SnapshotError>> {
         loop {
             let chunk = self.chunks.get(self.index)?.as_ref();
             if self.offset < chunk.len() {

@@ -1,5 +1,7 @@
 //! Leader reputation (docs/PROTOCOL.md R1): the leaders of failed views, taken from the views
 //! blocks were committed in, lead last for a window of heights; at most f of them.
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 

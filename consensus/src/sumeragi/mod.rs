@@ -2,7 +2,7 @@
 //! randomness, no I/O. Each handler cites the rule it implements; the handlers live in
 //! `proposing` (R4, R4a), `voting` (R5-R10), `view_change` (R11-R16) and `sync` (R19).
 //!
-//! The state of a height ([`HeightState`]) and of a view within it ([`ViewState`]) are each one
+//! The state of a height (`HeightState`) and of a view within it (`ViewState`) are each one
 //! value, replaced whole when the replica commits or changes view, so no field can be forgotten
 //! in a reset.
 

@@ -53,10 +53,10 @@ impl Sumeragi {
                 self.sync_timed_out(peer, out);
             }
             Timer::ApplySynced => self.continue_sync(out),
-            Timer::Revalidate { height, hash } if height == self.height => {
-                if self.validity(&hash) == Some(Validity::Early) {
-                    self.validate(hash, out);
-                }
+            Timer::Revalidate { height, hash }
+                if height == self.height && self.validity(&hash) == Some(Validity::Early) =>
+            {
+                self.validate(hash, out);
             }
             _ => {}
         }

@@ -472,7 +472,7 @@ impl Sumeragi {
         self.sync.committing_from = None;
         self.sync.paused = false;
         self.move_past(height, hash, validators, demoted, out);
-        self.sync.pending.retain(|pending, _| *pending >= height + 1);
+        self.sync.pending.retain(|pending, _| *pending > height);
         self.request_sync_from_all(out);
         self.continue_sync(out);
     }

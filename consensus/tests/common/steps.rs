@@ -270,12 +270,15 @@ fn matches(cluster: &Cluster, effect: &Effect, expected: &Expect) -> bool {
     }
 }
 
+/// A check of the core's state after a row.
+pub type Then<'a> = Box<dyn Fn(&Sumeragi) + 'a>;
+
 /// A row of a table.
 pub struct Step<'a> {
     pub note: &'static str,
     pub input: Input,
     pub effects: Vec<Expect>,
-    pub then: Option<Box<dyn Fn(&Sumeragi) + 'a>>,
+    pub then: Option<Then<'a>>,
 }
 
 /// A row: `input` must produce exactly `effects`.

@@ -505,7 +505,7 @@ impl Runner {
                 continue;
             }
             let mut peers = serde_json::Map::new();
-            for peer in 0..self.nodes.len() {
+            for (peer, key) in keys.iter().enumerate().take(self.nodes.len()) {
                 if peer == index {
                     continue;
                 }
@@ -523,7 +523,7 @@ impl Runner {
                     }
                 }
                 if cut || delay_ms > 0 {
-                    peers.insert(keys[peer].clone(), json!({ "cut": cut, "delay_ms": delay_ms }));
+                    peers.insert(key.clone(), json!({ "cut": cut, "delay_ms": delay_ms }));
                 }
             }
             let rules = json!({ "peers": peers });
