@@ -2,5 +2,3 @@
 //! everything it runs, so integration tests can use the same types.
 
 pub mod cli;
-pub mod node;
-pub mod testnet;

@@ -48,7 +48,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    kasane::node::allocator::limit_arenas();
+    kasane_node::allocator::limit_arenas();
     let args = Args::parse();
     // A node logs what it does at info level; the tools only warn unless asked.
     let default_filter = match args.command {

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use kasane::cli::client::check_proof;
 use kasane::cli::http::{ApiClient, Submitted};
 use kasane::cli::load::{load, LoadArgs};
-use kasane::node::runtime::now_ms;
-use kasane::testnet::{opaque_transaction, test_account, transfer, Manifest, TEST_ACCOUNT_COINS};
+use kasane_harness::{opaque_transaction, test_account, transfer, Manifest, TEST_ACCOUNT_COINS};
 use kasane_model::block::tx_merkle_root;
 use kasane_model::transaction::{ChainId, TTL_MS_MAX};
 use kasane_model::{Hash, KeyPair, SignedTransaction};
+use kasane_node::runtime::now_ms;
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -855,7 +855,7 @@ fn up_and_down_run_a_cluster_with_an_observer() {
 /// queue_full` before it decodes anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_commit_answers_with_a_proof_or_a_clear_error() {
-    use kasane::node::api::{TransactionBatch, POSTCARD};
+    use kasane_node::api::{TransactionBatch, POSTCARD};
     let _serial = serial();
     let mut cluster = Cluster::with_genesis(4, &["--queue-capacity", "2"]);
     cluster.wait_connected(Duration::from_secs(30)).await;

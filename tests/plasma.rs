@@ -24,7 +24,7 @@ use kasane::cli::http::runtime;
 use kasane::cli::plasma::{
     chain_record, committed_root, created_by, l1_instruction, l2_root, open_exits, Chain, PositionArg, Wallet,
 };
-use kasane::testnet::{test_account, Manifest, TEST_ACCOUNT_COINS};
+use kasane_harness::{test_account, Manifest, TEST_ACCOUNT_COINS};
 use kasane_model::hash::Hash;
 use kasane_model::ids::Name;
 use kasane_plasma::contract::PlasmaCall;

@@ -25,7 +25,7 @@ pub const HOLD_SYNC_MS: u64 = 5;
 
 /// Where a replica keeps the transactions of its queue, so that a restart does not forget what
 /// it told its peers and clients it holds (docs/PROTOCOL.md section 7.1, R18b). The node keeps
-/// them in a log of segment files (src/node/hold_log.rs); the simulator on its simulated disk.
+/// them in a log of segment files (node/src/hold_log.rs); the simulator on its simulated disk.
 pub trait HoldStore: Send {
     /// A transaction entered the queue. Durable only after the next successful [`Self::sync`].
     /// `encoding`, when the host kept it from hashing, is `codec::encode(transaction)`; it is

@@ -1,5 +1,5 @@
 //! `unsafe` is denied in every crate, and allowed only in two small modules: kura's memory map
-//! and the node's two calls into glibc's allocator (src/node/allocator.rs), each block with its
+//! and the node's two calls into glibc's allocator (node/src/allocator.rs), each block with its
 //! `// SAFETY:` comment.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ fn unsafe_code_is_allowed_only_in_the_mmap_and_allocator_modules() {
         .iter()
         .filter(|path| {
             !path.ends_with("kura/src/mmap.rs")
-                && !path.ends_with("src/node/allocator.rs")
+                && !path.ends_with("node/src/allocator.rs")
                 && !path.ends_with("kura/tests/unsafe_confined.rs")
         })
         .filter(|path| std::fs::read_to_string(path).is_ok_and(|text| text.contains(&allow)))
@@ -41,7 +41,7 @@ fn unsafe_code_is_allowed_only_in_the_mmap_and_allocator_modules() {
         .collect();
     assert!(
         offenders.is_empty(),
-        "unsafe code allowed outside kura/src/mmap.rs and src/node/allocator.rs: {offenders:?}"
+        "unsafe code allowed outside kura/src/mmap.rs and node/src/allocator.rs: {offenders:?}"
     );
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).expect("workspace manifest");
     assert!(

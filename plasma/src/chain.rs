@@ -290,3 +290,11 @@ pub fn register(registry: &mut PluginRegistry, keys: KeyCache) {
     registry.register_contract(L2_CONTRACT, Arc::new(LedgerContract));
     registry.register_contract(L1_CONTRACT, Arc::new(PlasmaContract::new(keys)));
 }
+
+/// The built-in plugins with plasma's registered ([`register`]): the set every kasane node
+/// registers, and so what a tool that builds or replays a chain must use too.
+pub fn node_registry(keys: KeyCache) -> PluginRegistry {
+    let mut registry = PluginRegistry::builtin();
+    register(&mut registry, keys);
+    registry
+}

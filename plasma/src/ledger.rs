@@ -80,7 +80,7 @@ pub struct PlasmaTx {
 
 /// The signature of one input, with the key that made it. The key must be the spent output's
 /// owner; carrying it lets a node check every signature of a transaction in batches before it
-/// looks at any state (src/node/verifier.rs), as it does the transaction's own.
+/// looks at any state (node/src/verifier.rs), as it does the transaction's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputSignature {
     pub key: PublicKey,

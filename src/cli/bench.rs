@@ -33,9 +33,9 @@ use super::cluster::{down, up};
 use super::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use super::http::ApiClient;
 use super::load::{follow, Seen};
-use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
-use crate::node::runtime::now_ms;
-use crate::testnet::{opaque_transaction, padded_transfer};
+use kasane_harness::{opaque_transaction, padded_transfer};
+use kasane_node::api::{SubmitResponse, TransactionBatch, POSTCARD};
+use kasane_node::runtime::now_ms;
 
 /// Requests in flight before batches are counted as not sent (the generator never waits).
 const IN_FLIGHT_MAX: usize = 1024;
@@ -394,7 +394,7 @@ fn process_usage(pid: i32) -> Option<(f64, f64)> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let peak_kib = crate::node::allocator::status_kib(&pid.to_string(), "VmHWM")? as f64;
+    let peak_kib = kasane_node::allocator::status_kib(&pid.to_string(), "VmHWM")? as f64;
     // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
     Some((ticks / 100.0, peak_kib / 1024.0))
 }
@@ -428,7 +428,7 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         hosts: Vec::new(),
         base_port: None,
         accounts: args.accounts,
-        chain: crate::testnet::DEFAULT_CHAIN.to_string(),
+        chain: kasane_harness::DEFAULT_CHAIN.to_string(),
         block_time_ms: Some(args.block_time_ms),
         commit_timeout_ms: Some(args.commit_timeout_ms),
         block_txs_max: Some(args.block_txs_max),
@@ -500,7 +500,7 @@ pub fn run_once(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 /// The same-run ceiling without a cluster: the signature check timed now on a few thousand
 /// freshly signed bench transfers.
 pub fn ceiling_now(args: &BenchArgs) -> anyhow::Result<Ceiling> {
-    let chain: ChainId = crate::testnet::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
+    let chain: ChainId = kasane_harness::DEFAULT_CHAIN.parse().context("the bench's chain id")?;
     let total = 4 * ceiling::BATCH_TRANSACTIONS as u64;
     let workload = Workload::Transfers {
         accounts: args.accounts,

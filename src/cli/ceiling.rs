@@ -141,9 +141,9 @@ mod tests {
     #[test]
     fn the_ceiling_divides_the_cores_among_the_verifiers() {
         // The bench's own transfers, as `kasane bench` times them.
-        let chain = crate::testnet::DEFAULT_CHAIN.parse().expect("chain id");
+        let chain = kasane_harness::DEFAULT_CHAIN.parse().expect("chain id");
         let transactions: Vec<SignedTransaction> = (0..64)
-            .map(|nonce| crate::testnet::padded_transfer(&chain, nonce as usize % 8, 8, 1, nonce, 0, 0))
+            .map(|nonce| kasane_harness::padded_transfer(&chain, nonce as usize % 8, 8, 1, nonce, 0, 0))
             .collect();
         let one = measure(&transactions, 1, Duration::from_millis(20)).expect("timed");
         assert!(one.us_per_signature > 0.0 && one.signatures_timed >= 64);

@@ -11,8 +11,8 @@ use kasane_model::Hash;
 use serde_json::{json, Value};
 
 use super::http::{runtime, ApiClient, Submitted};
-use crate::node::runtime::now_ms;
-use crate::testnet::transfer;
+use kasane_harness::transfer;
+use kasane_node::runtime::now_ms;
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {

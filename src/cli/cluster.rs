@@ -11,10 +11,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::http::{runtime, ApiClient};
-use crate::node::byzantine::ByzantineMode;
-use crate::node::config::{InitMode, NodeConfig};
-use crate::node::NodeOptions;
-use crate::testnet::Manifest;
+use kasane_harness::Manifest;
+use kasane_node::byzantine::ByzantineMode;
+use kasane_node::config::{InitMode, NodeConfig};
+use kasane_node::NodeOptions;
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -45,7 +45,7 @@ pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
         init,
         byzantine: args.unsafe_byzantine,
     };
-    runtime.block_on(crate::node::run(config, options, crate::node::shutdown_signal()))?;
+    runtime.block_on(kasane_node::run(config, options, kasane_node::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -114,7 +114,7 @@ pub fn up(dir: &Path, timeout: Duration) -> anyhow::Result<Manifest> {
 pub fn spawn_node(
     exe: &Path,
     dir: &Path,
-    node: &crate::testnet::ManifestNode,
+    node: &kasane_harness::ManifestNode,
     extra: &[String],
 ) -> anyhow::Result<std::process::Child> {
     let node_dir = dir.join(&node.dir);

@@ -48,7 +48,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         hosts: Vec::new(),
         base_port: None,
         accounts: 100,
-        chain: crate::testnet::DEFAULT_CHAIN.to_string(),
+        chain: kasane_harness::DEFAULT_CHAIN.to_string(),
         block_time_ms: None,
         commit_timeout_ms: None,
         block_txs_max: None,

@@ -16,9 +16,9 @@ use kasane_model::transaction::Payloads;
 use kasane_model::{codec, KeyPair};
 use serde_json::json;
 
-use crate::node::config::{ApiSection, ConsensusSection, KuraSection, NodeConfig, NodeSection, P2pSection, PeerEntry};
-use crate::node::runtime::now_ms;
-use crate::testnet::{build_genesis, Manifest, ManifestNode, DEFAULT_CHAIN, DEFAULT_TEST_ACCOUNTS};
+use kasane_harness::{build_genesis, Manifest, ManifestNode, DEFAULT_CHAIN, DEFAULT_TEST_ACCOUNTS};
+use kasane_node::config::{ApiSection, ConsensusSection, KuraSection, NodeConfig, NodeSection, P2pSection, PeerEntry};
+use kasane_node::runtime::now_ms;
 
 pub fn run_keys() -> anyhow::Result<ExitCode> {
     let key = KeyPair::generate();
@@ -181,7 +181,7 @@ pub fn write_cluster(args: &GenesisArgs) -> anyhow::Result<Manifest> {
         .parse()
         .map_err(|error: String| anyhow::anyhow!("--fsync: {error}"))?;
     let out = &args.out;
-    if out.join(crate::testnet::MANIFEST_FILE).exists() && !args.force {
+    if out.join(kasane_harness::MANIFEST_FILE).exists() && !args.force {
         bail!(
             "{} already holds a cluster; pass --force to overwrite it",
             out.display()

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use kasane_model::{codec, SignedTransaction};
 use serde_json::Value;
 
-use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
+use kasane_node::api::{SubmitResponse, TransactionBatch, POSTCARD};
 
 #[derive(Debug, Clone)]
 pub struct ApiClient {

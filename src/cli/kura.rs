@@ -120,9 +120,9 @@ fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let workers = args.workers.max(1);
-    match crate::node::audit::audit_store(&args.dir, args.blocks_per_chunk, &target, workers) {
+    match kasane_node::audit::audit_store(&args.dir, args.blocks_per_chunk, &target, workers) {
         Ok(report) => {
-            let summary = crate::node::audit::AuditSummary::of(&report);
+            let summary = kasane_node::audit::AuditSummary::of(&report);
             println!("{}", serde_json::to_string(&summary)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -263,9 +263,9 @@ pub fn verify_store(dir: &Path, strict: bool, progress: bool) -> anyhow::Result<
         }
     };
     let result = if strict {
-        strict_init(&kura, crate::node::plugins(), Some(&mut on_progress))
+        strict_init(&kura, kasane_node::plugins(), Some(&mut on_progress))
     } else {
-        fast_init(&kura, crate::node::plugins(), Some(&mut on_progress))
+        fast_init(&kura, kasane_node::plugins(), Some(&mut on_progress))
     };
     match result {
         Ok((wsv, init)) => {

@@ -23,8 +23,8 @@ use kasane_model::Hash;
 use serde::Serialize;
 
 use super::http::{ApiClient, Submitted};
-use crate::node::runtime::now_ms;
-use crate::testnet::{transfer_with_ttl, Manifest, DEFAULT_TEST_ACCOUNTS};
+use kasane_harness::{transfer_with_ttl, Manifest, DEFAULT_TEST_ACCOUNTS};
+use kasane_node::runtime::now_ms;
 
 /// Requests in flight per node before the generator counts batches as not sent (it never
 /// blocks), at least: a node that stopped answering does not hold back the others, its batches
@@ -484,7 +484,7 @@ pub async fn load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
                         } else if result
                             .error
                             .as_deref()
-                            .is_some_and(|error| error.starts_with(crate::node::api::NOT_HELD))
+                            .is_some_and(|error| error.starts_with(kasane_node::api::NOT_HELD))
                         {
                             counters.not_held.fetch_add(1, Ordering::Relaxed);
                         } else {

@@ -54,10 +54,10 @@ impl ProgressLine {
 }
 
 /// Parses a block size in transactions for the command line
-/// ([`crate::node::config::check_block_txs_max`]).
+/// ([`kasane_node::config::check_block_txs_max`]).
 pub fn block_txs_max(text: &str) -> Result<usize, String> {
     let value = text.parse().map_err(|error| format!("{error}"))?;
-    crate::node::config::check_block_txs_max(value)
+    kasane_node::config::check_block_txs_max(value)
         .map(|()| value)
         .map_err(|error| error.to_string())
 }

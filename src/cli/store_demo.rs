@@ -74,7 +74,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut progress = ProgressLine::new("fast init");
-    let (fast_wsv, fast) = fast_init(&kura, crate::node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
+    let (fast_wsv, fast) = fast_init(&kura, kasane_node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
     println!(
         "fast init: {} transactions in {:.2} s = {:.0} tx/s",
         fast.transactions,
@@ -82,7 +82,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fast.transactions_per_second()
     );
     let mut progress = ProgressLine::new("strict init");
-    let (strict_wsv, strict) = strict_init(&kura, crate::node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
+    let (strict_wsv, strict) = strict_init(&kura, kasane_node::plugins(), Some(&mut |d, t| progress.update(d, t)))?;
     println!(
         "strict init: {} transactions, {} signatures in {:.2} s = {:.0} tx/s",
         strict.transactions,
@@ -113,7 +113,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .set_len(length - 100)?;
     let (kura, reopened) = Kura::open(FileBackend::open(&dir)?, KuraConfig::default())?;
     let cut = reopened.cut.clone().context("the torn record was not detected")?;
-    let (after_crash, _) = fast_init(&kura, crate::node::plugins(), None)?;
+    let (after_crash, _) = fast_init(&kura, kasane_node::plugins(), None)?;
     println!(
         "torn tail: cut {} bytes in chunk {}; store back to height {} (was {}), state commitment {}",
         cut.bytes_cut,

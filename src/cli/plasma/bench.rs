@@ -43,9 +43,9 @@ use crate::cli::bench::{BenchArgs, BenchReport};
 use crate::cli::cluster::{down, up};
 use crate::cli::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use crate::cli::http::Submitted;
-use crate::node::api::{SubmitResponse, TransactionBatch, POSTCARD};
-use crate::node::runtime::now_ms;
-use crate::testnet::test_account;
+use kasane_harness::test_account;
+use kasane_node::api::{SubmitResponse, TransactionBatch, POSTCARD};
+use kasane_node::runtime::now_ms;
 
 #[derive(Debug, Clone, Args)]
 pub struct PlasmaBenchArgs {

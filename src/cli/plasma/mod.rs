@@ -31,8 +31,8 @@ use kasane_plasma::proof::{self, RootAccumulator};
 use serde_json::{json, Value};
 
 use super::http::{runtime, ApiClient, Submitted};
-use crate::node::runtime::now_ms;
-use crate::testnet::test_account;
+use kasane_harness::test_account;
+use kasane_node::runtime::now_ms;
 
 #[derive(Debug, Subcommand)]
 pub enum PlasmaCommand {

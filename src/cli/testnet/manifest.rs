@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context};
 use serde::Deserialize;
 
-use crate::node::byzantine::ByzantineMode;
-use crate::node::config::InitMode;
+use kasane_node::byzantine::ByzantineMode;
+use kasane_node::config::InitMode;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,7 +285,7 @@ impl TestnetManifest {
         );
         ensure!(self.recovery_bound_s > 0.0, "recovery_bound_s must be positive");
         if let Some(block_txs_max) = self.consensus.block_txs_max {
-            crate::node::config::check_block_txs_max(block_txs_max)?;
+            kasane_node::config::check_block_txs_max(block_txs_max)?;
         }
         ensure!(
             (0.0..=100.0).contains(&self.load.sent_percent_min),

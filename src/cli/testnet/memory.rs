@@ -245,7 +245,7 @@ fn process_halves(samples: &[Sample], pid: u32, load_s: f64) -> Option<(f64, f64
 
 /// `VmRSS` of a process, in KiB (Linux); None elsewhere or once it is gone.
 fn resident_kib(pid: u32) -> Option<u64> {
-    crate::node::allocator::status_kib(&pid.to_string(), "VmRSS")
+    kasane_node::allocator::status_kib(&pid.to_string(), "VmRSS")
 }
 
 #[cfg(test)]

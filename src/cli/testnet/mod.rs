@@ -33,9 +33,9 @@ use super::genesis::{write_cluster, GenesisArgs, PayloadKind};
 use super::http::{runtime, ApiClient};
 use super::kura::{verify_store, StoreCheck};
 use super::load::{load, LoadArgs, LoadReport};
-use crate::node::byzantine::ByzantineMode;
-use crate::node::config::NodeConfig;
-use crate::testnet::{Manifest, DEFAULT_CHAIN};
+use kasane_harness::{Manifest, DEFAULT_CHAIN};
+use kasane_node::byzantine::ByzantineMode;
+use kasane_node::config::NodeConfig;
 use manifest::{Kind, Step, Target, TestnetManifest};
 
 /// How often the runner polls every node's status.

@@ -187,9 +187,7 @@ fn open_replica(config: &NodeConfig, options: &NodeOptions) -> anyhow::Result<Op
 /// `cache` is the node's verified-signature memory, which the plasma plugin shares with the
 /// verifier stages that check plasma signatures in batches ahead of it.
 pub fn plugins_with(cache: KeyCache) -> PluginRegistry {
-    let mut registry = PluginRegistry::builtin();
-    kasane_plasma::chain::register(&mut registry, cache);
-    registry
+    kasane_plasma::chain::node_registry(cache)
 }
 
 /// [`plugins_with`] a memory of its own (tools that replay or build chains).

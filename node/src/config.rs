@@ -172,7 +172,7 @@ impl Default for KuraSection {
 pub struct MemorySection {
     /// Transactions whose status `GET /v1/transactions/{hash}` answers from memory. The
     /// default, 524,288, is about a minute at 9,000 tx/s and takes about 235 MB: the entries
-    /// (120 bytes each) and two hash maps kept at most half full (src/node/state.rs, `TxTable`).
+    /// (120 bytes each) and two hash maps kept at most half full (node/src/state.rs, `TxTable`).
     pub transaction_table_entries: usize,
     /// Transactions of recent blocks kept with their hashes (for block queries and proofs).
     /// Older blocks' hashes are computed again when asked for. The default, 131,072 (8 MiB of
@@ -186,7 +186,7 @@ pub struct MemorySection {
     /// again in its block.
     pub verified_signatures: usize,
     /// How often the node hands the allocator's free pages back to the system, in ms; 0 never
-    /// (src/node/allocator.rs). Without it a node that synced or served a burst of blocks kept
+    /// (node/src/allocator.rs). Without it a node that synced or served a burst of blocks kept
     /// the freed memory resident.
     pub trim_interval_ms: u64,
 }

@@ -302,7 +302,7 @@ mod tests {
     use kasane_model::{Block, BlockHeader, Hash, KeyPair};
 
     use super::*;
-    use crate::testnet::transfer;
+    use kasane_harness::transfer;
 
     fn transfers() -> Vec<SignedTransaction> {
         let chain = "verifier-tests".parse().expect("chain id");
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn gossip_is_dropped_only_while_catching_up() {
-        let mut status = crate::node::state::Status {
+        let mut status = crate::state::Status {
             chain: String::new(),
             public_key: String::new(),
             height: 100,
@@ -421,7 +421,7 @@ mod tests {
 
         let chain = "verifier-tests".parse().expect("chain id");
         let owner = KeyPair::derive(b"verifier-tests", 7);
-        let sender = crate::testnet::test_account(0).1;
+        let sender = kasane_harness::test_account(0).1;
         let plasma_tx = |number: u64| {
             PlasmaTx::sign(
                 vec![Position::Deposit { number }],

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use kasane_model::crypto::KeyCache;
 use kasane_model::ids::{AccountId, AssetId};
 use kasane_model::instruction::{Instruction, MetadataTarget, METADATA_VALUE_BYTES_MAX};
 use kasane_model::transaction::{ChainId, Payloads, TTL_MS_MAX};
@@ -167,7 +168,9 @@ pub fn build_genesis(
         let (id, key) = test_account(index);
         builder.funded_account(id, key.public_key(), TEST_ACCOUNT_COINS);
     }
-    let (genesis, _) = builder.build(crate::node::plugins()).context("building genesis")?;
+    let (genesis, _) = builder
+        .build(kasane_plasma::chain::node_registry(KeyCache::new()))
+        .context("building genesis")?;
     Ok(genesis)
 }
 
